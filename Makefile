@@ -1,0 +1,74 @@
+# genmedia: `make run` serves the whole stack, `make test` checks it.
+# Every target sets up what it needs: virtual environment, generated code,
+# weights. Nothing is expected to be installed by hand.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WEIGHTS_DIR ?= var/weights
+PROTOS := $(wildcard protos/genmedia/v1/*.proto)
+GENERATED := genmedia/v1/.generated
+VENV_STAMP := $(VENV)/.installed
+WEIGHTS_STAMP := $(WEIGHTS_DIR)/.complete
+PYTEST ?= $(PY) -m pytest
+
+export PYTHONPATH := $(CURDIR):$(CURDIR)/models
+
+.PHONY: help setup venv protos weights run test test-unit test-integration lint format clean
+
+help:
+	@echo "make run               set up and serve Triton + services + gateway until Ctrl-C"
+	@echo "make test              set up and run lint, unit and integration tests"
+	@echo "make test-unit         unit tests only (no Triton)"
+	@echo "make test-integration  integration tests (real tritonserver, real gRPC servers)"
+	@echo "make protos            generate Python code from protos/ into genmedia/"
+	@echo "make weights           write small test checkpoints into $(WEIGHTS_DIR)"
+	@echo "make lint / format     ruff"
+
+setup: venv protos weights
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): requirements/services.txt requirements/models.txt requirements/dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
+	touch $@
+
+protos: $(GENERATED)
+
+# Generated code is built, never committed (see .gitignore).
+$(GENERATED): $(PROTOS) $(VENV_STAMP)
+	rm -rf genmedia
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. --pyi_out=. $(PROTOS)
+	touch $@
+
+weights: $(WEIGHTS_STAMP)
+
+$(WEIGHTS_STAMP): models/genmedia_models/test_weights.py $(VENV_STAMP)
+	$(PY) -m genmedia_models.test_weights --out $(WEIGHTS_DIR)
+	touch $@
+
+run: setup
+	$(PY) -m services.launcher
+
+test: setup lint
+	$(PYTEST) tests
+
+test-unit: setup
+	$(PYTEST) tests/unit
+
+test-integration: setup
+	$(PYTEST) tests/integration
+
+lint: venv
+	$(VENV)/bin/ruff check services models tests
+	$(VENV)/bin/ruff format --check services models tests
+
+format: venv
+	$(VENV)/bin/ruff check --fix services models tests
+	$(VENV)/bin/ruff format services models tests
+
+clean:
+	rm -rf genmedia var .pytest_cache .ruff_cache

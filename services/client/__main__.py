@@ -1,0 +1,7 @@
+"""python -m services.client (same as the ``genmedia`` command)."""
+
+import sys
+
+from services.client.cli import main
+
+sys.exit(main())

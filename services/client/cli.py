@@ -1,0 +1,170 @@
+"""The ``genmedia`` command line: every RPC of the public API."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+from genmedia.v1 import text_generation_pb2 as text_pb
+from services.client.sdk import DEFAULT_TARGET, IMAGE_FORMATS, GenmediaClient, GenmediaError
+
+EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "image"
+
+
+def _class_selector(value: str) -> str | int:
+    return int(value) if value.isdigit() else value
+
+
+def image_generate(client: GenmediaClient, args: argparse.Namespace) -> None:
+    response = client.generate_images(
+        classes=[_class_selector(c) for c in args.classes],
+        count=args.count,
+        seed=args.seed,
+        truncation=args.truncation,
+        image_format=args.format,
+        width=args.width,
+        height=args.height,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    seen: dict[str, int] = {}
+    for generated in response.images:
+        slug = _slug(generated.image_class.name)
+        index = seen[slug] = seen.get(slug, -1) + 1
+        path = args.out / f"{slug}-{index}.{EXTENSIONS[args.format]}"
+        path.write_bytes(generated.image.data)
+        image = generated.image
+        print(f"{path}  {image.width}x{image.height}  class {generated.image_class.id} "
+              f"{generated.image_class.name!r}")  # fmt: skip
+    print(f"seed {response.seed}  request {response.request_id}  (synthetic, provenance embedded)")
+
+
+def image_classes(client: GenmediaClient, args: argparse.Namespace) -> None:
+    for image_class in client.list_classes(args.query).classes:
+        synonyms = f"  ({', '.join(image_class.synonyms)})" if image_class.synonyms else ""
+        print(f"{image_class.id:4d}  {image_class.name}{synonyms}")
+
+
+def image_translate(client: GenmediaClient, args: argparse.Namespace) -> None:
+    image_format = args.format or _format_from_suffix(args.out)
+    response = client.translate_image(args.input.read_bytes(), args.model, image_format)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(response.image.data)
+    print(f"{args.out}  {response.image.width}x{response.image.height}  "
+          f"request {response.request_id}  (synthetic, provenance embedded)")  # fmt: skip
+
+
+def image_models(client: GenmediaClient, args: argparse.Namespace) -> None:
+    for model in client.list_models().models:
+        state = "ready" if model.ready else "NOT READY"
+        print(f"{model.name:20s} {model.source_domain} -> {model.target_domain}  {state}")
+
+
+def text_generate(client: GenmediaClient, args: argparse.Namespace) -> None:
+    options = {
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "seed": args.seed,
+        "stop": args.stop,
+    }
+    if args.stream:
+        last = None
+        for last in client.stream_text(args.prompt, **options):
+            sys.stdout.write(last.text)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        final = last
+    else:
+        final = client.generate_text(args.prompt, **options)
+        print(final.text)
+    if final is not None:
+        reason = text_pb.FinishReason.Name(final.finish_reason).removeprefix("FINISH_REASON_")
+        print(f"[{final.usage.generated_tokens} tokens, finished: {reason.lower()}, "
+              f"seed {final.provenance.seed}, model {final.provenance.model}, synthetic]",
+              file=sys.stderr)  # fmt: skip
+
+
+def _format_from_suffix(path: Path) -> str:
+    suffix = path.suffix.lower().lstrip(".")
+    return {"jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}.get(suffix, "png")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genmedia", description="Call a genmedia gateway.")
+    parser.add_argument(
+        "--target",
+        default=os.environ.get("GENMEDIA_TARGET", DEFAULT_TARGET),
+        help="gateway host:port (env GENMEDIA_TARGET; default %(default)s)",
+    )
+    parser.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
+    groups = parser.add_subparsers(dest="group", required=True)
+
+    image = groups.add_parser("image", help="generate or translate images").add_subparsers(
+        dest="command", required=True
+    )
+    generate = image.add_parser("generate", help="class-conditional images (BigGAN)")
+    generate.add_argument("--class", dest="classes", action="append", required=True,
+                          help="class name or id; repeat for several")  # fmt: skip
+    generate.add_argument("--count", type=int, default=1, help="images per class")
+    generate.add_argument("--seed", type=int, help="same seed, same images")
+    generate.add_argument("--truncation", type=float, default=0.0, help="(0, 1]; default 0.4")
+    generate.add_argument("--format", choices=IMAGE_FORMATS, default="png")
+    generate.add_argument("--width", type=int, default=0)
+    generate.add_argument("--height", type=int, default=0)
+    generate.add_argument("--out", type=Path, default=Path("out"), help="output directory")
+    generate.set_defaults(run=image_generate)
+
+    classes = image.add_parser("classes", help="list the classes (optionally filtered)")
+    classes.add_argument("query", nargs="?", default="")
+    classes.set_defaults(run=image_classes)
+
+    translate = image.add_parser("translate", help="image-to-image translation (CycleGAN)")
+    translate.add_argument("input", type=Path, help="PNG, JPEG or WebP file")
+    translate.add_argument("--model", required=True, help="direction, e.g. horse2zebra")
+    translate.add_argument("--out", type=Path, required=True, help="output file")
+    translate.add_argument("--format", choices=IMAGE_FORMATS, help="default: from --out suffix")
+    translate.set_defaults(run=image_translate)
+
+    models = image.add_parser("models", help="list translation directions")
+    models.set_defaults(run=image_models)
+
+    text = groups.add_parser("text", help="generate text (GPT-2)").add_subparsers(
+        dest="command", required=True
+    )
+    text_gen = text.add_parser("generate", help="continue a prompt")
+    text_gen.add_argument("prompt")
+    text_gen.add_argument("--stream", action="store_true", help="print tokens as they arrive")
+    text_gen.add_argument("--max-new-tokens", type=int, default=0, help="default 64")
+    text_gen.add_argument("--temperature", type=float, help="0..2, 0 is greedy; default 1")
+    text_gen.add_argument("--top-k", type=int, default=0)
+    text_gen.add_argument("--top-p", type=float)
+    text_gen.add_argument("--seed", type=int)
+    text_gen.add_argument("--stop", action="append", default=[], help="stop sequence; repeatable")
+    text_gen.set_defaults(run=text_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with GenmediaClient(args.target, timeout_s=args.timeout) as client:
+            args.run(client, args)
+    except GenmediaError as error:
+        print(f"genmedia: {error.code.name}: {error.details}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"genmedia: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

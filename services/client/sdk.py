@@ -1,0 +1,165 @@
+"""A small synchronous client for the gateway (or any single service)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+
+import grpc
+
+from genmedia.v1 import common_pb2
+from genmedia.v1 import image_generation_pb2 as gen_pb
+from genmedia.v1 import image_generation_pb2_grpc as gen_grpc
+from genmedia.v1 import image_translation_pb2 as trans_pb
+from genmedia.v1 import image_translation_pb2_grpc as trans_grpc
+from genmedia.v1 import text_generation_pb2 as text_pb
+from genmedia.v1 import text_generation_pb2_grpc as text_grpc
+
+DEFAULT_TARGET = "localhost:50051"
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+IMAGE_FORMATS = {
+    "png": common_pb2.IMAGE_FORMAT_PNG,
+    "jpeg": common_pb2.IMAGE_FORMAT_JPEG,
+    "webp": common_pb2.IMAGE_FORMAT_WEBP,
+}
+
+
+class GenmediaError(Exception):
+    """A call failed; ``code`` is the gRPC status, ``details`` the server's message."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+def _raise_from(error: grpc.RpcError) -> GenmediaError:
+    if isinstance(error, grpc.Call):
+        return GenmediaError(error.code(), error.details() or "")
+    return GenmediaError(grpc.StatusCode.UNKNOWN, str(error))
+
+
+class GenmediaClient:
+    """One channel to a genmedia endpoint; use as a context manager."""
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        timeout_s: float | None = 60.0,
+        metadata: Sequence[tuple[str, str]] = (),
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        options = [
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ]
+        self._channel = (
+            grpc.secure_channel(target, credentials, options=options)
+            if credentials
+            else grpc.insecure_channel(target, options=options)
+        )
+        self._timeout_s = timeout_s
+        self._metadata = tuple(metadata)
+        self.images = gen_grpc.ImageGenerationServiceStub(self._channel)
+        self.translation = trans_grpc.ImageTranslationServiceStub(self._channel)
+        self.text = text_grpc.TextGenerationServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> GenmediaClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def generate_images(
+        self,
+        classes: Sequence[str | int],
+        count: int = 1,
+        seed: int | None = None,
+        truncation: float = 0.0,
+        image_format: str = "png",
+        width: int = 0,
+        height: int = 0,
+    ) -> gen_pb.GenerateImagesResponse:
+        """Class names (str) or ids (int); ``count`` images of each."""
+        selectors = [
+            gen_pb.ClassSelector(id=c) if isinstance(c, int) else gen_pb.ClassSelector(name=c)
+            for c in classes
+        ]
+        request = gen_pb.GenerateImagesRequest(
+            classes=selectors,
+            count=count,
+            truncation=truncation,
+            format=IMAGE_FORMATS[image_format],
+            width=width,
+            height=height,
+        )
+        if seed is not None:
+            request.seed = seed
+        return self._unary(self.images.GenerateImages, request)
+
+    def list_classes(self, query: str = "") -> gen_pb.ListClassesResponse:
+        return self._unary(self.images.ListClasses, gen_pb.ListClassesRequest(query=query))
+
+    def translate_image(
+        self, image: bytes, model: str, image_format: str = "png"
+    ) -> trans_pb.TranslateImageResponse:
+        request = trans_pb.TranslateImageRequest(
+            image=image, model=model, format=IMAGE_FORMATS[image_format]
+        )
+        return self._unary(self.translation.TranslateImage, request)
+
+    def list_models(self) -> trans_pb.ListModelsResponse:
+        return self._unary(self.translation.ListModels, trans_pb.ListModelsRequest())
+
+    @staticmethod
+    def text_request(
+        prompt: str,
+        max_new_tokens: int = 0,
+        temperature: float | None = None,
+        top_k: int = 0,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] = (),
+    ) -> text_pb.GenerateTextRequest:
+        request = text_pb.GenerateTextRequest(
+            prompt=prompt, max_new_tokens=max_new_tokens, top_k=top_k, stop=list(stop)
+        )
+        if temperature is not None:
+            request.temperature = temperature
+        if top_p is not None:
+            request.top_p = top_p
+        if seed is not None:
+            request.seed = seed
+        return request
+
+    def generate_text(self, prompt: str, **options: object) -> text_pb.GenerateTextResponse:
+        """Options as for :meth:`text_request`."""
+        return self._unary(self.text.GenerateText, self.text_request(prompt, **options))  # type: ignore[arg-type]
+
+    def stream_text(self, prompt: str, **options: object) -> Iterator[text_pb.StreamTextResponse]:
+        """Yields text deltas as they are produced; the last carries finish reason."""
+        call = self.text.StreamText(
+            self.text_request(prompt, **options),  # type: ignore[arg-type]
+            timeout=self._timeout_s,
+            metadata=self._metadata,
+        )
+        try:
+            yield from call
+        except grpc.RpcError as error:
+            raise _raise_from(error) from None
+        finally:
+            call.cancel()
+
+    def _unary(self, method: grpc.UnaryUnaryMultiCallable, request: object):
+        try:
+            return method(request, timeout=self._timeout_s, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise _raise_from(error) from None

@@ -1,0 +1,149 @@
+"""Image decoding, validation, resizing and encoding with Pillow.
+
+Inputs are checked before any pixel is decoded (format, declared size), so
+a decompression bomb or an unexpected format costs nothing. Outputs carry
+their provenance inside the file: a PNG text chunk and EXIF fields for
+every format.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from genmedia.v1 import common_pb2
+from services.common.errors import InvalidArgument
+from services.common.provenance import provenance_json
+
+# Only the formats the API names are ever opened.
+_PIL_FORMATS = {
+    common_pb2.IMAGE_FORMAT_PNG: "PNG",
+    common_pb2.IMAGE_FORMAT_JPEG: "JPEG",
+    common_pb2.IMAGE_FORMAT_WEBP: "WEBP",
+}
+_FORMAT_BY_PIL = {pil: enum for enum, pil in _PIL_FORMATS.items()}
+PROVENANCE_PNG_KEY = "genmedia:provenance"
+_EXIF_IMAGE_DESCRIPTION = 0x010E
+_EXIF_SOFTWARE = 0x0131
+DEFAULT_QUALITY = 90
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int
+    max_pixels: int
+    min_side: int = 8
+
+
+def format_name(image_format: int) -> str:
+    return common_pb2.ImageFormat.Name(image_format).removeprefix("IMAGE_FORMAT_").lower()
+
+
+def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
+    """Decodes PNG/JPEG/WebP bytes into an RGB uint8 array of shape [H, W, 3]."""
+    if not data:
+        raise InvalidArgument("image is empty: send PNG, JPEG or WebP bytes")
+    if len(data) > limits.max_bytes:
+        raise InvalidArgument(f"image is {len(data)} bytes; the limit is {limits.max_bytes} bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=list(_PIL_FORMATS.values()))
+    except UnidentifiedImageError:
+        raise InvalidArgument(
+            "image bytes are not a PNG, JPEG or WebP file (or are corrupt)"
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidArgument(
+            f"image declares more than {limits.max_pixels} pixels; send a smaller image"
+        ) from None
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise InvalidArgument(
+            f"image is {width}x{height} = {width * height} pixels; "
+            f"the limit is {limits.max_pixels} pixels"
+        )
+    if min(width, height) < limits.min_side:
+        raise InvalidArgument(
+            f"image is {width}x{height}; both sides must be at least {limits.min_side} pixels"
+        )
+    if getattr(image, "n_frames", 1) > 1:
+        raise InvalidArgument("animated images are not supported; send a single frame")
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidArgument(f"image is truncated or corrupt: {exc}") from None
+    return np.asarray(_to_rgb(image), dtype=np.uint8)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB for any mode: palette, grey, 16-bit and alpha images included."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.uint32) >> 8
+        image = Image.fromarray(array.astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    return image.convert("RGB")
+
+
+def resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resizes an [H, W, 3] array with a high-quality filter."""
+    if pixels.shape[1] == width and pixels.shape[0] == height:
+        return pixels
+    image = Image.fromarray(pixels).resize((width, height), Image.Resampling.LANCZOS)
+    return np.asarray(image)
+
+
+def encode_image(
+    pixels: np.ndarray,
+    image_format: int,
+    quality: int,
+    provenance: common_pb2.Provenance,
+) -> common_pb2.Image:
+    """Encodes an [H, W, 3] uint8 array with its provenance embedded."""
+    image_format = image_format or common_pb2.IMAGE_FORMAT_PNG
+    label = provenance_json(provenance)
+    image = Image.fromarray(pixels, mode="RGB")
+    exif = Image.Exif()
+    exif[_EXIF_IMAGE_DESCRIPTION] = label
+    exif[_EXIF_SOFTWARE] = provenance.generator
+    buffer = io.BytesIO()
+    pil_format = _PIL_FORMATS[image_format]
+    if pil_format == "PNG":
+        text = PngImagePlugin.PngInfo()
+        text.add_itxt(PROVENANCE_PNG_KEY, label)
+        image.save(buffer, "PNG", pnginfo=text, exif=exif)
+    else:
+        image.save(buffer, pil_format, quality=quality or DEFAULT_QUALITY, exif=exif)
+    return common_pb2.Image(
+        data=buffer.getvalue(),
+        format=image_format,
+        width=image.width,
+        height=image.height,
+        provenance=provenance,
+    )
+
+
+def read_embedded_provenance(data: bytes) -> str | None:
+    """The provenance JSON embedded by :func:`encode_image`, if any."""
+    image = Image.open(io.BytesIO(data), formats=list(_PIL_FORMATS.values()))
+    if PROVENANCE_PNG_KEY in getattr(image, "text", {}):
+        return image.text[PROVENANCE_PNG_KEY]
+    description = image.getexif().get(_EXIF_IMAGE_DESCRIPTION)
+    return str(description) if description else None
+
+
+def validate_output_format(image_format: int, quality: int) -> None:
+    if image_format not in (common_pb2.IMAGE_FORMAT_UNSPECIFIED, *_PIL_FORMATS):
+        raise InvalidArgument(
+            f"format {image_format} is unknown; use IMAGE_FORMAT_PNG, _JPEG or _WEBP"
+        )
+    if not 0 <= quality <= 100:
+        raise InvalidArgument(f"quality is {quality}; it must be 1..100 (0 for the default)")

@@ -1,0 +1,122 @@
+"""Runs one genmedia gRPC process: server, health, reflection, metrics, shutdown.
+
+Every process's ``__main__`` builds its servicers and hands them to
+:func:`run_server`, which owns the lifecycle:
+
+start metrics -> bind gRPC -> SERVING once ready -> (SIGTERM) NOT_SERVING ->
+``server.stop(grace)`` -> close upstream clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from services.common.interceptor import ServerCallInterceptor
+from services.common.settings import ServerSettings
+
+logger = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+
+
+def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    """Channel and server options: large images, keepalive through idle LBs."""
+    return [
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+@dataclass
+class ServedProcess:
+    """What a process contributes to the generic lifecycle."""
+
+    service_names: Sequence[str]
+    register: Callable[[aio.Server], None]
+    readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+    """Per gRPC service, a check that says whether it can serve right now."""
+    on_close: Callable[[], Awaitable[None]] | None = None
+
+
+async def _watch_readiness(
+    process: ServedProcess, health_servicer: health.aio.HealthServicer, poll_s: float
+) -> None:
+    """Keeps each service's health status in step with its upstream."""
+    serving = health_pb2.HealthCheckResponse.SERVING
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+    last: dict[str, bool] = {}
+    while True:
+        for name in process.service_names:
+            check = process.readiness.get(name)
+            try:
+                ready = await check() if check else True
+            except Exception:  # noqa: BLE001 - an unreachable upstream is just "not ready"
+                ready = False
+            if last.get(name) != ready:
+                logger.info("%s is %s", name, "SERVING" if ready else "NOT_SERVING")
+                last[name] = ready
+            await health_servicer.set(name, serving if ready else not_serving)
+        overall = all(last.get(name, False) for name in process.service_names)
+        await health_servicer.set("", serving if overall else not_serving)
+        await asyncio.sleep(poll_s)
+
+
+async def run_server(settings: ServerSettings, process: ServedProcess) -> None:
+    """Serves until SIGTERM or SIGINT, then shuts down gracefully."""
+    start_http_server(settings.metrics_port, addr=settings.host.strip("[]") or "::")
+    server = aio.server(interceptors=[ServerCallInterceptor()], options=grpc_options(settings))
+    process.register(server)
+
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *process.service_names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        (*process.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+
+    address = f"{settings.host}:{settings.grpc_port}"
+    if server.add_insecure_port(address) == 0:
+        raise SystemExit(f"cannot listen on {address}")
+    await server.start()
+    logger.info(
+        "serving %s on %s, metrics on :%d",
+        ", ".join(process.service_names),
+        address,
+        settings.metrics_port,
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    watcher = asyncio.create_task(
+        _watch_readiness(process, health_servicer, settings.health_poll_s)
+    )
+
+    await stop.wait()
+    logger.info(
+        "shutting down: NOT_SERVING, %.1f s grace for in-flight calls", settings.shutdown_grace_s
+    )
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(settings.shutdown_grace_s)
+    if process.on_close is not None:
+        await process.on_close()
+    logger.info("stopped")

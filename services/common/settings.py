@@ -1,0 +1,76 @@
+"""Settings shared by every process, read once from ``GENMEDIA_*`` variables.
+
+Each process subclasses :class:`ServerSettings` with its own fields and
+defaults; the result is frozen and validated at start-up so a bad value
+fails fast with the variable's name in the message.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TypeVar
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "GENMEDIA_"
+MIB = 1024 * 1024
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class ServerSettings(BaseSettings):
+    """What every gRPC process needs to listen, report and shut down."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    host: str = Field("[::]", description="Address the gRPC and metrics servers bind to.")
+    grpc_port: int = Field(0, ge=0, le=65535, description="gRPC listen port.")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port.")
+    log_level: LogLevel = Field(LogLevel.INFO, description="Log level.")
+    shutdown_grace_s: float = Field(
+        10.0, gt=0, description="Seconds in-flight calls get to finish after SIGTERM."
+    )
+    max_message_bytes: int = Field(
+        32 * MIB, ge=MIB, description="Largest gRPC message sent or received."
+    )
+    health_poll_s: float = Field(
+        2.0, gt=0, description="Seconds between readiness checks of upstreams."
+    )
+
+
+class TritonBackedSettings(ServerSettings):
+    """A service that talks to Triton."""
+
+    triton_url: str = Field(
+        ..., min_length=1, description="Triton gRPC address host:port (required)."
+    )
+    triton_timeout_s: float = Field(
+        60.0, gt=0, description="Longest a Triton call may take when the caller set no deadline."
+    )
+
+
+class SettingsError(SystemExit):
+    """Raised at start-up when the environment does not give valid settings."""
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(settings_class: type[S]) -> S:
+    """Reads settings from the environment, naming the variables that are wrong."""
+    from pydantic import ValidationError
+
+    try:
+        return settings_class()
+    except ValidationError as exc:
+        problems = [
+            f"{ENV_PREFIX}{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        ]
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None

@@ -1,0 +1,187 @@
+"""The services' only way to reach Triton: ``tritonclient.grpc.aio`` with
+deadlines, metrics and Triton's errors turned into domain errors."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import grpc
+import numpy as np
+import tritonclient.grpc.aio as triton_aio
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+from services.common import metrics
+from services.common.errors import (
+    DeadlineExceeded,
+    GenmediaError,
+    InvalidArgument,
+    Unavailable,
+    UpstreamError,
+)
+from services.common.settings import TritonBackedSettings
+
+Tensors = Mapping[str, np.ndarray]
+
+
+def _to_domain_error(model: str, exc: InferenceServerException) -> GenmediaError:
+    status = (exc.status() or "").removeprefix("StatusCode.")
+    message = exc.message() or str(exc)
+    if status == "UNAVAILABLE":
+        return Unavailable(f"Triton is unavailable ({message}); retry later")
+    if status == "DEADLINE_EXCEEDED":
+        return DeadlineExceeded(f"model {model} did not answer before the deadline")
+    if status == "INVALID_ARGUMENT":
+        return InvalidArgument(f"model {model} rejected the request: {message}")
+    if status == "CANCELLED":
+        return UpstreamError(grpc.StatusCode.CANCELLED, f"call to model {model} was cancelled")
+    if status == "NOT_FOUND" or "unknown model" in message or "is not ready" in message:
+        return Unavailable(f"model {model} is not loaded in Triton; retry later")
+    return UpstreamError(grpc.StatusCode.INTERNAL, f"model {model} failed: {message}")
+
+
+def _code_of(exc: BaseException | None) -> str:
+    if exc is None:
+        return "OK"
+    if isinstance(exc, GenmediaError):
+        return exc.code.name
+    return "CANCELLED"
+
+
+def _infer_inputs(tensors: Tensors) -> list[InferInput]:
+    inputs = []
+    for name, array in tensors.items():
+        infer_input = InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        infer_input.set_data_from_numpy(np.ascontiguousarray(array))
+        inputs.append(infer_input)
+    return inputs
+
+
+class TritonClient:
+    """A long-lived connection to one Triton server."""
+
+    def __init__(self, url: str, max_message_bytes: int, default_timeout_s: float) -> None:
+        self._client = triton_aio.InferenceServerClient(
+            url,
+            channel_args=[
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.max_pings_without_data", 0),
+            ],
+        )
+        self._default_timeout_s = default_timeout_s
+
+    @classmethod
+    def from_settings(cls, settings: TritonBackedSettings) -> TritonClient:
+        return cls(settings.triton_url, settings.max_message_bytes, settings.triton_timeout_s)
+
+    def _timeout(self, remaining_s: float | None) -> float:
+        return self._default_timeout_s if remaining_s is None else max(remaining_s, 0.001)
+
+    async def infer(
+        self,
+        model: str,
+        inputs: Tensors,
+        outputs: list[str],
+        request_id: str,
+        timeout_s: float | None,
+    ) -> dict[str, np.ndarray]:
+        """One request, one response; ``timeout_s`` is the caller's time left."""
+        start = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            result = await self._client.infer(
+                model,
+                _infer_inputs(inputs),
+                outputs=[InferRequestedOutput(name) for name in outputs],
+                request_id=request_id,
+                client_timeout=self._timeout(timeout_s),
+            )
+            return {name: result.as_numpy(name) for name in outputs}
+        except InferenceServerException as exc:
+            error = _to_domain_error(model, exc)
+            raise error from exc
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            _record(model, start, error)
+
+    async def stream(
+        self,
+        model: str,
+        inputs: Tensors,
+        output: str,
+        request_id: str,
+        timeout_s: float | None,
+    ) -> AsyncIterator[np.ndarray]:
+        """Sends one request to a decoupled model and yields each response's ``output``.
+
+        Closing the iterator early (or cancelling the task that reads it)
+        cancels the gRPC stream, which Triton passes to the model as
+        ``request.is_cancelled()``.
+        """
+        start = time.perf_counter()
+        error: BaseException | None = None
+
+        async def one_request() -> AsyncIterator[dict[str, Any]]:
+            yield {"model_name": model, "inputs": _infer_inputs(inputs), "request_id": request_id}
+
+        responses = self._client.stream_infer(
+            one_request(), stream_timeout=self._timeout(timeout_s)
+        )
+        try:
+            async for result, failure in responses:
+                if failure is not None:
+                    raise _to_domain_error(model, failure)
+                array = result.as_numpy(output)
+                if array is not None:
+                    yield array
+        except InferenceServerException as exc:
+            error = _to_domain_error(model, exc)
+            raise error from exc
+        except grpc.aio.AioRpcError as exc:
+            error = _rpc_error(model, exc)
+            raise error from exc
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            responses.cancel()
+            _record(model, start, error)
+
+    async def is_model_ready(self, model: str) -> bool:
+        try:
+            return bool(await self._client.is_model_ready(model))
+        except InferenceServerException:
+            return False
+
+    async def model_version(self, model: str) -> str:
+        """The newest version Triton serves, e.g. ``"1"``."""
+        try:
+            metadata = await self._client.get_model_metadata(model)
+        except InferenceServerException as exc:
+            raise _to_domain_error(model, exc) from exc
+        versions = sorted(metadata.versions, key=lambda v: int(v) if v.isdigit() else -1)
+        return versions[-1] if versions else ""
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+def _rpc_error(model: str, exc: grpc.aio.AioRpcError) -> GenmediaError:
+    code = exc.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(f"model {model} did not finish before the deadline")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return Unavailable(f"Triton is unavailable ({exc.details()}); retry later")
+    return UpstreamError(code, f"stream from model {model} failed: {exc.details()}")
+
+
+def _record(model: str, start: float, error: BaseException | None) -> None:
+    metrics.triton_requests.labels(model, _code_of(error)).inc()
+    metrics.triton_request_seconds.labels(model).observe(time.perf_counter() - start)

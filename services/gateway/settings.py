@@ -1,0 +1,27 @@
+"""Settings of the gateway (``GENMEDIA_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from services.common.registry import GATEWAY
+from services.common.settings import ServerSettings
+
+
+class GatewaySettings(ServerSettings):
+    grpc_port: int = GATEWAY.grpc_port
+    metrics_port: int = GATEWAY.metrics_port
+    image_generation_addr: str = Field(
+        ...,
+        min_length=1,
+        description="image-generation backend target: host:port or dns:///name:port (required).",
+    )
+    image_translation_addr: str = Field(
+        ..., min_length=1, description="image-translation backend target (required)."
+    )
+    text_generation_addr: str = Field(
+        ..., min_length=1, description="text-generation backend target (required)."
+    )
+
+    def backend_addr(self, process_name: str) -> str:
+        return getattr(self, process_name.replace("-", "_") + "_addr")

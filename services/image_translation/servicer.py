@@ -1,0 +1,27 @@
+"""gRPC in and out for ImageTranslationService; the work is in ImageTranslator."""
+
+from __future__ import annotations
+
+from grpc import aio
+
+from genmedia.v1 import image_translation_pb2 as pb
+from genmedia.v1 import image_translation_pb2_grpc as pb_grpc
+from services.common.request_context import current_request_id
+from services.image_translation.translator import ImageTranslator
+
+
+class ImageTranslationServicer(pb_grpc.ImageTranslationServiceServicer):
+    def __init__(self, translator: ImageTranslator) -> None:
+        self._translator = translator
+
+    async def TranslateImage(
+        self, request: pb.TranslateImageRequest, context: aio.ServicerContext
+    ) -> pb.TranslateImageResponse:
+        return await self._translator.translate(
+            request, current_request_id(), context.time_remaining()
+        )
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        return await self._translator.list_models()

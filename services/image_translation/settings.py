@@ -1,0 +1,26 @@
+"""Settings of the image-translation service (``GENMEDIA_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from services.common.registry import IMAGE_TRANSLATION
+from services.common.settings import MIB, TritonBackedSettings
+
+
+class ImageTranslationSettings(TritonBackedSettings):
+    grpc_port: int = IMAGE_TRANSLATION.grpc_port
+    metrics_port: int = IMAGE_TRANSLATION.metrics_port
+    translation_models: tuple[str, ...] = Field(
+        ("horse2zebra", "zebra2horse"),
+        description='Directions served (JSON list), each a Triton model "cyclegan_<direction>".',
+    )
+    translation_size: int = Field(
+        256,
+        ge=16,
+        le=1024,
+        multiple_of=4,
+        description="Square side the generator runs at; results are resized to the input's size.",
+    )
+    max_input_bytes: int = Field(20 * MIB, ge=1, description="Largest encoded input image.")
+    max_input_pixels: int = Field(16_000_000, ge=64, description="Largest input, width x height.")

@@ -1,0 +1,55 @@
+"""python -m services.launcher: the whole stack on this machine until Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+from services.common.registry import GATEWAY
+from services.common.settings import load_settings
+from services.launcher.settings import LauncherSettings
+from services.launcher.stack import Stack
+
+USAGE = """
+genmedia is up: gateway on {gateway}, Triton on {triton}, logs in {logs}
+
+Try it (from this directory; `make run` installed the CLI in .venv/bin):
+  .venv/bin/genmedia image generate --class coffee --class mushroom --seed 1 --out out/
+  .venv/bin/genmedia image translate out/coffee_mug-0.png --model horse2zebra --out out/zebra.png
+  .venv/bin/genmedia text generate "The meeting about deep fakes" --stream
+
+Ctrl-C stops everything.
+"""
+
+
+def main() -> None:
+    settings = load_settings(LauncherSettings)
+    if not (settings.weights_dir / "biggan" / "config.json").exists():
+        raise SystemExit(f"no weights in {settings.weights_dir}; run `make weights` first")
+    stack = Stack(weights_dir=settings.weights_dir, work_dir=settings.work_dir)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    print("starting Triton (loading models) and the services...", flush=True)
+    try:
+        stack.start(timeout_s=settings.startup_timeout_s)
+        print(
+            USAGE.format(
+                gateway=stack.ports.address(GATEWAY),
+                triton=stack.triton.grpc_url,
+                logs=settings.work_dir / "logs",
+            ),
+            flush=True,
+        )
+        stop.wait()
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"start-up failed: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    finally:
+        print("stopping...", flush=True)
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()

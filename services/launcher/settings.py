@@ -1,0 +1,23 @@
+"""Settings of the local launcher (``GENMEDIA_*``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.settings import ENV_PREFIX
+from services.launcher.triton import REPO_ROOT
+
+
+class LauncherSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    weights_dir: Path = Field(
+        REPO_ROOT / "var" / "weights", description="Root of the model weights Triton loads."
+    )
+    work_dir: Path = Field(
+        REPO_ROOT / "var" / "run", description="Launcher scratch: backend dir and process logs."
+    )
+    startup_timeout_s: float = Field(300.0, gt=0, description="Longest wait for all-healthy.")

@@ -1,0 +1,182 @@
+"""The whole local stack: Triton, the three services and the gateway.
+
+Used by ``make run`` (``python -m services.launcher``) and by the
+integration tests, which give it free loopback ports.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.registry import ALL_PROCESSES, BACKENDS, GATEWAY, ProcessSpec
+from services.launcher.triton import REPO_ROOT, TritonPorts, TritonServer
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class ProcessPorts:
+    grpc: int
+    metrics: int
+
+
+@dataclass(frozen=True)
+class StackPorts:
+    triton: TritonPorts
+    processes: dict[str, ProcessPorts]
+
+    @classmethod
+    def defaults(cls) -> StackPorts:
+        return cls(
+            triton=TritonPorts(),
+            processes={p.name: ProcessPorts(p.grpc_port, p.metrics_port) for p in ALL_PROCESSES},
+        )
+
+    @classmethod
+    def free(cls) -> StackPorts:
+        return cls(
+            triton=TritonPorts(free_port(), free_port(), free_port()),
+            processes={p.name: ProcessPorts(free_port(), free_port()) for p in ALL_PROCESSES},
+        )
+
+    def address(self, process: ProcessSpec) -> str:
+        return f"127.0.0.1:{self.processes[process.name].grpc}"
+
+
+@dataclass
+class Stack:
+    weights_dir: Path
+    work_dir: Path
+    ports: StackPorts = field(default_factory=StackPorts.defaults)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    """Added to every process's environment (e.g. settings under test)."""
+    triton_env: dict[str, str] = field(default_factory=dict)
+    _triton: TritonServer | None = None
+    _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    @property
+    def triton(self) -> TritonServer:
+        assert self._triton is not None, "stack not started"
+        return self._triton
+
+    def log_path(self, name: str) -> Path:
+        return self.work_dir / "logs" / f"{name}.log"
+
+    def _open_log(self, name: str) -> IO[bytes]:
+        path = self.log_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        log = path.open("ab")
+        self._logs.append(log)
+        return log
+
+    def process_env(self, process: ProcessSpec) -> dict[str, str]:
+        ports = self.ports.processes[process.name]
+        env = dict(os.environ)
+        env.update(
+            {
+                "GENMEDIA_HOST": "127.0.0.1",
+                "GENMEDIA_GRPC_PORT": str(ports.grpc),
+                "GENMEDIA_METRICS_PORT": str(ports.metrics),
+                "GENMEDIA_TRITON_URL": self.triton.grpc_url,
+                "GENMEDIA_TOKENIZER_DIR": str(self.weights_dir / "gpt2"),
+                "PYTHONPATH": os.pathsep.join(
+                    p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+                ),
+            }
+        )
+        if process is GATEWAY:
+            for backend in BACKENDS:
+                env[backend.addr_setting] = self.ports.address(backend)
+        env.update(self.extra_env)
+        return env
+
+    def start_triton(self, timeout_s: float = 300.0) -> None:
+        self._triton = TritonServer(
+            weights_dir=self.weights_dir,
+            work_dir=self.work_dir / "triton",
+            ports=self.ports.triton,
+            log=self._open_log("triton"),
+            extra_env=self.triton_env,
+        )
+        self._triton.start()
+        self._triton.wait_ready(timeout_s)
+
+    def start_process(self, process: ProcessSpec) -> subprocess.Popen[bytes]:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", process.package],
+            env=self.process_env(process),
+            cwd=REPO_ROOT,
+            stdout=self._open_log(process.name),
+            stderr=subprocess.STDOUT,
+        )
+        self._processes[process.name] = popen
+        return popen
+
+    def start(self, timeout_s: float = 300.0) -> None:
+        """Starts everything and returns once every process reports SERVING."""
+        self.start_triton(timeout_s)
+        for process in (*BACKENDS, GATEWAY):
+            self.start_process(process)
+        for process in (*BACKENDS, GATEWAY):
+            self.wait_serving(process, timeout_s=60.0)
+
+    def wait_serving(self, process: ProcessSpec, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        with grpc.insecure_channel(self.ports.address(process)) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                popen = self._processes.get(process.name)
+                if popen is not None and popen.poll() is not None:
+                    raise RuntimeError(
+                        f"{process.name} exited with code {popen.returncode}; "
+                        f"see {self.log_path(process.name)}"
+                    )
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.2)
+        raise TimeoutError(
+            f"{process.name} not SERVING after {timeout_s:.0f} s; see {self.log_path(process.name)}"
+        )
+
+    def stop_process(self, name: str, timeout_s: float = 20.0) -> int | None:
+        popen = self._processes.pop(name, None)
+        if popen is None:
+            return None
+        if popen.poll() is None:
+            popen.send_signal(signal.SIGTERM)
+            try:
+                popen.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait()
+        return popen.returncode
+
+    def stop(self) -> None:
+        """Gateway first, then the services, then Triton: callers drain first."""
+        for process in (GATEWAY, *BACKENDS):
+            self.stop_process(process.name)
+        if self._triton is not None:
+            self._triton.stop()
+        for log in self._logs:
+            log.close()
+        self._logs.clear()

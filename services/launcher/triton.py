@@ -1,0 +1,179 @@
+"""Runs the real ``tritonserver`` binary that the nvidia-pytriton wheel ships.
+
+The wheel carries the server, its python backend and a backend stub per
+Python version. The stub for the running Python is copied into a private
+backend directory, and the environment is set so the stub loads this
+interpreter's libpython (pyenv and other non-system Pythons) and sees the
+virtual environment's packages (torch, transformers) and the model code.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODEL_REPOSITORY = REPO_ROOT / "models" / "repository"
+MODEL_CODE = REPO_ROOT / "models"
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    binary: Path
+    backends: Path
+    stub: Path
+    libs: Path
+
+    @classmethod
+    def find(cls) -> TritonInstall:
+        """Locates the server inside the installed nvidia-pytriton wheel."""
+        spec = importlib.util.find_spec("pytriton")
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError("nvidia-pytriton is not installed; run `make venv`")
+        package = Path(next(iter(spec.submodule_search_locations)))
+        server = package / "tritonserver"
+        python = f"{sys.version_info.major}.{sys.version_info.minor}"
+        install = cls(
+            binary=server / "bin" / "tritonserver",
+            backends=server / "backends",
+            stub=server / "python_backend_stubs" / python / "triton_python_backend_stub",
+            libs=package.parent / "nvidia_pytriton.libs",
+        )
+        for path in (install.binary, install.backends, install.stub):
+            if not path.exists():
+                raise RuntimeError(f"{path} is missing from the nvidia-pytriton wheel")
+        return install
+
+    def backend_directory(self, work_dir: Path) -> Path:
+        """A backend directory whose python backend has this Python's stub."""
+        target = work_dir / "backends"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(self.backends, target, symlinks=True)
+        shutil.copy2(self.stub, target / "python" / self.stub.name)
+        return target
+
+
+def triton_environment(weights_dir: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for tritonserver and the python stubs it starts."""
+    env = dict(os.environ if base is None else base)
+    install = TritonInstall.find()
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        p for p in (libdir, str(install.libs), env.get("LD_LIBRARY_PATH", "")) if p
+    )
+    site_packages = sysconfig.get_paths()["purelib"]
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(MODEL_CODE), site_packages, str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    env["GENMEDIA_WEIGHTS_DIR"] = str(weights_dir)
+    return env
+
+
+@dataclass(frozen=True)
+class TritonPorts:
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+
+class TritonServer:
+    """One tritonserver process on loopback (or all interfaces)."""
+
+    def __init__(
+        self,
+        weights_dir: Path,
+        work_dir: Path,
+        ports: TritonPorts = TritonPorts(),
+        model_repository: Path = MODEL_REPOSITORY,
+        log: IO[bytes] | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.ports = ports
+        self._weights_dir = weights_dir
+        self._work_dir = work_dir
+        self._model_repository = model_repository
+        self._log = log
+        self._extra_env = extra_env or {}
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.ports.grpc}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.metrics}/metrics"
+
+    def start(self) -> None:
+        install = TritonInstall.find()
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        backends = install.backend_directory(self._work_dir)
+        command = [
+            str(install.binary),
+            f"--model-repository={self._model_repository}",
+            f"--backend-directory={backends}",
+            f"--http-port={self.ports.http}",
+            f"--grpc-port={self.ports.grpc}",
+            f"--metrics-port={self.ports.metrics}",
+            "--allow-metrics=true",
+            "--disable-auto-complete-config",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            "--log-verbose=0",
+        ]
+        env = triton_environment(self._weights_dir) | self._extra_env
+        self._process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def is_ready(self) -> bool:
+        url = f"http://127.0.0.1:{self.ports.http}/v2/health/ready"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                return reply.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout_s: float = 180.0) -> None:
+        """Blocks until every model is loaded; raises if Triton exits or stalls."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise RuntimeError(
+                    f"tritonserver exited with code {self._process.returncode} while loading"
+                )
+            if self.is_ready():
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"tritonserver was not ready after {timeout_s:.0f} s")
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM (Triton unloads models and stops its stubs), then SIGKILL if stuck."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid

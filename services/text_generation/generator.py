@@ -1,0 +1,213 @@
+"""Text generation, independent of gRPC.
+
+Validates the request, tokenizes the prompt, streams token ids from Triton's
+decoupled ``gpt2`` model and turns them into whole-character text deltas,
+ending at max_new_tokens, the end-of-text token or a stop sequence. Closing
+the stream early (stop sequence, caller cancelled, deadline) cancels the
+Triton request so the model stops generating.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from prometheus_client import Counter, Histogram
+from tokenizers import Tokenizer
+
+from genmedia.v1 import text_generation_pb2 as pb
+from services.common.errors import InvalidArgument
+from services.common.metrics import LATENCY_BUCKETS_S
+from services.common.provenance import make_provenance
+from services.common.triton import TritonClient
+from services.text_generation.detokenizer import IncrementalDetokenizer
+from services.text_generation.settings import TextGenerationSettings
+from services.text_generation.stops import StopSequenceFilter
+
+MAX_SEED = 2**63 - 1
+MAX_TEMPERATURE = 2.0
+MAX_TOP_K = 1000
+MAX_STOPS = 4
+MAX_STOP_CHARS = 64
+END_OF_TEXT = "<|endoftext|>"
+
+tokens_generated = Counter(
+    "genmedia_tokens_generated_total", "Tokens received from the text model.", ("model",)
+)
+time_to_first_token = Histogram(
+    "genmedia_time_to_first_token_seconds",
+    "From the start of a text request to its first token.",
+    ("model",),
+    buckets=LATENCY_BUCKETS_S,
+)
+
+
+@dataclass(frozen=True)
+class TextModelInfo:
+    """What the service must know of the model: its context and end-of-text token."""
+
+    context_length: int
+    eos_token_id: int | None
+
+    @classmethod
+    def load(cls, tokenizer_dir: Path, tokenizer: Tokenizer) -> TextModelInfo:
+        config_path = tokenizer_dir / "config.json"
+        config = json.loads(config_path.read_text()) if config_path.exists() else {}
+        eos = config.get("eos_token_id", tokenizer.token_to_id(END_OF_TEXT))
+        return cls(context_length=int(config.get("n_positions", 1024)), eos_token_id=eos)
+
+
+@dataclass(frozen=True)
+class TextPlan:
+    prompt_ids: list[int]
+    max_new_tokens: int
+    temperature: float
+    top_k: int
+    top_p: float
+    seed: int
+    stops: list[str]
+
+
+class TextGenerator:
+    def __init__(
+        self,
+        settings: TextGenerationSettings,
+        tokenizer: Tokenizer,
+        model_info: TextModelInfo,
+        triton: TritonClient,
+    ) -> None:
+        self._settings = settings
+        self._tokenizer = tokenizer
+        self._info = model_info
+        self._triton = triton
+
+    @property
+    def model(self) -> str:
+        return self._settings.text_model
+
+    def plan(self, request: pb.GenerateTextRequest) -> TextPlan:
+        """Checks every field; raises InvalidArgument saying what to fix."""
+        if not request.prompt.strip():
+            raise InvalidArgument("prompt is empty; send some text to continue")
+        if len(request.prompt) > self._settings.max_prompt_chars:
+            raise InvalidArgument(
+                f"prompt is {len(request.prompt)} characters; "
+                f"the limit is {self._settings.max_prompt_chars}"
+            )
+        max_new_tokens = request.max_new_tokens or self._settings.default_max_new_tokens
+        if max_new_tokens > self._settings.max_new_tokens_limit:
+            raise InvalidArgument(
+                f"max_new_tokens is {max_new_tokens}; it must be "
+                f"1..{self._settings.max_new_tokens_limit}"
+            )
+        temperature = request.temperature if request.HasField("temperature") else 1.0
+        if not (math.isfinite(temperature) and 0 <= temperature <= MAX_TEMPERATURE):
+            raise InvalidArgument(
+                f"temperature is {temperature}; it must be 0..{MAX_TEMPERATURE} (0 is greedy)"
+            )
+        if request.top_k > MAX_TOP_K:
+            raise InvalidArgument(f"top_k is {request.top_k}; it must be 0..{MAX_TOP_K} (0 is off)")
+        top_p = request.top_p if request.HasField("top_p") else 1.0
+        if not (math.isfinite(top_p) and 0 < top_p <= 1):
+            raise InvalidArgument(f"top_p is {top_p}; it must be in (0, 1]")
+        if request.HasField("seed") and not 0 <= request.seed <= MAX_SEED:
+            raise InvalidArgument(f"seed is {request.seed}; it must be 0..2^63-1")
+        if len(request.stop) > MAX_STOPS:
+            raise InvalidArgument(f"{len(request.stop)} stop sequences; at most {MAX_STOPS}")
+        for stop in request.stop:
+            if not 0 < len(stop) <= MAX_STOP_CHARS:
+                raise InvalidArgument(f"stop sequences must be 1..{MAX_STOP_CHARS} characters")
+        prompt_ids = self._tokenizer.encode(request.prompt).ids
+        room = self._info.context_length - max_new_tokens
+        if len(prompt_ids) > room:
+            raise InvalidArgument(
+                f"prompt is {len(prompt_ids)} tokens and max_new_tokens is {max_new_tokens}; "
+                f"together they must fit the model's context of {self._info.context_length} tokens"
+            )
+        seed = (
+            request.seed
+            if request.HasField("seed")
+            else int(np.random.default_rng().integers(0, MAX_SEED))
+        )
+        return TextPlan(
+            prompt_ids=prompt_ids,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=request.top_k,
+            top_p=top_p,
+            seed=seed,
+            stops=list(request.stop),
+        )
+
+    async def stream(
+        self, request: pb.GenerateTextRequest, request_id: str, timeout_s: float | None
+    ) -> AsyncIterator[pb.StreamTextResponse]:
+        """Text deltas as they are produced; the last message carries the finish reason."""
+        plan = self.plan(request)
+        started = time.perf_counter()
+        version = await self._triton.model_version(self.model)
+        inputs = {
+            "input_ids": np.asarray(plan.prompt_ids, dtype=np.int64),
+            "max_new_tokens": np.asarray([plan.max_new_tokens], dtype=np.int32),
+            "temperature": np.asarray([plan.temperature], dtype=np.float32),
+            "top_k": np.asarray([plan.top_k], dtype=np.int32),
+            "top_p": np.asarray([plan.top_p], dtype=np.float32),
+            "seed": np.asarray([plan.seed], dtype=np.int64),
+        }
+        detokenizer = IncrementalDetokenizer(self._tokenizer)
+        stops = StopSequenceFilter(plan.stops)
+        finish = pb.FINISH_REASON_LENGTH
+        generated = 0
+        token_stream = self._triton.stream(self.model, inputs, "token_id", request_id, timeout_s)
+        async with contextlib.aclosing(token_stream):
+            async for token_ids in token_stream:
+                if generated == 0:
+                    time_to_first_token.labels(self.model).observe(time.perf_counter() - started)
+                generated += 1
+                tokens_generated.labels(self.model).inc()
+                token_id = int(token_ids.reshape(-1)[0])
+                if token_id == self._info.eos_token_id:
+                    finish = pb.FINISH_REASON_EOS
+                    break
+                text = stops.feed(detokenizer.push(token_id))
+                if stops.stopped:
+                    finish = pb.FINISH_REASON_STOP
+                if text:
+                    yield pb.StreamTextResponse(text=text)
+                if stops.stopped:
+                    break
+        tail = "" if stops.stopped else stops.feed(detokenizer.flush())
+        if stops.stopped:
+            finish = pb.FINISH_REASON_STOP
+        else:
+            tail += stops.flush()
+        yield pb.StreamTextResponse(
+            text=tail,
+            finish_reason=finish,
+            usage=pb.TextUsage(prompt_tokens=len(plan.prompt_ids), generated_tokens=generated),
+            provenance=make_provenance(self.model, version, plan.seed, request_id),
+        )
+
+    async def generate(
+        self, request: pb.GenerateTextRequest, request_id: str, timeout_s: float | None
+    ) -> pb.GenerateTextResponse:
+        """The whole completion: exactly the concatenation of :meth:`stream`."""
+        parts: list[str] = []
+        last = pb.StreamTextResponse()
+        async for last in self.stream(request, request_id, timeout_s):
+            parts.append(last.text)
+        return pb.GenerateTextResponse(
+            text="".join(parts),
+            finish_reason=last.finish_reason,
+            usage=last.usage,
+            provenance=last.provenance,
+        )
+
+    async def ready(self) -> bool:
+        return await self._triton.is_model_ready(self.model)

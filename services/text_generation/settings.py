@@ -1,0 +1,23 @@
+"""Settings of the text-generation service (``GENMEDIA_*``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from services.common.registry import TEXT_GENERATION
+from services.common.settings import TritonBackedSettings
+
+
+class TextGenerationSettings(TritonBackedSettings):
+    grpc_port: int = TEXT_GENERATION.grpc_port
+    metrics_port: int = TEXT_GENERATION.metrics_port
+    text_model: str = Field("gpt2", description="Triton model that generates text (decoupled).")
+    tokenizer_dir: Path = Field(
+        ...,
+        description="Directory with the model's tokenizer.json and config.json (required).",
+    )
+    default_max_new_tokens: int = Field(64, ge=1, description="max_new_tokens when unset.")
+    max_new_tokens_limit: int = Field(1024, ge=1, description="Largest max_new_tokens accepted.")
+    max_prompt_chars: int = Field(8192, ge=1, description="Longest prompt accepted, in characters.")
