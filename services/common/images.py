@@ -25,7 +25,6 @@ _PIL_FORMATS = {
     common_pb2.IMAGE_FORMAT_JPEG: "JPEG",
     common_pb2.IMAGE_FORMAT_WEBP: "WEBP",
 }
-_FORMAT_BY_PIL = {pil: enum for enum, pil in _PIL_FORMATS.items()}
 PROVENANCE_PNG_KEY = "genmedia:provenance"
 _EXIF_IMAGE_DESCRIPTION = 0x010E
 _EXIF_SOFTWARE = 0x0131

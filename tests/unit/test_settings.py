@@ -1,0 +1,68 @@
+from pathlib import Path
+
+import pytest
+
+from services.common.registry import ALL_PROCESSES, GATEWAY, IMAGE_GENERATION
+from services.common.settings import LogLevel, SettingsError, load_settings
+from services.gateway.settings import GatewaySettings
+from services.image_generation.settings import ImageGenerationSettings
+from services.image_translation.settings import ImageTranslationSettings
+
+
+def test_missing_triton_url_fails_fast_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GENMEDIA_TRITON_URL", raising=False)
+    with pytest.raises(SettingsError, match="GENMEDIA_TRITON_URL"):
+        load_settings(ImageGenerationSettings)
+
+
+def test_gateway_needs_every_backend_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENMEDIA_IMAGE_GENERATION_ADDR", "localhost:1")
+    monkeypatch.delenv("GENMEDIA_IMAGE_TRANSLATION_ADDR", raising=False)
+    monkeypatch.delenv("GENMEDIA_TEXT_GENERATION_ADDR", raising=False)
+    with pytest.raises(SettingsError) as error:
+        load_settings(GatewaySettings)
+    assert "GENMEDIA_IMAGE_TRANSLATION_ADDR" in str(error.value)
+    assert "GENMEDIA_TEXT_GENERATION_ADDR" in str(error.value)
+
+
+def test_defaults_come_from_the_process_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENMEDIA_TRITON_URL", "triton:8001")
+    for name in ("GRPC_PORT", "METRICS_PORT", "LOG_LEVEL"):
+        monkeypatch.delenv(f"GENMEDIA_{name}", raising=False)
+    settings = load_settings(ImageGenerationSettings)
+    assert settings.grpc_port == IMAGE_GENERATION.grpc_port == 50052
+    assert settings.metrics_port == 9102
+    assert settings.log_level is LogLevel.INFO
+    assert settings.class_catalog.name == "imagenet.json"
+
+
+def test_environment_values_are_parsed_and_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENMEDIA_TRITON_URL", "triton:8001")
+    monkeypatch.setenv("GENMEDIA_GRPC_PORT", "6000")
+    monkeypatch.setenv("GENMEDIA_TRANSLATION_MODELS", '["apple2orange"]')
+    monkeypatch.setenv("GENMEDIA_LOG_LEVEL", "debug")
+    settings = load_settings(ImageTranslationSettings)
+    assert settings.grpc_port == 6000
+    assert settings.translation_models == ("apple2orange",)
+    assert settings.log_level is LogLevel.DEBUG
+    monkeypatch.setenv("GENMEDIA_TRANSLATION_SIZE", "250")  # not a multiple of 4
+    with pytest.raises(SettingsError, match="GENMEDIA_TRANSLATION_SIZE"):
+        load_settings(ImageTranslationSettings)
+
+
+def test_settings_are_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENMEDIA_TRITON_URL", "triton:8001")
+    settings = load_settings(ImageGenerationSettings)
+    with pytest.raises(ValueError):
+        settings.grpc_port = 1  # type: ignore[misc]
+
+
+def test_registry_ports_are_unique_and_the_gateway_serves_every_backend_service() -> None:
+    ports = [p.grpc_port for p in ALL_PROCESSES] + [p.metrics_port for p in ALL_PROCESSES]
+    assert len(ports) == len(set(ports))
+    assert set(GATEWAY.grpc_services) == {
+        "genmedia.v1.ImageGenerationService",
+        "genmedia.v1.ImageTranslationService",
+        "genmedia.v1.TextGenerationService",
+    }
+    assert Path("protos/genmedia/v1/image_generation.proto").exists()
