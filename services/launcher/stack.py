@@ -158,6 +158,9 @@ class Stack:
             f"{process.name} not SERVING after {timeout_s:.0f} s; see {self.log_path(process.name)}"
         )
 
+    def pid_of(self, process: ProcessSpec) -> int:
+        return self._processes[process.name].pid
+
     def stop_process(self, name: str, timeout_s: float = 20.0) -> int | None:
         popen = self._processes.pop(name, None)
         if popen is None:

@@ -1,0 +1,76 @@
+"""Prints the README's settings table from the settings classes themselves.
+
+``python -m services.common.settings_table`` — a unit test checks that the
+README lists every variable, so the table cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from pydantic_settings import BaseSettings
+
+from services.common.settings import ENV_PREFIX, ServerSettings
+from services.gateway.settings import GatewaySettings
+from services.image_generation.settings import ImageGenerationSettings
+from services.image_translation.settings import ImageTranslationSettings
+from services.launcher.settings import LauncherSettings
+from services.launcher.triton import REPO_ROOT
+from services.text_generation.settings import TextGenerationSettings
+
+SETTINGS_BY_PROCESS: dict[str, type[BaseSettings]] = {
+    "gateway": GatewaySettings,
+    "image-generation": ImageGenerationSettings,
+    "image-translation": ImageTranslationSettings,
+    "text-generation": TextGenerationSettings,
+    "launcher": LauncherSettings,
+}
+
+
+def _default(value: object) -> str:
+    if isinstance(value, tuple):
+        return json.dumps(list(value))
+    text = str(getattr(value, "value", value))
+    return text.replace(str(REPO_ROOT) + "/", "")
+
+
+@dataclass
+class Row:
+    processes: list[str] = field(default_factory=list)
+    defaults: list[str] = field(default_factory=list)
+    description: str = ""
+
+
+def rows() -> dict[str, Row]:
+    """One row per environment variable, across every process."""
+    table: dict[str, Row] = {}
+    for process, settings_class in SETTINGS_BY_PROCESS.items():
+        for name, info in settings_class.model_fields.items():
+            row = table.setdefault(ENV_PREFIX + name.upper(), Row())
+            row.processes.append(process)
+            row.defaults.append("required" if info.is_required() else _default(info.default))
+            # Subclasses override some defaults (ports) without repeating the text.
+            inherited = ServerSettings.model_fields.get(name)
+            row.description = (
+                row.description or info.description or (inherited and inherited.description) or ""
+            )
+    return table
+
+
+def markdown() -> str:
+    lines = ["| variable | processes | default | meaning |", "|---|---|---|---|"]
+    for variable, row in sorted(rows().items()):
+        used_by = "every service" if len(row.processes) >= 4 else ", ".join(row.processes)
+        if len(set(row.defaults)) == 1:
+            default = f"`{row.defaults[0]}`"
+        else:
+            default = ", ".join(
+                f"{p} `{d}`" for p, d in zip(row.processes, row.defaults, strict=True)
+            )
+        lines.append(f"| `{variable}` | {used_by} | {default} | {row.description} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown())
