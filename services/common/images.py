@@ -60,6 +60,8 @@ def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
         raise InvalidArgument(
             f"image declares more than {limits.max_pixels} pixels; send a smaller image"
         ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidArgument(f"image header is truncated or corrupt: {exc}") from None
     width, height = image.size
     if width * height > limits.max_pixels:
         raise InvalidArgument(
@@ -75,7 +77,7 @@ def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
     try:
         image.load()
         image = ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidArgument(f"image is truncated or corrupt: {exc}") from None
     return np.asarray(_to_rgb(image), dtype=np.uint8)
 

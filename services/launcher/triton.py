@@ -3,8 +3,9 @@
 The wheel carries the server, its python backend and a backend stub per
 Python version. The stub for the running Python is copied into a private
 backend directory, and the environment is set so the stub loads this
-interpreter's libpython (pyenv and other non-system Pythons) and sees the
-virtual environment's packages (torch, transformers) and the model code.
+interpreter's libpython (pyenv and other non-system Pythons) and finds the
+virtual environment's packages (torch, transformers). The stub ignores
+PYTHONPATH; each model.py finds the model code beside the repository.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from typing import IO
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_REPOSITORY = REPO_ROOT / "models" / "repository"
-MODEL_CODE = REPO_ROOT / "models"
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,11 @@ def triton_environment(weights_dir: Path, base: dict[str, str] | None = None) ->
     env["LD_LIBRARY_PATH"] = os.pathsep.join(
         p for p in (libdir, str(install.libs), env.get("LD_LIBRARY_PATH", "")) if p
     )
-    site_packages = sysconfig.get_paths()["purelib"]
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(MODEL_CODE), site_packages, str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+    # The stub runs its own interpreter setup: it finds the virtual
+    # environment's packages through the first python on PATH, like PyTriton
+    # arranges it, so the venv's bin goes first.
+    env["PATH"] = os.pathsep.join(
+        p for p in (str(Path(sys.executable).parent), env.get("PATH", "")) if p
     )
     env["GENMEDIA_WEIGHTS_DIR"] = str(weights_dir)
     return env
@@ -130,6 +132,7 @@ class TritonServer:
             "--disable-auto-complete-config",
             "--strict-readiness=true",
             "--exit-on-error=true",
+            "--allow-gpu-metrics=false",
             "--log-verbose=0",
         ]
         env = triton_environment(self._weights_dir) | self._extra_env

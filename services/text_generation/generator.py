@@ -173,8 +173,11 @@ class TextGenerator:
                 tokens_generated.labels(self.model).inc()
                 token_id = int(token_ids.reshape(-1)[0])
                 if token_id == self._info.eos_token_id:
+                    # The model ends the stream right after end-of-text; reading
+                    # to its end (rather than cancelling) leaves Triton no race
+                    # between our cancel and its final response.
                     finish = pb.FINISH_REASON_EOS
-                    break
+                    continue
                 text = stops.feed(detokenizer.push(token_id))
                 if stops.stopped:
                     finish = pb.FINISH_REASON_STOP

@@ -70,7 +70,8 @@ def _huge_png() -> bytes:
     ("image", "model", "message"),
     [
         (b"", "horse2zebra", "image is empty"),
-        (b"\x89PNG\r\n\x1a\n garbage", "horse2zebra", "not a PNG, JPEG or WebP"),
+        (b"\x89PNG\r\n\x1a\n garbage", "horse2zebra", "truncated or corrupt"),
+        (b"plain text, not an image", "horse2zebra", "not a PNG, JPEG or WebP"),
         (None, "horse2zebra", "the limit is 16000000 pixels"),
         (b"x", "cat2dog", "unknown model 'cat2dog'"),
         (b"x", "", "model is empty"),

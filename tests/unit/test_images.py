@@ -59,6 +59,14 @@ def test_corrupt_bytes_are_refused() -> None:
         images.decode_image(b"definitely not an image", LIMITS)
 
 
+@pytest.mark.parametrize(
+    "data", [b"\x89PNG\r\n\x1a\n garbage", b"RIFF\x00\x00\x00\x00WEBPVP8 "], ids=["png", "webp"]
+)
+def test_valid_signature_with_a_corrupt_header_is_refused(data: bytes) -> None:
+    with pytest.raises(InvalidArgument, match="truncated or corrupt"):
+        images.decode_image(data, LIMITS)
+
+
 def test_truncated_png_is_refused() -> None:
     data = encoded(gradient(200, 200), "PNG")
     with pytest.raises(InvalidArgument, match="truncated or corrupt"):

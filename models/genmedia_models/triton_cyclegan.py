@@ -1,0 +1,127 @@
+"""TritonPythonModel behind every `cyclegan_<direction>` model.
+
+Each models/repository/cyclegan_<direction>/1/model.py re-exports this class;
+the direction comes from the model's name, and its generator from
+`<weights_path>/<direction>/latest_net_G.pth` (or from `weights_path` itself
+when that names a .pth file).
+
+Contract: input `image` UINT8 [B, H, W, 3] -> output `image` UINT8 [B, H, W, 3],
+H and W multiples of 4 (the generator downsamples twice by 2).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+
+from genmedia_models.cyclegan import ResnetGenerator, load_generator
+from genmedia_models.runtime import (
+    InvalidInputError,
+    configure_torch_threads,
+    select_device,
+    signed_unit_to_uint8,
+    uint8_to_signed_unit,
+)
+from genmedia_models.triton_utils import error_response, input_array, internal_error_response
+from genmedia_models.weights import weights_path_from_config
+
+MODEL_NAME_PREFIX = "cyclegan_"
+CHECKPOINT_NAME = "latest_net_G.pth"
+# Below 8 pixels the bottleneck is 1 pixel wide and reflection padding fails.
+MIN_SIDE = 8
+
+
+def direction_from_model_name(model_name: str) -> str:
+    """`cyclegan_horse2zebra` -> `horse2zebra`."""
+    if not model_name.startswith(MODEL_NAME_PREFIX) or len(model_name) == len(MODEL_NAME_PREFIX):
+        raise ValueError(
+            f'model name must look like "{MODEL_NAME_PREFIX}<direction>", got "{model_name}"'
+        )
+    return model_name[len(MODEL_NAME_PREFIX) :]
+
+
+def checkpoint_path(weights_path: Path, direction: str) -> Path:
+    """The generator file for `direction` under the resolved weights_path."""
+    if weights_path.is_file():
+        return weights_path
+    path = weights_path / direction / CHECKPOINT_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no CycleGAN generator for {direction} at {path}")
+    return path
+
+
+def validate_images(images: np.ndarray) -> None:
+    """Raise InvalidInputError unless `images` is [B, H, W, 3] with usable H and W."""
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise InvalidInputError(
+            f"image must have shape [batch, height, width, 3], got {list(images.shape)}"
+        )
+    height, width = images.shape[1:3]
+    if height % 4 or width % 4 or min(height, width) < MIN_SIDE:
+        raise InvalidInputError(
+            f"image height and width must be multiples of 4 and at least {MIN_SIDE}, "
+            f"got {height}x{width}"
+        )
+
+
+@torch.inference_mode()
+def translate(net: ResnetGenerator, images: np.ndarray) -> np.ndarray:
+    """Run uint8 images [B, H, W, 3] through the generator; returns uint8 of the same shape."""
+    device = next(net.parameters()).device
+    batch = uint8_to_signed_unit(torch.from_numpy(np.ascontiguousarray(images)).to(device))
+    return signed_unit_to_uint8(net(batch)).cpu().numpy()
+
+
+class TritonPythonModel:
+    """CycleGAN generator for one translation direction."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        model_config: dict[str, Any] = json.loads(args["model_config"])
+        self.model_name = args["model_name"]
+        self.direction = direction_from_model_name(self.model_name)
+        configure_torch_threads()
+        device = select_device(args)
+        path = checkpoint_path(weights_path_from_config(model_config), self.direction)
+        self.net = load_generator(path, device)
+        pb_utils.Logger.log_info(
+            f"{self.model_name}: loaded {path} (ngf={self.net.config.ngf}, "
+            f"n_blocks={self.net.config.n_blocks}) on {device}"
+        )
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses: list[Any] = [None] * len(requests)
+        # Requests of equal size share one forward pass; Triton's dynamic
+        # batcher normally only groups equal shapes, but do not rely on it.
+        by_size: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = defaultdict(list)
+        for index, request in enumerate(requests):
+            try:
+                images = input_array(request, "image")
+                validate_images(images)
+            except InvalidInputError as error:
+                responses[index] = error_response(str(error))
+                continue
+            by_size[images.shape[1:3]].append((index, images))
+
+        for members in by_size.values():
+            try:
+                translated = translate(self.net, np.concatenate([images for _, images in members]))
+            except Exception as error:  # noqa: BLE001 - answer each request, do not fail the batch
+                for index, _ in members:
+                    responses[index] = internal_error_response(self.model_name, error)
+                continue
+            offsets = np.cumsum([len(images) for _, images in members])[:-1]
+            for (index, _), part in zip(members, np.split(translated, offsets), strict=True):
+                responses[index] = pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor("image", part)]
+                )
+        return responses
+
+    def finalize(self) -> None:
+        # Nothing to flush: execute() answers every request before it returns.
+        pb_utils.Logger.log_info(f"{self.model_name}: unloaded")

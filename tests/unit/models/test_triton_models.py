@@ -1,0 +1,201 @@
+"""The repository's TritonPythonModels against a stand-in pb_utils (no Triton needed).
+
+Checks the request/response plumbing: one response per request, caller errors
+as TritonErrors, batching and splitting, streaming, cancellation, metrics.
+The real server runs them in tests/integration.
+"""
+
+from __future__ import annotations
+
+import time
+import types
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+BuildModel = Callable[[str, dict[str, Any]], Any]
+
+
+def parameters(**values: str) -> dict[str, Any]:
+    return {"parameters": {key: {"string_value": value} for key, value in values.items()}}
+
+
+def biggan_request(
+    pb_utils: types.ModuleType, truncations: list[float], classes: int = 1000
+) -> Any:
+    rows = len(truncations)
+    class_vector = np.zeros((rows, classes), np.float32)
+    class_vector[:, 0] = 1
+    return pb_utils.InferenceRequest(
+        z=np.random.default_rng(rows).standard_normal((rows, 128)).astype(np.float32) * 0.5,
+        class_vector=class_vector,
+        truncation=np.array(truncations, np.float32).reshape(-1, 1),
+    )
+
+
+def test_biggan_answers_every_request_of_a_batch_in_order(
+    pb_utils: types.ModuleType, triton_model: BuildModel
+) -> None:
+    model = triton_model("biggan", parameters(weights_path="biggan"))
+    requests = [
+        biggan_request(pb_utils, [0.4, 1.0]),
+        biggan_request(pb_utils, [0.5], classes=10),
+        biggan_request(pb_utils, [1.5]),
+        biggan_request(pb_utils, [0.4, 0.7, 0.4]),
+    ]
+    responses = model.execute(requests)
+
+    assert len(responses) == 4
+    assert [r.error is None for r in responses] == [True, False, False, True]
+    assert "1000" in responses[1].error.message()
+    assert responses[1].error.code() == pb_utils.TritonError.INVALID_ARG
+    assert "truncation" in responses[2].error.message()
+    assert responses[0].output("image").shape == (2, 128, 128, 3)
+    assert responses[3].output("image").shape == (3, 128, 128, 3)
+    assert responses[3].output("image").dtype == np.uint8
+    # The batched result for a request equals that request run on its own.
+    alone = model.execute([requests[3]])[0].output("image")
+    assert np.abs(alone.astype(int) - responses[3].output("image").astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("name", ["cyclegan_horse2zebra", "cyclegan_zebra2horse"])
+def test_cyclegan_keeps_each_request_shape(
+    pb_utils: types.ModuleType, triton_model: BuildModel, name: str
+) -> None:
+    model = triton_model(name, parameters(weights_path="cyclegan"))
+    rng = np.random.default_rng(0)
+    shapes = [(1, 32, 48, 3), (2, 64, 64, 3), (1, 30, 48, 3), (1, 32, 48, 3)]
+    requests = [
+        pb_utils.InferenceRequest(image=rng.integers(0, 256, shape, dtype=np.uint8))
+        for shape in shapes
+    ]
+    responses = model.execute(requests)
+
+    assert [r.error is None for r in responses] == [True, True, False, True]
+    assert "multiples of 4" in responses[2].error.message()
+    for shape, response in zip(shapes, responses, strict=True):
+        if response.error is None:
+            assert response.output("image").shape == shape
+            assert response.output("image").dtype == np.uint8
+
+
+def test_cyclegan_takes_its_direction_from_the_model_name(
+    pb_utils: types.ModuleType, triton_model: BuildModel
+) -> None:
+    image = np.random.default_rng(1).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    outputs = []
+    for name in ("cyclegan_horse2zebra", "cyclegan_zebra2horse"):
+        model = triton_model(name, parameters(weights_path="cyclegan"))
+        assert model.direction == name.removeprefix("cyclegan_")
+        outputs.append(model.execute([pb_utils.InferenceRequest(image=image)])[0].output("image"))
+    assert not np.array_equal(*outputs)  # different checkpoints were loaded
+
+
+GPT2_CONFIG = {
+    "model_transaction_policy": {"decoupled": True},
+    **parameters(weights_path="gpt2", max_concurrent_generations="2"),
+}
+
+
+def gpt2_request(pb_utils: types.ModuleType, prompt: list[int], **overrides: float) -> Any:
+    values = {"max_new_tokens": 12, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 3}
+    values.update(overrides)
+    return pb_utils.InferenceRequest(
+        input_ids=np.array(prompt, np.int64),
+        max_new_tokens=np.array([values["max_new_tokens"]], np.int32),
+        temperature=np.array([values["temperature"]], np.float32),
+        top_k=np.array([values["top_k"]], np.int32),
+        top_p=np.array([values["top_p"]], np.float32),
+        seed=np.array([values["seed"]], np.int64),
+    )
+
+
+def wait_closed(*requests: Any) -> None:
+    for request in requests:
+        assert request.sender.closed.wait(timeout=30), "no final response"
+
+
+def counter(pb_utils: types.ModuleType, name: str) -> float:
+    family = pb_utils.MetricFamily.created[name]
+    return sum(metric.value() for metric in family.metrics.values())
+
+
+def test_gpt2_streams_tokens_then_an_empty_final_response(
+    pb_utils: types.ModuleType, triton_model: BuildModel
+) -> None:
+    model = triton_model("gpt2", GPT2_CONFIG)
+    first, second = gpt2_request(pb_utils, [5, 6, 7]), gpt2_request(pb_utils, [5, 6, 7])
+    assert model.execute([first, second]) is None
+    wait_closed(first, second)
+
+    tokens = first.sender.tokens()
+    assert 1 <= len(tokens) <= 12
+    assert tokens == second.sender.tokens()  # same seed, same tokens
+    last_response, last_flags = first.sender.sent[-1]
+    assert last_response is None and last_flags == pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+    assert all(flags == 0 for _, flags in first.sender.sent[:-1])
+    if len(tokens) < 12:  # stopped early: only on the eos token, sent last
+        assert tokens[-1] == model.model.config.eos_token_id
+    assert counter(pb_utils, "genmedia_model_tokens_generated_total") == 2 * len(tokens)
+
+
+def test_gpt2_stops_when_the_client_cancels(
+    pb_utils: types.ModuleType, triton_model: BuildModel
+) -> None:
+    model = triton_model("gpt2", GPT2_CONFIG)
+    model.stop_token_ids = frozenset()  # make sure only cancellation can end it early
+    request = gpt2_request(pb_utils, [5, 6, 7], max_new_tokens=1000)
+    request.cancel_after_tokens = 4
+    model.execute([request])
+    wait_closed(request)
+
+    assert len(request.sender.tokens()) == 4
+    assert request.sender.sent[-1] == (None, pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+    assert counter(pb_utils, "genmedia_model_requests_cancelled_total") == 1
+    family = pb_utils.MetricFamily.created["genmedia_model_requests_cancelled_total"]
+    assert list(family.metrics) == [(("model", "gpt2"),)]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "overrides", "message"),
+    [
+        ([1] * 1024, {}, "the limit is 1023"),
+        ([1] * 1000, {"max_new_tokens": 100}, "context window of 1024"),
+        ([1, 2], {"top_p": 0.0}, "top_p"),
+        ([1, 2], {"temperature": -1.0}, "temperature"),
+    ],
+)
+def test_gpt2_caller_errors_end_the_stream_with_a_triton_error(
+    pb_utils: types.ModuleType,
+    triton_model: BuildModel,
+    prompt: list[int],
+    overrides: dict[str, float],
+    message: str,
+) -> None:
+    model = triton_model("gpt2", GPT2_CONFIG)
+    request = gpt2_request(pb_utils, prompt, **overrides)
+    model.execute([request])
+    wait_closed(request)
+
+    assert request.sender.tokens() == []
+    assert len(request.sender.errors()) == 1 and message in request.sender.errors()[0]
+    assert request.sender.sent[-1][1] == pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+def test_gpt2_unload_ends_running_generations(
+    pb_utils: types.ModuleType, triton_model: BuildModel
+) -> None:
+    model = triton_model("gpt2", GPT2_CONFIG)
+    model.stop_token_ids = frozenset()
+    request = gpt2_request(pb_utils, [5, 6, 7], max_new_tokens=1000)
+    model.execute([request])
+    deadline = time.monotonic() + 30
+    while not request.sender.tokens() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    model.finalize()
+
+    assert request.sender.closed.is_set()
+    assert len(request.sender.tokens()) < 1000
+    assert request.sender.errors() == ["model is unloading"]
