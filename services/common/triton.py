@@ -24,6 +24,8 @@ from services.common.errors import (
 from services.common.settings import TritonBackedSettings
 
 Tensors = Mapping[str, np.ndarray]
+# Versions change only when a model is reloaded; no need to ask on every call.
+VERSION_CACHE_S = 30.0
 
 
 def _to_domain_error(model: str, exc: InferenceServerException) -> GenmediaError:
@@ -74,6 +76,7 @@ class TritonClient:
             ],
         )
         self._default_timeout_s = default_timeout_s
+        self._versions: dict[str, tuple[str, float]] = {}
 
     @classmethod
     def from_settings(cls, settings: TritonBackedSettings) -> TritonClient:
@@ -161,13 +164,18 @@ class TritonClient:
             return False
 
     async def model_version(self, model: str) -> str:
-        """The newest version Triton serves, e.g. ``"1"``."""
+        """The newest version Triton serves, e.g. ``"1"``; asked at most every 30 s."""
+        cached = self._versions.get(model)
+        if cached is not None and time.monotonic() - cached[1] < VERSION_CACHE_S:
+            return cached[0]
         try:
             metadata = await self._client.get_model_metadata(model)
         except InferenceServerException as exc:
             raise _to_domain_error(model, exc) from exc
         versions = sorted(metadata.versions, key=lambda v: int(v) if v.isdigit() else -1)
-        return versions[-1] if versions else ""
+        version = versions[-1] if versions else ""
+        self._versions[model] = (version, time.monotonic())
+        return version
 
     async def close(self) -> None:
         await self._client.close()

@@ -1,0 +1,38 @@
+import grpc
+import numpy as np
+import pytest
+from tritonclient.utils import InferenceServerException
+
+from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from services.common.triton import TritonClient, _to_domain_error
+from services.launcher.stack import free_port
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("StatusCode.UNAVAILABLE", Unavailable),
+        ("StatusCode.DEADLINE_EXCEEDED", DeadlineExceeded),
+        ("StatusCode.INVALID_ARGUMENT", InvalidArgument),
+    ],
+)
+def test_triton_statuses_become_domain_errors(status: str, expected: type) -> None:
+    error = _to_domain_error("gpt2", InferenceServerException("boom", status=status))
+    assert isinstance(error, expected)
+
+
+def test_unknown_triton_failures_are_internal_not_the_callers_fault() -> None:
+    error = _to_domain_error(
+        "gpt2", InferenceServerException("segfault", status="StatusCode.INTERNAL")
+    )
+    assert error.code == grpc.StatusCode.INTERNAL and "gpt2" in error.message
+
+
+async def test_unreachable_triton_is_unavailable_within_the_deadline() -> None:
+    client = TritonClient(f"127.0.0.1:{free_port()}", 1 << 20, default_timeout_s=5)
+    try:
+        with pytest.raises((Unavailable, DeadlineExceeded)):
+            await client.infer("biggan", {"z": np.zeros((1, 128), np.float32)}, ["image"], "r", 2.0)
+        assert not await client.is_model_ready("biggan")
+    finally:
+        await client.close()
