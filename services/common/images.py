@@ -9,7 +9,6 @@ every format.
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,14 +48,14 @@ def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
     if len(data) > limits.max_bytes:
         raise InvalidArgument(f"image is {len(data)} bytes; the limit is {limits.max_bytes} bytes")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=list(_PIL_FORMATS.values()))
+        # Only the header is read here; the explicit pixel check below runs
+        # before any decoding (Pillow's own bomb check is a coarser backstop).
+        image = Image.open(io.BytesIO(data), formats=list(_PIL_FORMATS.values()))
     except UnidentifiedImageError:
         raise InvalidArgument(
             "image bytes are not a PNG, JPEG or WebP file (or are corrupt)"
         ) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         raise InvalidArgument(
             f"image declares more than {limits.max_pixels} pixels; send a smaller image"
         ) from None
@@ -130,6 +129,17 @@ def encode_image(
         height=image.height,
         provenance=provenance,
     )
+
+
+def resize_and_encode(
+    pixels: np.ndarray,
+    size: tuple[int, int],
+    image_format: int,
+    quality: int,
+    provenance: common_pb2.Provenance,
+) -> common_pb2.Image:
+    """Resizes to (width, height) and encodes: the CPU-heavy tail, run in a thread."""
+    return encode_image(resize(pixels, *size), image_format, quality, provenance)
 
 
 def read_embedded_provenance(data: bytes) -> str | None:

@@ -3,14 +3,17 @@
 It wraps each registered handler so that
 - the call's request id (the caller's ``x-request-id`` or a new one) is in
   the log context and returned in trailing metadata;
+- a request that does not decode is INVALID_ARGUMENT, not UNKNOWN;
 - :class:`GenmediaError` becomes its status code and message, and anything
   unexpected becomes INTERNAL with a generic message and a logged trace;
-- the RED metrics are recorded after the call (or whole stream) completes.
+- the RED metrics are recorded after the call (or whole stream) completes,
+  with the status the caller saw (aborts, cancellations and deadlines too).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -18,10 +21,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc import aio
 
 from services.common import metrics
-from services.common.errors import GenmediaError
+from services.common.errors import GenmediaError, InvalidArgument
 from services.common.request_context import (
     REQUEST_ID_HEADER,
     request_id_from_metadata,
@@ -34,6 +38,26 @@ UnaryBehavior = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
 StreamBehavior = Callable[[Any, aio.ServicerContext], AsyncIterator[Any]]
 
 
+class _Undecodable:
+    """Stands for a request whose bytes did not parse, so the handler can say so."""
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as error:
+            return _Undecodable(error)
+
+    return deserialize
+
+
 class _CallScope:
     """Bookkeeping of one call: request id, status and metrics."""
 
@@ -43,10 +67,18 @@ class _CallScope:
         self.context = context
         self.code = grpc.StatusCode.OK
         self.request_id = request_id_from_metadata(context.invocation_metadata())
-        self._token = request_id_var.set(self.request_id)
+        self.trailing_metadata = ((REQUEST_ID_HEADER, self.request_id),)
+        # Each RPC runs in its own task, hence its own context: no reset needed
+        # (a reset from a generator finalised elsewhere would fail).
+        request_id_var.set(self.request_id)
+        context.set_trailing_metadata(self.trailing_metadata)
         self._start = time.perf_counter()
         metrics.server_started.labels(*self.labels).inc()
         metrics.server_in_flight.labels(*self.labels).inc()
+
+    def check_request(self, request: Any) -> None:
+        if isinstance(request, _Undecodable):
+            raise InvalidArgument(f"request is not a valid protobuf message: {request.error}")
 
     async def fail(self, exc: BaseException) -> None:
         """Ends the call with the status that ``exc`` stands for."""
@@ -56,40 +88,46 @@ class _CallScope:
             logger.exception("unexpected error")
             self.code = grpc.StatusCode.INTERNAL
             message = f"internal error; quote request id {self.request_id} when reporting it"
-        self.context.set_trailing_metadata(((REQUEST_ID_HEADER, self.request_id),))
-        await self.context.abort(self.code, message)
+        await self.context.abort(self.code, message, self.trailing_metadata)
 
-    def finish(self, cancelled: bool) -> None:
-        if cancelled:
-            self.code = grpc.StatusCode.CANCELLED
-        elif self.code is grpc.StatusCode.OK:
-            self.context.set_trailing_metadata(((REQUEST_ID_HEADER, self.request_id),))
+    def finish(self, exc: BaseException | None) -> None:
+        if isinstance(exc, aio.AbortError):
+            # Aborted by fail() above or by the handler itself (health's NOT_FOUND).
+            self.code = self.context.code() or self.code
+        elif isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+            remaining = self.context.time_remaining()
+            expired = remaining is not None and remaining <= 0
+            self.code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
         metrics.server_in_flight.labels(*self.labels).dec()
         metrics.server_handled.labels(*self.labels, self.code.name).inc()
         metrics.server_handling_seconds.labels(*self.labels).observe(
             time.perf_counter() - self._start
         )
-        request_id_var.reset(self._token)
 
 
-def _is_abort(exc: BaseException) -> bool:
-    # context.abort() raises this to unwind the handler; it is not an error.
-    return isinstance(exc, aio.AbortError)
+def _passes_through(exc: BaseException) -> bool:
+    """Outcomes that are not errors of the handler: aborts and cancellations."""
+    return isinstance(exc, (aio.AbortError, asyncio.CancelledError, GeneratorExit))
 
 
 def _wrap_unary(method: str, grpc_type: str, behavior: UnaryBehavior) -> UnaryBehavior:
     async def handle(request: Any, context: aio.ServicerContext) -> Any:
         scope = _CallScope(method, grpc_type, context)
-        cancelled = False
+        outcome: BaseException | None = None
         try:
+            scope.check_request(request)
             return await behavior(request, context)
-        except BaseException as exc:
-            cancelled = _is_cancellation(exc)
-            if cancelled or _is_abort(exc):
+        except BaseException as exc:  # every outcome is recorded, then re-raised
+            outcome = exc
+            if _passes_through(exc):
                 raise
-            await scope.fail(exc)
+            try:
+                await scope.fail(exc)
+            except aio.AbortError as abort:
+                outcome = abort
+                raise
         finally:
-            scope.finish(cancelled)
+            scope.finish(outcome)
 
     return handle
 
@@ -97,23 +135,26 @@ def _wrap_unary(method: str, grpc_type: str, behavior: UnaryBehavior) -> UnaryBe
 def _wrap_stream(method: str, grpc_type: str, behavior: StreamBehavior) -> StreamBehavior:
     async def handle(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
         scope = _CallScope(method, grpc_type, context)
-        cancelled = False
+        outcome: BaseException | None = None
         try:
-            async for response in behavior(request, context):
-                yield response
-        except BaseException as exc:
-            cancelled = _is_cancellation(exc)
-            if cancelled or _is_abort(exc):
+            scope.check_request(request)
+            # aclosing: the inner stream (and its upstream call) ends with this one.
+            async with contextlib.aclosing(behavior(request, context)) as responses:
+                async for response in responses:
+                    yield response
+        except BaseException as exc:  # every outcome is recorded, then re-raised
+            outcome = exc
+            if _passes_through(exc):
                 raise
-            await scope.fail(exc)
+            try:
+                await scope.fail(exc)
+            except aio.AbortError as abort:
+                outcome = abort
+                raise
         finally:
-            scope.finish(cancelled)
+            scope.finish(outcome)
 
     return handle
-
-
-def _is_cancellation(exc: BaseException) -> bool:
-    return isinstance(exc, (asyncio.CancelledError, GeneratorExit))
 
 
 class ServerCallInterceptor(aio.ServerInterceptor):
@@ -127,7 +168,7 @@ class ServerCallInterceptor(aio.ServerInterceptor):
             return handler
         method = handler_call_details.method
         common = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
@@ -140,6 +181,6 @@ class ServerCallInterceptor(aio.ServerInterceptor):
         if handler.unary_stream:
             wrapped_stream = _wrap_stream(method, "server_stream", handler.unary_stream)
             return grpc.unary_stream_rpc_method_handler(wrapped_stream, **common)
-        # Client- and bidi-streaming methods (none in genmedia's API; health's
-        # Watch is unary-stream) pass through untouched.
+        # Client- and bidi-streaming methods (none in genmedia's API; reflection
+        # is one) pass through untouched.
         return handler

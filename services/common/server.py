@@ -29,15 +29,39 @@ logger = logging.getLogger(__name__)
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
 
-def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
-    """Channel and server options: large images, keepalive through idle LBs."""
+def _message_limits(settings: ServerSettings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ]
+
+
+# Pings every 30 s keep idle connections alive through load balancers that
+# drop them after a few minutes; both ends must agree on the rate.
+KEEPALIVE_TIME_MS = 30_000
+KEEPALIVE_TIMEOUT_MS = 10_000
+
+
+def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    """Large images, and keepalive that tolerates our own clients' pings."""
+    return [
+        *_message_limits(settings),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
         ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
+        ("grpc.http2.max_ping_strikes", 0),
+    ]
+
+
+def channel_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    """Options for channels from one genmedia process to another."""
+    return [
+        *_message_limits(settings),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
     ]
 
 
@@ -78,7 +102,7 @@ async def _watch_readiness(
 async def run_server(settings: ServerSettings, process: ServedProcess) -> None:
     """Serves until SIGTERM or SIGINT, then shuts down gracefully."""
     start_http_server(settings.metrics_port, addr=settings.host.strip("[]") or "::")
-    server = aio.server(interceptors=[ServerCallInterceptor()], options=grpc_options(settings))
+    server = aio.server(interceptors=[ServerCallInterceptor()], options=server_options(settings))
     process.register(server)
 
     health_servicer = health.aio.HealthServicer()

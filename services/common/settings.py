@@ -8,12 +8,14 @@ fails fast with the variable's name in the message.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "GENMEDIA_"
+GRPC_PORT_HELP = "gRPC listen port."
+METRICS_PORT_HELP = "Prometheus /metrics port."
 MIB = 1024 * 1024
 
 
@@ -30,8 +32,8 @@ class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     host: str = Field("[::]", description="Address the gRPC and metrics servers bind to.")
-    grpc_port: int = Field(0, ge=0, le=65535, description="gRPC listen port.")
-    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port.")
+    grpc_port: int = Field(0, ge=0, le=65535, description=GRPC_PORT_HELP)
+    metrics_port: int = Field(0, ge=0, le=65535, description=METRICS_PORT_HELP)
     log_level: LogLevel = Field(LogLevel.INFO, description="Log level.")
     shutdown_grace_s: float = Field(
         10.0, gt=0, description="Seconds in-flight calls get to finish after SIGTERM."
@@ -42,6 +44,15 @@ class ServerSettings(BaseSettings):
     health_poll_s: float = Field(
         2.0, gt=0, description="Seconds between readiness checks of upstreams."
     )
+
+
+def grpc_port_field(default: int) -> Any:
+    """The grpc_port field with a process's own default, same bounds."""
+    return Field(default, ge=0, le=65535, description=GRPC_PORT_HELP)
+
+
+def metrics_port_field(default: int) -> Any:
+    return Field(default, ge=0, le=65535, description=METRICS_PORT_HELP)
 
 
 class TritonBackedSettings(ServerSettings):

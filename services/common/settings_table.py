@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from pydantic_settings import BaseSettings
 
-from services.common.settings import ENV_PREFIX, ServerSettings
+from services.common.settings import ENV_PREFIX
 from services.gateway.settings import GatewaySettings
 from services.image_generation.settings import ImageGenerationSettings
 from services.image_translation.settings import ImageTranslationSettings
@@ -50,11 +50,7 @@ def rows() -> dict[str, Row]:
             row = table.setdefault(ENV_PREFIX + name.upper(), Row())
             row.processes.append(process)
             row.defaults.append("required" if info.is_required() else _default(info.default))
-            # Subclasses override some defaults (ports) without repeating the text.
-            inherited = ServerSettings.model_fields.get(name)
-            row.description = (
-                row.description or info.description or (inherited and inherited.description) or ""
-            )
+            row.description = row.description or info.description or ""
     return table
 
 

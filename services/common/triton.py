@@ -17,7 +17,6 @@ from services.common import metrics
 from services.common.errors import (
     DeadlineExceeded,
     GenmediaError,
-    InvalidArgument,
     Unavailable,
     UpstreamError,
 )
@@ -26,6 +25,8 @@ from services.common.settings import TritonBackedSettings
 Tensors = Mapping[str, np.ndarray]
 # Versions change only when a model is reloaded; no need to ask on every call.
 VERSION_CACHE_S = 30.0
+# Readiness and metadata questions: a hung Triton must not stall health checks.
+READINESS_TIMEOUT_S = 2.0
 
 
 def _to_domain_error(model: str, exc: InferenceServerException) -> GenmediaError:
@@ -36,7 +37,11 @@ def _to_domain_error(model: str, exc: InferenceServerException) -> GenmediaError
     if status == "DEADLINE_EXCEEDED":
         return DeadlineExceeded(f"model {model} did not answer before the deadline")
     if status == "INVALID_ARGUMENT":
-        return InvalidArgument(f"model {model} rejected the request: {message}")
+        # The service validated the request already: a rejection means the
+        # service and the model disagree (configuration), not a caller error.
+        return UpstreamError(
+            grpc.StatusCode.INTERNAL, f"model {model} rejected a validated request: {message}"
+        )
     if status == "CANCELLED":
         return UpstreamError(grpc.StatusCode.CANCELLED, f"call to model {model} was cancelled")
     if status == "NOT_FOUND" or "unknown model" in message or "is not ready" in message:
@@ -45,7 +50,8 @@ def _to_domain_error(model: str, exc: InferenceServerException) -> GenmediaError
 
 
 def _code_of(exc: BaseException | None) -> str:
-    if exc is None:
+    # GeneratorExit: the service closed the stream itself (a stop sequence).
+    if exc is None or isinstance(exc, GeneratorExit):
         return "OK"
     if isinstance(exc, GenmediaError):
         return exc.code.name
@@ -67,12 +73,11 @@ class TritonClient:
     def __init__(self, url: str, max_message_bytes: int, default_timeout_s: float) -> None:
         self._client = triton_aio.InferenceServerClient(
             url,
+            # No client keepalive pings: Triton's defaults (pings at most every
+            # 5 min, none without calls) answer more frequent ones with GOAWAY.
             channel_args=[
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.http2.max_pings_without_data", 0),
             ],
         )
         self._default_timeout_s = default_timeout_s
@@ -157,9 +162,9 @@ class TritonClient:
             responses.cancel()
             _record(model, start, error)
 
-    async def is_model_ready(self, model: str) -> bool:
+    async def is_model_ready(self, model: str, timeout_s: float = READINESS_TIMEOUT_S) -> bool:
         try:
-            return bool(await self._client.is_model_ready(model))
+            return bool(await self._client.is_model_ready(model, client_timeout=timeout_s))
         except InferenceServerException:
             return False
 
@@ -169,7 +174,9 @@ class TritonClient:
         if cached is not None and time.monotonic() - cached[1] < VERSION_CACHE_S:
             return cached[0]
         try:
-            metadata = await self._client.get_model_metadata(model)
+            metadata = await self._client.get_model_metadata(
+                model, client_timeout=READINESS_TIMEOUT_S
+            )
         except InferenceServerException as exc:
             raise _to_domain_error(model, exc) from exc
         versions = sorted(metadata.versions, key=lambda v: int(v) if v.isdigit() else -1)

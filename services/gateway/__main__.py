@@ -13,7 +13,7 @@ from services.common.request_context import configure_logging
 from services.common.server import (
     ReadinessCheck,
     ServedProcess,
-    grpc_options,
+    channel_options,
     run_server,
 )
 from services.common.settings import load_settings
@@ -42,7 +42,7 @@ def _backend_health(channel: aio.Channel, service_name: str) -> ReadinessCheck:
 async def main() -> None:
     settings = load_settings(GatewaySettings)
     configure_logging(settings.log_level.value)
-    options = [*grpc_options(settings), ("grpc.lb_policy_name", "round_robin")]
+    options = [*channel_options(settings), ("grpc.lb_policy_name", "round_robin")]
     channels: list[aio.Channel] = []
     handlers: list[grpc.GenericRpcHandler] = []
     readiness: dict[str, ReadinessCheck] = {}

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pydantic import Field
 
 from services.common.registry import GATEWAY
-from services.common.settings import ServerSettings
+from services.common.settings import ServerSettings, grpc_port_field, metrics_port_field
 
 
 class GatewaySettings(ServerSettings):
-    grpc_port: int = GATEWAY.grpc_port
-    metrics_port: int = GATEWAY.metrics_port
+    grpc_port: int = grpc_port_field(GATEWAY.grpc_port)
+    metrics_port: int = metrics_port_field(GATEWAY.metrics_port)
     image_generation_addr: str = Field(
         ...,
         min_length=1,

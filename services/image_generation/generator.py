@@ -114,8 +114,9 @@ class ImageGenerator:
         for row, image_class in zip(pixels, rows, strict=True):
             width, height = _output_size(row.shape[1], row.shape[0], request.width, request.height)
             encoded = await asyncio.to_thread(
-                images.encode_image,
-                images.resize(row, width, height),
+                images.resize_and_encode,
+                row,
+                (width, height),
                 request.format,
                 request.quality,
                 provenance,

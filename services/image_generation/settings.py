@@ -7,17 +7,19 @@ from pathlib import Path
 from pydantic import Field
 
 from services.common.registry import IMAGE_GENERATION
-from services.common.settings import TritonBackedSettings
+from services.common.settings import TritonBackedSettings, grpc_port_field, metrics_port_field
 from services.image_generation.classes import BUNDLED_CATALOGS
 
 
 class ImageGenerationSettings(TritonBackedSettings):
-    grpc_port: int = IMAGE_GENERATION.grpc_port
-    metrics_port: int = IMAGE_GENERATION.metrics_port
+    grpc_port: int = grpc_port_field(IMAGE_GENERATION.grpc_port)
+    metrics_port: int = metrics_port_field(IMAGE_GENERATION.metrics_port)
     generator_model: str = Field("biggan", description="Triton model that generates images.")
     class_catalog: Path = Field(
         BUNDLED_CATALOGS / "imagenet.json",
         description="JSON label set of the generator (ids and names); default ImageNet-1k.",
     )
-    max_images_per_request: int = Field(16, ge=1, le=256, description="classes x count limit.")
+    max_images_per_request: int = Field(
+        16, ge=1, le=16, description="classes x count limit (at most biggan's max_batch_size, 16)."
+    )
     default_truncation: float = Field(0.4, gt=0, le=1, description="Truncation when unset.")

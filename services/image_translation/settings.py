@@ -5,12 +5,12 @@ from __future__ import annotations
 from pydantic import Field
 
 from services.common.registry import IMAGE_TRANSLATION
-from services.common.settings import MIB, TritonBackedSettings
+from services.common.settings import MIB, TritonBackedSettings, grpc_port_field, metrics_port_field
 
 
 class ImageTranslationSettings(TritonBackedSettings):
-    grpc_port: int = IMAGE_TRANSLATION.grpc_port
-    metrics_port: int = IMAGE_TRANSLATION.metrics_port
+    grpc_port: int = grpc_port_field(IMAGE_TRANSLATION.grpc_port)
+    metrics_port: int = metrics_port_field(IMAGE_TRANSLATION.metrics_port)
     translation_models: tuple[str, ...] = Field(
         ("horse2zebra", "zebra2horse"),
         description='Directions served (JSON list), each a Triton model "cyclegan_<direction>".',

@@ -55,19 +55,24 @@ class ImageTranslator:
             )
         self._check_direction(request.model)
         images.validate_output_format(request.format, request.quality)
+        # Decoding and resizing take up to a second for large inputs: off the event loop.
         pixels = await asyncio.to_thread(images.decode_image, request.image, self._limits)
         height, width = pixels.shape[:2]
         side = self._settings.translation_size
-        batch = images.resize(pixels, side, side)[None, ...]
+        batch = (await asyncio.to_thread(images.resize, pixels, side, side))[None, ...]
         model = self.triton_model(request.model)
         outputs, version = await asyncio.gather(
             self._triton.infer(model, {"image": batch}, ["image"], request_id, timeout_s),
             self._triton.model_version(model),
         )
         provenance = make_provenance(model, version, 0, request_id)
-        result = images.resize(outputs["image"][0], width, height)
         encoded = await asyncio.to_thread(
-            images.encode_image, result, request.format, request.quality, provenance
+            images.resize_and_encode,
+            outputs["image"][0],
+            (width, height),
+            request.format,
+            request.quality,
+            provenance,
         )
         pixels_translated.labels(model).inc(width * height)
         return pb.TranslateImageResponse(image=encoded, request_id=request_id)

@@ -31,9 +31,10 @@ def main() -> None:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    print("starting Triton (loading models) and the services...", flush=True)
     try:
-        stack.start(timeout_s=settings.startup_timeout_s)
+        stack.start(
+            timeout_s=settings.startup_timeout_s, progress=lambda line: print(line, flush=True)
+        )
         print(
             USAGE.format(
                 gateway=stack.ports.address(GATEWAY),

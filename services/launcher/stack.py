@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -128,13 +129,19 @@ class Stack:
         self._processes[process.name] = popen
         return popen
 
-    def start(self, timeout_s: float = 300.0) -> None:
+    def start(
+        self, timeout_s: float = 300.0, progress: Callable[[str], None] = lambda _: None
+    ) -> None:
         """Starts everything and returns once every process reports SERVING."""
+        started = time.monotonic()
+        progress("Triton: loading models...")
         self.start_triton(timeout_s)
+        progress(f"Triton: all models ready ({time.monotonic() - started:.1f} s)")
         for process in (*BACKENDS, GATEWAY):
             self.start_process(process)
         for process in (*BACKENDS, GATEWAY):
             self.wait_serving(process, timeout_s=60.0)
+            progress(f"{process.name}: SERVING ({time.monotonic() - started:.1f} s)")
 
     def wait_serving(self, process: ProcessSpec, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

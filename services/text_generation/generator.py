@@ -53,14 +53,15 @@ class TextModelInfo:
     """What the service must know of the model: its context and end-of-text token."""
 
     context_length: int
-    eos_token_id: int | None
+    eos_token_ids: frozenset[int]
 
     @classmethod
     def load(cls, tokenizer_dir: Path, tokenizer: Tokenizer) -> TextModelInfo:
         config_path = tokenizer_dir / "config.json"
         config = json.loads(config_path.read_text()) if config_path.exists() else {}
         eos = config.get("eos_token_id", tokenizer.token_to_id(END_OF_TEXT))
-        return cls(context_length=int(config.get("n_positions", 1024)), eos_token_id=eos)
+        eos_ids = frozenset(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        return cls(context_length=int(config.get("n_positions", 1024)), eos_token_ids=eos_ids)
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ class TextGenerator:
                 generated += 1
                 tokens_generated.labels(self.model).inc()
                 token_id = int(token_ids.reshape(-1)[0])
-                if token_id == self._info.eos_token_id:
+                if token_id in self._info.eos_token_ids:
                     # The model ends the stream right after end-of-text; reading
                     # to its end (rather than cancelling) leaves Triton no race
                     # between our cancel and its final response.

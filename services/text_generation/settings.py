@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from services.common.registry import TEXT_GENERATION
-from services.common.settings import TritonBackedSettings
+from services.common.settings import TritonBackedSettings, grpc_port_field, metrics_port_field
 
 
 class TextGenerationSettings(TritonBackedSettings):
-    grpc_port: int = TEXT_GENERATION.grpc_port
-    metrics_port: int = TEXT_GENERATION.metrics_port
+    grpc_port: int = grpc_port_field(TEXT_GENERATION.grpc_port)
+    metrics_port: int = metrics_port_field(TEXT_GENERATION.metrics_port)
     text_model: str = Field("gpt2", description="Triton model that generates text (decoupled).")
     tokenizer_dir: Path = Field(
         ...,
@@ -21,3 +21,11 @@ class TextGenerationSettings(TritonBackedSettings):
     default_max_new_tokens: int = Field(64, ge=1, description="max_new_tokens when unset.")
     max_new_tokens_limit: int = Field(1024, ge=1, description="Largest max_new_tokens accepted.")
     max_prompt_chars: int = Field(8192, ge=1, description="Longest prompt accepted, in characters.")
+
+    @model_validator(mode="after")
+    def _default_within_limit(self) -> TextGenerationSettings:
+        if self.default_max_new_tokens > self.max_new_tokens_limit:
+            raise ValueError(
+                "GENMEDIA_DEFAULT_MAX_NEW_TOKENS must not exceed GENMEDIA_MAX_NEW_TOKENS_LIMIT"
+            )
+        return self

@@ -41,3 +41,16 @@ def test_incomplete_character_at_the_end_is_flushed_as_replacement(
     emitted = "".join(detokenizer.push(token) for token in ids[:-1])
     assert emitted == "ok "
     assert detokenizer.flush().startswith(REPLACEMENT_CHARACTER)
+
+
+def test_model_info_reads_context_and_every_eos_id(tmp_path, byte_level_tokenizer) -> None:
+    import json
+
+    from services.text_generation.generator import TextModelInfo
+
+    (tmp_path / "config.json").write_text(json.dumps({"n_positions": 512, "eos_token_id": [0, 7]}))
+    info = TextModelInfo.load(tmp_path, byte_level_tokenizer)
+    assert info.context_length == 512 and info.eos_token_ids == {0, 7}
+    (tmp_path / "config.json").unlink()
+    fallback = TextModelInfo.load(tmp_path, byte_level_tokenizer)
+    assert fallback.eos_token_ids == {byte_level_tokenizer.token_to_id("<|endoftext|>")}

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from grpc import aio
 from PIL import Image
+from prometheus_client import REGISTRY
 from tokenizers import Tokenizer
 
 from genmedia.v1 import image_generation_pb2 as gen_pb
@@ -62,7 +63,7 @@ async def channel(
             TextGenerator(
                 TextGenerationSettings(triton_url="fake", tokenizer_dir=tmp_path),
                 byte_level_tokenizer,
-                TextModelInfo(context_length=256, eos_token_id=eos),
+                TextModelInfo(context_length=256, eos_token_ids=frozenset([eos])),
                 fake,  # type: ignore[arg-type]
             )
         ),
@@ -200,3 +201,37 @@ async def test_bad_text_requests_are_invalid_argument(
         await stub.GenerateText(text_pb.GenerateTextRequest(**fields))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in error.value.details()
+
+
+def handled(method: str, code: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "grpc_server_handled_total",
+        {
+            "grpc_service": "genmedia.v1.ImageGenerationService",
+            "grpc_method": method,
+            "grpc_type": "unary",
+            "grpc_code": code,
+        },
+    )
+    return value or 0.0
+
+
+async def test_metrics_record_the_status_the_caller_saw(channel) -> None:
+    ch, _ = channel
+    stub = gen_grpc.ImageGenerationServiceStub(ch)
+    before = handled("GenerateImages", "INVALID_ARGUMENT"), handled("ListClasses", "OK")
+    with pytest.raises(aio.AioRpcError):
+        await stub.GenerateImages(gen_pb.GenerateImagesRequest())
+    await stub.ListClasses(gen_pb.ListClassesRequest(query="fish"))
+    after = handled("GenerateImages", "INVALID_ARGUMENT"), handled("ListClasses", "OK")
+    assert after == (before[0] + 1, before[1] + 1)
+
+
+async def test_undecodable_request_is_invalid_argument(channel) -> None:
+    ch, _ = channel
+    raw = ch.unary_unary("/genmedia.v1.TextGenerationService/GenerateText")
+    # Field 1 (prompt) as a length-delimited string holding invalid UTF-8.
+    with pytest.raises(aio.AioRpcError) as error:
+        await raw(b"\x0a\x02\xff\xfe")
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid protobuf message" in error.value.details()

@@ -7,6 +7,7 @@ from services.common.settings import LogLevel, SettingsError, load_settings
 from services.gateway.settings import GatewaySettings
 from services.image_generation.settings import ImageGenerationSettings
 from services.image_translation.settings import ImageTranslationSettings
+from services.text_generation.settings import TextGenerationSettings
 
 
 def test_missing_triton_url_fails_fast_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,3 +67,24 @@ def test_registry_ports_are_unique_and_the_gateway_serves_every_backend_service(
         "genmedia.v1.TextGenerationService",
     }
     assert Path("protos/genmedia/v1/image_generation.proto").exists()
+
+
+@pytest.mark.parametrize(("variable", "value"), [("GRPC_PORT", "99999"), ("METRICS_PORT", "-5")])
+def test_ports_out_of_range_are_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv("GENMEDIA_TRITON_URL", "triton:8001")
+    monkeypatch.setenv(f"GENMEDIA_{variable}", value)
+    with pytest.raises(SettingsError, match=f"GENMEDIA_{variable}"):
+        load_settings(ImageGenerationSettings)
+
+
+def test_default_max_new_tokens_must_fit_the_limit(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("GENMEDIA_TRITON_URL", "triton:8001")
+    monkeypatch.setenv("GENMEDIA_TOKENIZER_DIR", str(tmp_path))
+    monkeypatch.setenv("GENMEDIA_DEFAULT_MAX_NEW_TOKENS", "600")
+    monkeypatch.setenv("GENMEDIA_MAX_NEW_TOKENS_LIMIT", "500")
+    with pytest.raises(SettingsError, match="GENMEDIA_DEFAULT_MAX_NEW_TOKENS"):
+        load_settings(TextGenerationSettings)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from services.common.errors import DeadlineExceeded, Unavailable
 from services.common.triton import TritonClient, _to_domain_error
 from services.launcher.stack import free_port
 
@@ -13,7 +13,6 @@ from services.launcher.stack import free_port
     [
         ("StatusCode.UNAVAILABLE", Unavailable),
         ("StatusCode.DEADLINE_EXCEEDED", DeadlineExceeded),
-        ("StatusCode.INVALID_ARGUMENT", InvalidArgument),
     ],
 )
 def test_triton_statuses_become_domain_errors(status: str, expected: type) -> None:
@@ -21,10 +20,10 @@ def test_triton_statuses_become_domain_errors(status: str, expected: type) -> No
     assert isinstance(error, expected)
 
 
-def test_unknown_triton_failures_are_internal_not_the_callers_fault() -> None:
-    error = _to_domain_error(
-        "gpt2", InferenceServerException("segfault", status="StatusCode.INTERNAL")
-    )
+@pytest.mark.parametrize("status", ["StatusCode.INTERNAL", "StatusCode.INVALID_ARGUMENT"])
+def test_model_failures_are_internal_not_the_callers_fault(status: str) -> None:
+    # The service validates requests first: a model's rejection is a server bug.
+    error = _to_domain_error("gpt2", InferenceServerException("boom", status=status))
     assert error.code == grpc.StatusCode.INTERNAL and "gpt2" in error.message
 
 
