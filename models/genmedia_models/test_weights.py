@@ -33,6 +33,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.utils import logging as transformers_logging
 
 from genmedia_models import biggan, cyclegan
+from genmedia_models.metadata import write_metadata
 
 SEED = 20240229
 BIGGAN_CHANNEL_WIDTH = 4
@@ -177,9 +178,21 @@ def write_all(out: Path) -> list[tuple[str, bool]]:
     with tempfile.TemporaryDirectory(prefix="genmedia-test-weights-") as scratch:
         staged = Path(scratch)
         write_biggan(staged / "biggan")
+        write_metadata(
+            staged / "biggan", "biggan-test", "BigGAN-deep (random weights)", 128,
+            "none (random initialisation)", classes="imagenet",
+        )  # fmt: skip
         for offset, direction in enumerate(CYCLEGAN_DIRECTIONS):
             write_cyclegan(staged / "cyclegan", direction, SEED + offset)
+            write_metadata(
+                staged / "cyclegan" / direction, f"{direction}-test",
+                "CycleGAN ResNet generator (random weights)", 256, "none (random initialisation)",
+            )  # fmt: skip
         write_gpt2(staged / "gpt2")
+        write_metadata(
+            staged / "gpt2", "gpt2-test", "GPT-2 (random weights)", 0,
+            "none (random initialisation)",
+        )  # fmt: skip
         return sync_tree(staged, out)
 
 

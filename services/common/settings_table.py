@@ -1,13 +1,15 @@
 """Prints the README's settings table from the settings classes themselves.
 
-``python -m services.common.settings_table`` — a unit test checks that the
+``python -m services.common.settings_table [--write README.md]`` — a unit test checks that the
 README lists every variable, so the table cannot drift from the code.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pydantic_settings import BaseSettings
 
@@ -29,6 +31,8 @@ SETTINGS_BY_PROCESS: dict[str, type[BaseSettings]] = {
 
 
 def _default(value: object) -> str:
+    if value is None:
+        return "unset"
     if isinstance(value, tuple):
         return json.dumps(list(value))
     text = str(getattr(value, "value", value))
@@ -68,5 +72,16 @@ def markdown() -> str:
     return "\n".join(lines)
 
 
+def write_into(readme: Path) -> None:
+    """Replaces the table in ``readme`` (from its header line to the blank line after)."""
+    text = readme.read_text()
+    start = text.index("| variable | processes |")
+    end = text.index("\n\n", start)
+    readme.write_text(text[:start] + markdown() + text[end:])
+
+
 if __name__ == "__main__":
-    print(markdown())
+    if sys.argv[1:2] == ["--write"]:
+        write_into(Path(sys.argv[2]))
+    else:
+        print(markdown())

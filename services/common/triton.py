@@ -82,6 +82,7 @@ class TritonClient:
         )
         self._default_timeout_s = default_timeout_s
         self._versions: dict[str, tuple[str, float]] = {}
+        self._parameters: dict[str, tuple[dict[str, str], float]] = {}
 
     @classmethod
     def from_settings(cls, settings: TritonBackedSettings) -> TritonClient:
@@ -183,6 +184,36 @@ class TritonClient:
         version = versions[-1] if versions else ""
         self._versions[model] = (version, time.monotonic())
         return version
+
+    async def model_parameters(self, model: str) -> dict[str, str]:
+        """The string parameters of the model's effective config (cached like versions)."""
+        cached = self._parameters.get(model)
+        if cached is not None and time.monotonic() - cached[1] < VERSION_CACHE_S:
+            return cached[0]
+        try:
+            reply = await self._client.get_model_config(
+                model, as_json=True, client_timeout=READINESS_TIMEOUT_S
+            )
+        except InferenceServerException as exc:
+            raise _to_domain_error(model, exc) from exc
+        raw = reply.get("config", {}).get("parameters", {})
+        parameters = {key: str(value.get("string_value", "")) for key, value in raw.items()}
+        self._parameters[model] = (parameters, time.monotonic())
+        return parameters
+
+    async def ready_models(self, prefix: str) -> list[str]:
+        """Names of the models Triton has loaded and ready that start with ``prefix``."""
+        try:
+            index = await self._client.get_model_repository_index(
+                as_json=True, client_timeout=READINESS_TIMEOUT_S
+            )
+        except InferenceServerException as exc:
+            raise _to_domain_error(prefix + "*", exc) from exc
+        return sorted(
+            entry["name"]
+            for entry in index.get("models", [])
+            if entry.get("name", "").startswith(prefix) and entry.get("state") == "READY"
+        )
 
     async def close(self) -> None:
         await self._client.close()

@@ -10,7 +10,6 @@ from services.common.request_context import configure_logging
 from services.common.server import ServedProcess, run_server
 from services.common.settings import load_settings
 from services.common.triton import TritonClient
-from services.image_generation.classes import ClassCatalog
 from services.image_generation.generator import ImageGenerator
 from services.image_generation.servicer import ImageGenerationServicer
 from services.image_generation.settings import ImageGenerationSettings
@@ -20,7 +19,7 @@ async def main() -> None:
     settings = load_settings(ImageGenerationSettings)
     configure_logging(settings.log_level.value)
     triton = TritonClient.from_settings(settings)
-    generator = ImageGenerator(settings, ClassCatalog.load(settings.class_catalog), triton)
+    generator = ImageGenerator(settings, triton)
     servicer = ImageGenerationServicer(generator)
     (service_name,) = IMAGE_GENERATION.grpc_services
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from services.common.errors import InvalidArgument
 
 BUNDLED_CATALOGS = Path(__file__).with_name("data")
+DEFAULT_CATALOG = "imagenet"
 MAX_NAME_LENGTH = 200
 _SUGGESTIONS = 5
 
@@ -113,3 +114,9 @@ class ClassCatalog:
 
     def _describe(self, ids: list[int]) -> str:
         return ", ".join(f"{self.classes[i].name!r} (id {i})" for i in ids)
+
+
+def catalog_path(name: str) -> Path:
+    """A bundled catalogue by name ("imagenet", "digits"), or a file path."""
+    bundled = BUNDLED_CATALOGS / f"{name}.json"
+    return bundled if bundled.is_file() else Path(name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from prometheus_client import Counter
@@ -15,9 +16,15 @@ from prometheus_client import Counter
 from genmedia.v1 import image_generation_pb2 as pb
 from services.common import images
 from services.common.errors import InvalidArgument
+from services.common.model_info import model_info, model_parameter
 from services.common.provenance import make_provenance
 from services.common.triton import TritonClient
-from services.image_generation.classes import ClassCatalog, ImageClass
+from services.image_generation.classes import (
+    DEFAULT_CATALOG,
+    ClassCatalog,
+    ImageClass,
+    catalog_path,
+)
 from services.image_generation.noise import MAX_SEED, random_seed, truncated_noise
 from services.image_generation.settings import ImageGenerationSettings
 
@@ -40,18 +47,26 @@ class GenerationPlan:
 
 
 class ImageGenerator:
-    def __init__(
-        self, settings: ImageGenerationSettings, catalog: ClassCatalog, triton: TritonClient
-    ) -> None:
+    def __init__(self, settings: ImageGenerationSettings, triton: TritonClient) -> None:
         self._settings = settings
-        self._catalog = catalog
         self._triton = triton
+        self._catalogs: dict[Path, ClassCatalog] = {}
 
     @property
     def model(self) -> str:
         return self._settings.generator_model
 
-    def plan(self, request: pb.GenerateImagesRequest) -> GenerationPlan:
+    async def catalog(self) -> ClassCatalog:
+        """The label set of the generator Triton has loaded (or the configured one)."""
+        path = self._settings.class_catalog
+        if path is None:
+            named = await model_parameter(self._triton, self.model, "classes")
+            path = catalog_path(named or DEFAULT_CATALOG)
+        if path not in self._catalogs:
+            self._catalogs[path] = await asyncio.to_thread(ClassCatalog.load, path)
+        return self._catalogs[path]
+
+    def plan(self, request: pb.GenerateImagesRequest, catalog: ClassCatalog) -> GenerationPlan:
         """Checks every field and resolves classes; raises InvalidArgument."""
         if not request.classes:
             raise InvalidArgument("classes is empty; name at least one class (e.g. 'goldfish')")
@@ -77,17 +92,9 @@ class ImageGenerator:
                     f"{side_name} is {side}; it must be {MIN_SIDE}..{MAX_SIDE} (0 for native)"
                 )
         images.validate_output_format(request.format, request.quality)
-        classes = [self._resolve(selector) for selector in request.classes]
+        classes = [_resolve(catalog, selector) for selector in request.classes]
         seed = request.seed if request.HasField("seed") else random_seed()
         return GenerationPlan(classes=classes, count=count, truncation=truncation, seed=seed)
-
-    def _resolve(self, selector: pb.ClassSelector) -> ImageClass:
-        kind = selector.WhichOneof("selector")
-        if kind == "name":
-            return self._catalog.resolve(selector.name)
-        if kind == "id":
-            return self._catalog.by_id(selector.id)
-        raise InvalidArgument("a class selector is empty; set its name or id")
 
     async def generate(
         self,
@@ -95,9 +102,10 @@ class ImageGenerator:
         request_id: str,
         timeout_s: float | None,
     ) -> pb.GenerateImagesResponse:
-        plan = self.plan(request)
+        catalog = await self.catalog()
+        plan = self.plan(request, catalog)
         rows = [c for c in plan.classes for _ in range(plan.count)]
-        class_vector = np.zeros((len(rows), len(self._catalog)), dtype=np.float32)
+        class_vector = np.zeros((len(rows), len(catalog)), dtype=np.float32)
         class_vector[np.arange(len(rows)), [c.id for c in rows]] = 1.0
         inputs = {
             "z": truncated_noise(plan.seed, len(rows), Z_DIM, plan.truncation),
@@ -130,16 +138,27 @@ class ImageGenerator:
         images_generated.labels(self.model).inc(len(rows))
         return response
 
-    def list_classes(self, query: str) -> pb.ListClassesResponse:
+    async def list_classes(self, query: str) -> pb.ListClassesResponse:
         if len(query) > 200:
             raise InvalidArgument("query is longer than 200 characters")
+        catalog = await self.catalog()
         return pb.ListClassesResponse(
             model=self.model,
+            model_info=await model_info(self._triton, self.model),
             classes=[
                 pb.ImageClass(id=c.id, name=c.name, synonyms=c.names[1:])
-                for c in self._catalog.search(query)
+                for c in catalog.search(query)
             ],
         )
+
+
+def _resolve(catalog: ClassCatalog, selector: pb.ClassSelector) -> ImageClass:
+    kind = selector.WhichOneof("selector")
+    if kind == "name":
+        return catalog.resolve(selector.name)
+    if kind == "id":
+        return catalog.by_id(selector.id)
+    raise InvalidArgument("a class selector is empty; set its name or id")
 
 
 def _output_size(native_w: int, native_h: int, width: int, height: int) -> tuple[int, int]:

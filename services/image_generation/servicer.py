@@ -24,4 +24,4 @@ class ImageGenerationServicer(pb_grpc.ImageGenerationServiceServicer):
     async def ListClasses(
         self, request: pb.ListClassesRequest, context: aio.ServicerContext
     ) -> pb.ListClassesResponse:
-        return self._generator.list_classes(request.query)
+        return await self._generator.list_classes(request.query)

@@ -29,7 +29,7 @@ async def main() -> None:
             register=lambda server: pb_grpc.add_ImageTranslationServiceServicer_to_server(
                 servicer, server
             ),
-            readiness={service_name: translator.all_ready},
+            readiness={service_name: translator.ready},
             on_close=triton.close,
         ),
     )

@@ -8,17 +8,22 @@ any size together) and returns the result at the input's size.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 
 from prometheus_client import Counter
 
 from genmedia.v1 import image_translation_pb2 as pb
 from services.common import images
 from services.common.errors import InvalidArgument
+from services.common.model_info import model_info
 from services.common.provenance import make_provenance
 from services.common.triton import TritonClient
 from services.image_translation.settings import ImageTranslationSettings
 
 TRITON_PREFIX = "cyclegan_"
+# Asking Triton which models are loaded costs a round trip: not on every call.
+DIRECTIONS_CACHE_S = 2.0
 
 pixels_translated = Counter(
     "genmedia_pixels_translated_total", "Input pixels translated by TranslateImage.", ("model",)
@@ -29,38 +34,51 @@ class ImageTranslator:
     def __init__(self, settings: ImageTranslationSettings, triton: TritonClient) -> None:
         self._settings = settings
         self._triton = triton
+        self._loaded: list[str] = []
+        self._loaded_at = -math.inf
         self._limits = images.ImageLimits(
             max_bytes=settings.max_input_bytes, max_pixels=settings.max_input_pixels
         )
 
-    @property
-    def directions(self) -> tuple[str, ...]:
-        return self._settings.translation_models
-
     def triton_model(self, direction: str) -> str:
         return TRITON_PREFIX + direction
 
-    def _check_direction(self, direction: str) -> None:
-        if direction not in self.directions:
+    async def directions(self) -> list[str]:
+        """Directions served: those Triton has ready, narrowed by the setting if set."""
+        if time.monotonic() - self._loaded_at > DIRECTIONS_CACHE_S:
+            self._loaded = [
+                name.removeprefix(TRITON_PREFIX)
+                for name in await self._triton.ready_models(TRITON_PREFIX)
+            ]
+            self._loaded_at = time.monotonic()
+        loaded = self._loaded
+        allowed = self._settings.translation_models
+        return [d for d in loaded if d in allowed] if allowed else loaded
+
+    async def _check_direction(self, direction: str) -> None:
+        directions = await self.directions()
+        if not direction:
+            raise InvalidArgument(f"model is empty; choose one of: {', '.join(directions)}")
+        if direction not in directions:
             raise InvalidArgument(
-                f"unknown model {direction!r}; available: {', '.join(sorted(self.directions))}"
+                f"unknown model {direction!r}; available: {', '.join(directions) or 'none'}"
             )
+
+    async def _working_size(self, model: str) -> int:
+        stated = (await model_info(self._triton, model)).resolution
+        return stated if stated and stated % 4 == 0 else self._settings.translation_size
 
     async def translate(
         self, request: pb.TranslateImageRequest, request_id: str, timeout_s: float | None
     ) -> pb.TranslateImageResponse:
-        if not request.model:
-            raise InvalidArgument(
-                f"model is empty; choose one of: {', '.join(sorted(self.directions))}"
-            )
-        self._check_direction(request.model)
+        await self._check_direction(request.model)
         images.validate_output_format(request.format, request.quality)
+        model = self.triton_model(request.model)
         # Decoding and resizing take up to a second for large inputs: off the event loop.
         pixels = await asyncio.to_thread(images.decode_image, request.image, self._limits)
         height, width = pixels.shape[:2]
-        side = self._settings.translation_size
+        side = await self._working_size(model)
         batch = (await asyncio.to_thread(images.resize, pixels, side, side))[None, ...]
-        model = self.triton_model(request.model)
         outputs, version = await asyncio.gather(
             self._triton.infer(model, {"image": batch}, ["image"], request_id, timeout_s),
             self._triton.model_version(model),
@@ -79,7 +97,7 @@ class ImageTranslator:
 
     async def list_models(self) -> pb.ListModelsResponse:
         response = pb.ListModelsResponse()
-        for direction in sorted(self.directions):
+        for direction in await self.directions():
             source, _, target = direction.partition("2")
             model = self.triton_model(direction)
             response.models.add(
@@ -88,9 +106,12 @@ class ImageTranslator:
                 target_domain=target,
                 ready=await self._triton.is_model_ready(model),
                 triton_model=model,
+                info=await model_info(self._triton, model),
             )
         return response
 
-    async def all_ready(self) -> bool:
-        checks = [self._triton.is_model_ready(self.triton_model(d)) for d in self.directions]
-        return all(await asyncio.gather(*checks))
+    async def ready(self) -> bool:
+        """Serving while at least one direction (every allowed one, if listed) is ready."""
+        directions = await self.directions()
+        allowed = self._settings.translation_models
+        return bool(directions) and (not allowed or len(directions) == len(allowed))

@@ -21,6 +21,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.registry import ALL_PROCESSES, BACKENDS, GATEWAY, ProcessSpec
+from services.launcher.repository import ServedModels, build_repository, verify_manifest
 from services.launcher.triton import REPO_ROOT, TritonPorts, TritonServer
 
 
@@ -107,16 +108,22 @@ class Stack:
         env.update(self.extra_env)
         return env
 
-    def start_triton(self, timeout_s: float = 300.0) -> None:
+    def start_triton(self, timeout_s: float = 300.0) -> ServedModels:
+        """Checks the weights, builds the served repository, starts Triton on it."""
+        verify_manifest(self.weights_dir)
+        repository = self.work_dir / "repository"
+        served = build_repository(self.weights_dir, repository)
         self._triton = TritonServer(
             weights_dir=self.weights_dir,
             work_dir=self.work_dir / "triton",
             ports=self.ports.triton,
+            model_repository=repository,
             log=self._open_log("triton"),
             extra_env=self.triton_env,
         )
         self._triton.start()
         self._triton.wait_ready(timeout_s)
+        return served
 
     def start_process(self, process: ProcessSpec) -> subprocess.Popen[bytes]:
         popen = subprocess.Popen(
@@ -134,9 +141,11 @@ class Stack:
     ) -> None:
         """Starts everything and returns once every process reports SERVING."""
         started = time.monotonic()
-        progress("Triton: loading models...")
-        self.start_triton(timeout_s)
-        progress(f"Triton: all models ready ({time.monotonic() - started:.1f} s)")
+        progress(f"Triton: loading models from {self.weights_dir}...")
+        served = self.start_triton(timeout_s)
+        progress(
+            f"Triton: {', '.join(served.triton_models)} ready ({time.monotonic() - started:.1f} s)"
+        )
         for process in (*BACKENDS, GATEWAY):
             self.start_process(process)
         for process in (*BACKENDS, GATEWAY):

@@ -13,6 +13,8 @@ class FakeTriton:
         self.image_side = image_side
         self.calls: list[tuple[str, dict[str, np.ndarray]]] = []
         self.streams_closed = 0
+        self.parameters: dict[str, dict[str, str]] = {}
+        self.loaded = ["biggan", "cyclegan_horse2zebra", "cyclegan_zebra2horse", "gpt2"]
 
     async def infer(
         self,
@@ -53,3 +55,9 @@ class FakeTriton:
 
     async def is_model_ready(self, model: str) -> bool:
         return True
+
+    async def model_parameters(self, model: str) -> dict[str, str]:
+        return self.parameters.get(model, {})
+
+    async def ready_models(self, prefix: str) -> list[str]:
+        return [name for name in self.loaded if name.startswith(prefix)]

@@ -21,7 +21,6 @@ from genmedia.v1 import image_translation_pb2_grpc as trans_grpc
 from genmedia.v1 import text_generation_pb2 as text_pb
 from genmedia.v1 import text_generation_pb2_grpc as text_grpc
 from services.common.interceptor import ServerCallInterceptor
-from services.image_generation.classes import BUNDLED_CATALOGS, ClassCatalog
 from services.image_generation.generator import ImageGenerator
 from services.image_generation.servicer import ImageGenerationServicer
 from services.image_generation.settings import ImageGenerationSettings
@@ -46,7 +45,6 @@ async def channel(
         ImageGenerationServicer(
             ImageGenerator(
                 ImageGenerationSettings(triton_url="fake"),
-                ClassCatalog.load(BUNDLED_CATALOGS / "imagenet.json"),
                 fake,  # type: ignore[arg-type]
             )
         ),
@@ -235,3 +233,40 @@ async def test_undecodable_request_is_invalid_argument(channel) -> None:
         await raw(b"\x0a\x02\xff\xfe")
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "not a valid protobuf message" in error.value.details()
+
+
+async def test_class_catalog_follows_the_loaded_model(channel) -> None:
+    ch, fake = channel
+    fake.parameters["biggan"] = {
+        "genmedia_classes": "digits",
+        "genmedia_name": "biggan-digits",
+        "genmedia_resolution": "32",
+        "genmedia_architecture": "BigGAN-deep",
+    }
+    stub = gen_grpc.ImageGenerationServiceStub(ch)
+    listed = await stub.ListClasses(gen_pb.ListClassesRequest())
+    assert [c.name for c in listed.classes][:3] == ["zero", "one", "two"]
+    assert (listed.model_info.name, listed.model_info.resolution) == ("biggan-digits", 32)
+    response = await stub.GenerateImages(
+        gen_pb.GenerateImagesRequest(classes=[gen_pb.ClassSelector(name="7")], seed=1)
+    )
+    assert response.images[0].image_class.name == "seven"
+    assert fake.calls[-1][1]["class_vector"].shape == (1, 10)
+
+
+async def test_translation_directions_are_what_triton_has_loaded(channel) -> None:
+    ch, fake = channel
+    fake.loaded = ["cyclegan_handwritten2typeset"]
+    fake.parameters["cyclegan_handwritten2typeset"] = {"genmedia_resolution": "32"}
+    stub = trans_grpc.ImageTranslationServiceStub(ch)
+    models = (await stub.ListModels(trans_pb.ListModelsRequest())).models
+    assert [(m.name, m.source_domain, m.target_domain) for m in models] == [
+        ("handwritten2typeset", "handwritten", "typeset")
+    ]
+    assert models[0].info.resolution == 32
+    buffer = io.BytesIO()
+    Image.new("RGB", (50, 40)).save(buffer, "PNG")
+    await stub.TranslateImage(
+        trans_pb.TranslateImageRequest(image=buffer.getvalue(), model="handwritten2typeset")
+    )
+    assert fake.calls[-1][1]["image"].shape == (1, 32, 32, 3)  # the model's own resolution

@@ -34,7 +34,7 @@ def test_defaults_come_from_the_process_registry(monkeypatch: pytest.MonkeyPatch
     assert settings.grpc_port == IMAGE_GENERATION.grpc_port == 50052
     assert settings.metrics_port == 9102
     assert settings.log_level is LogLevel.INFO
-    assert settings.class_catalog.name == "imagenet.json"
+    assert settings.class_catalog is None  # taken from the loaded model
 
 
 def test_environment_values_are_parsed_and_validated(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,160 @@
+"""The model repository Triton serves, built from the weights that are there.
+
+``models/repository`` holds the sources: one ``config.pbtxt`` + ``1/model.py``
+per model, and ``cyclegan_horse2zebra`` as the reference for every CycleGAN
+direction. The served repository gets
+
+- ``biggan`` and ``gpt2`` when their weights exist,
+- one ``cyclegan_<direction>`` per ``cyclegan/<direction>/latest_net_G.pth``,
+
+each config extended with ``genmedia_*`` parameters copied from the
+``genmedia.json`` beside the weights (name, architecture, resolution,
+dataset, classes). The services read them back from Triton
+(``get_model_config``), so what they report is what Triton loaded.
+
+``python -m services.launcher.repository --weights DIR --out DIR`` builds one
+(the Kubernetes init step runs the same command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.launcher.triton import REPO_ROOT
+
+SOURCE_REPOSITORY = REPO_ROOT / "models" / "repository"
+CYCLEGAN_REFERENCE = "cyclegan_horse2zebra"
+METADATA_FILE = "genmedia.json"
+MANIFEST_FILE = "MANIFEST.sha256"
+PARAMETER_PREFIX = "genmedia_"
+
+
+class WeightsError(RuntimeError):
+    """The weights directory cannot be served as it is."""
+
+
+@dataclass(frozen=True)
+class ServedModels:
+    biggan: bool
+    directions: tuple[str, ...]
+    gpt2: bool
+
+    @property
+    def triton_models(self) -> list[str]:
+        names = ["biggan"] if self.biggan else []
+        names += [f"cyclegan_{d}" for d in self.directions]
+        return names + (["gpt2"] if self.gpt2 else [])
+
+
+def discover(weights_dir: Path) -> ServedModels:
+    directions = sorted(
+        path.parent.name for path in (weights_dir / "cyclegan").glob("*/latest_net_G.pth")
+    )
+    return ServedModels(
+        biggan=(weights_dir / "biggan" / "config.json").is_file(),
+        directions=tuple(directions),
+        gpt2=(weights_dir / "gpt2" / "config.json").is_file(),
+    )
+
+
+def verify_manifest(weights_dir: Path) -> int:
+    """Checks every file a ``MANIFEST.sha256`` lists; returns how many. No manifest: 0."""
+    manifest = weights_dir / MANIFEST_FILE
+    if not manifest.is_file():
+        return 0
+    checked = 0
+    for line in manifest.read_text().splitlines():
+        if not line.strip():
+            continue
+        expected, _, relative = line.partition("  ")
+        path = weights_dir / relative
+        if not path.is_file():
+            raise WeightsError(f"{path} is listed in {manifest} but missing")
+        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        if actual != expected:
+            raise WeightsError(
+                f"{path} does not match {manifest} (sha256 {actual}, expected {expected}); "
+                "restore it from git or rebuild with `make demo-models`"
+            )
+        checked += 1
+    return checked
+
+
+def write_manifest(weights_dir: Path) -> Path:
+    """Lists the SHA-256 of every file under ``weights_dir`` (not the manifest itself)."""
+    lines = [
+        f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.relative_to(weights_dir)}"
+        for path in sorted(weights_dir.rglob("*"))
+        if path.is_file() and path.name != MANIFEST_FILE
+    ]
+    manifest = weights_dir / MANIFEST_FILE
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
+def _metadata(model_dir: Path) -> dict[str, object]:
+    path = model_dir / METADATA_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _with_parameters(config: str, metadata: dict[str, object]) -> str:
+    blocks = []
+    for key in ("name", "architecture", "resolution", "dataset", "classes"):
+        if key in metadata:
+            value = json.dumps(str(metadata[key]))
+            blocks.append(
+                f'parameters {{\n  key: "{PARAMETER_PREFIX}{key}"\n'
+                f"  value: {{ string_value: {value} }}\n}}\n"
+            )
+    header = "\n# From genmedia.json beside the weights (services/launcher/repository.py).\n"
+    return config.rstrip("\n") + "\n" + (header + "".join(blocks) if blocks else "")
+
+
+def _add_model(out_dir: Path, name: str, source: Path, config: str) -> None:
+    target = out_dir / name
+    target.mkdir(parents=True)
+    (target / "config.pbtxt").write_text(config)
+    (target / "1").symlink_to(source / "1", target_is_directory=True)
+
+
+def build_repository(weights_dir: Path, out_dir: Path) -> ServedModels:
+    """Writes the served repository for ``weights_dir`` into ``out_dir`` (replaced)."""
+    served = discover(weights_dir)
+    if not served.triton_models:
+        raise WeightsError(f"no model weights under {weights_dir}")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    for name, present in (("biggan", served.biggan), ("gpt2", served.gpt2)):
+        if present:
+            source = SOURCE_REPOSITORY / name
+            config = (source / "config.pbtxt").read_text()
+            _add_model(
+                out_dir, name, source, _with_parameters(config, _metadata(weights_dir / name))
+            )
+    reference = SOURCE_REPOSITORY / CYCLEGAN_REFERENCE
+    reference_config = (reference / "config.pbtxt").read_text()
+    for direction in served.directions:
+        name = f"cyclegan_{direction}"
+        config = reference_config.replace(f'name: "{CYCLEGAN_REFERENCE}"', f'name: "{name}"')
+        metadata = _metadata(weights_dir / "cyclegan" / direction)
+        _add_model(out_dir, name, reference, _with_parameters(config, metadata))
+    return served
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", type=Path, required=True, help="weights root")
+    parser.add_argument("--out", type=Path, required=True, help="repository to write")
+    args = parser.parse_args()
+    verify_manifest(args.weights)
+    served = build_repository(args.weights, args.out)
+    print(f"{args.out}: {', '.join(served.triton_models)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from services.launcher.repository import (
+    MANIFEST_FILE,
+    WeightsError,
+    build_repository,
+    discover,
+    verify_manifest,
+    write_manifest,
+)
+
+
+def fake_weights(root: Path, directions: tuple[str, ...] = ("apple2orange",)) -> Path:
+    (root / "biggan").mkdir(parents=True)
+    (root / "biggan" / "config.json").write_text("{}")
+    (root / "biggan" / "genmedia.json").write_text(
+        json.dumps({"name": "biggan-digits", "resolution": 32, "classes": "digits"})
+    )
+    for direction in directions:
+        (root / "cyclegan" / direction).mkdir(parents=True)
+        (root / "cyclegan" / direction / "latest_net_G.pth").write_bytes(b"weights")
+    return root
+
+
+def test_served_repository_has_a_model_per_present_checkpoint(tmp_path: Path) -> None:
+    weights = fake_weights(tmp_path / "w", ("apple2orange", "orange2apple"))
+    served = build_repository(weights, tmp_path / "repo")
+    assert served.triton_models == ["biggan", "cyclegan_apple2orange", "cyclegan_orange2apple"]
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == served.triton_models
+    config = (tmp_path / "repo" / "cyclegan_orange2apple" / "config.pbtxt").read_text()
+    assert 'name: "cyclegan_orange2apple"' in config and "horse2zebra" not in config.split("\n")[1]
+    assert (tmp_path / "repo" / "cyclegan_orange2apple" / "1" / "model.py").is_file()
+
+
+def test_metadata_becomes_config_parameters(tmp_path: Path) -> None:
+    build_repository(fake_weights(tmp_path / "w"), tmp_path / "repo")
+    config = (tmp_path / "repo" / "biggan" / "config.pbtxt").read_text()
+    assert 'key: "genmedia_classes"\n  value: { string_value: "digits" }' in config
+    assert 'key: "genmedia_resolution"\n  value: { string_value: "32" }' in config
+    assert 'key: "weights_path"' in config
+
+
+def test_nothing_to_serve_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="no model weights"):
+        build_repository(tmp_path, tmp_path / "repo")
+    assert discover(tmp_path).triton_models == []
+
+
+def test_manifest_detects_a_changed_or_missing_file(tmp_path: Path) -> None:
+    weights = fake_weights(tmp_path / "w")
+    write_manifest(weights)
+    assert verify_manifest(weights) == 3
+    assert MANIFEST_FILE not in (weights / MANIFEST_FILE).read_text()
+    (weights / "biggan" / "config.json").write_text('{"tampered": true}')
+    with pytest.raises(WeightsError, match=r"biggan/config.json does not match"):
+        verify_manifest(weights)
+    (weights / "biggan" / "config.json").unlink()
+    with pytest.raises(WeightsError, match="missing"):
+        verify_manifest(weights)
+
+
+def test_no_manifest_means_nothing_to_verify(tmp_path: Path) -> None:
+    assert verify_manifest(fake_weights(tmp_path / "w")) == 0
