@@ -14,7 +14,7 @@ PYTEST ?= $(PY) -m pytest
 
 export PYTHONPATH := $(CURDIR):$(CURDIR)/models
 
-.PHONY: help setup venv protos weights run test test-unit test-integration lint format clean
+.PHONY: help setup venv protos weights demo-models run test test-unit test-integration lint format clean
 
 help:
 	@echo "make run               set up and serve Triton + services + gateway until Ctrl-C"
@@ -22,7 +22,8 @@ help:
 	@echo "make test-unit         unit tests only (no Triton)"
 	@echo "make test-integration  integration tests (real tritonserver, real gRPC servers)"
 	@echo "make protos            generate Python code from protos/ into genmedia/"
-	@echo "make weights           write small test checkpoints into $(WEIGHTS_DIR)"
+	@echo "make weights           write small random test checkpoints into $(WEIGHTS_DIR)"
+	@echo "make demo-models       retrain the committed demo pack in models/demo (about 12 min)"
 	@echo "make lint / format     ruff"
 
 setup: venv protos weights
@@ -49,6 +50,9 @@ weights: $(WEIGHTS_STAMP)
 $(WEIGHTS_STAMP): models/genmedia_models/test_weights.py $(VENV_STAMP)
 	$(PY) -m genmedia_models.test_weights --out $(WEIGHTS_DIR)
 	touch $@
+
+demo-models: venv protos
+	$(PY) -m genmedia_models.training.demo_pack --out models/demo --docs docs/demo --readme README.md
 
 run: setup
 	$(PY) -m services.launcher

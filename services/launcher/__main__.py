@@ -8,6 +8,7 @@ import threading
 
 from services.common.registry import GATEWAY
 from services.common.settings import load_settings
+from services.launcher.repository import discover
 from services.launcher.settings import LauncherSettings
 from services.launcher.stack import Stack
 
@@ -15,9 +16,11 @@ USAGE = """
 genmedia is up: gateway on {gateway}, Triton on {triton}, logs in {logs}
 
 Try it (from this directory; `make run` installed the CLI in .venv/bin):
-  .venv/bin/genmedia image generate --class coffee --class mushroom --seed 1 --out out/
-  .venv/bin/genmedia image translate out/coffee_mug-0.png --model horse2zebra --out out/zebra.png
-  .venv/bin/genmedia text generate "The meeting about deep fakes" --stream
+  .venv/bin/genmedia image classes
+  .venv/bin/genmedia image generate --class seven --class 3 --count 4 --seed 1 --out out/
+  .venv/bin/genmedia image models
+  .venv/bin/genmedia image translate out/seven-0.png --model handwritten2typeset --out typeset.png
+  .venv/bin/genmedia text generate "Return the" --stream
 
 Ctrl-C stops everything.
 """
@@ -25,8 +28,11 @@ Ctrl-C stops everything.
 
 def main() -> None:
     settings = load_settings(LauncherSettings)
-    if not (settings.weights_dir / "biggan" / "config.json").exists():
-        raise SystemExit(f"no weights in {settings.weights_dir}; run `make weights` first")
+    if not discover(settings.weights_dir).triton_models:
+        raise SystemExit(
+            f"no model weights in {settings.weights_dir}: set GENMEDIA_WEIGHTS_DIR to the "
+            "demo pack (models/demo), `make weights` output (var/weights) or a fetched set"
+        )
     stack = Stack(weights_dir=settings.weights_dir, work_dir=settings.work_dir)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

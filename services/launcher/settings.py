@@ -15,7 +15,11 @@ class LauncherSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     weights_dir: Path = Field(
-        REPO_ROOT / "var" / "weights", description="Root of the model weights Triton loads."
+        REPO_ROOT / "models" / "demo",
+        description=(
+            "Root of the weights to serve: the demo pack, `var/weights` (random test "
+            "checkpoints) or a `genmedia models fetch` target."
+        ),
     )
     work_dir: Path = Field(
         REPO_ROOT / "var" / "run", description="Launcher scratch: backend dir and process logs."

@@ -1,4 +1,4 @@
-"""The README's CLI lines, run as printed against the real gateway."""
+"""The genmedia CLI against the real gateway (ImageNet class names, random test weights)."""
 
 import io
 import subprocess
@@ -20,7 +20,7 @@ def genmedia(stack, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
-def test_readme_cli_lines_work(stack, tmp_path: Path) -> None:
+def test_cli_generates_translates_and_streams(stack, tmp_path: Path) -> None:
     assert GENMEDIA.exists(), "the genmedia console script is installed by `make venv`"
     generated = genmedia(
         stack, tmp_path, "image", "generate", "--class", "coffee", "--class", "mushroom",
