@@ -15,6 +15,7 @@ import torch
 from pytorch_pretrained_biggan import BigGAN, BigGANConfig
 
 from genmedia_models.runtime import InvalidInputError, signed_unit_to_uint8
+from genmedia_models.weights import CheckpointError, MissingCheckpointError, read_state_dict
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "pytorch_model.bin"
@@ -30,10 +31,18 @@ def load_biggan(directory: Path, device: torch.device | str = "cpu") -> BigGAN:
     weights_file = directory / WEIGHTS_NAME
     for required in (config_file, weights_file):
         if not required.is_file():
-            raise FileNotFoundError(f"BigGAN checkpoint incomplete: {required} is missing")
-    model = BigGAN(BigGANConfig.from_json_file(str(config_file)))
-    state_dict = torch.load(weights_file, map_location="cpu", weights_only=True)
-    model.load_state_dict(state_dict, strict=True)
+            raise MissingCheckpointError(f"BigGAN checkpoint incomplete: {required} is missing")
+    try:
+        model = BigGAN(BigGANConfig.from_json_file(str(config_file)))
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as error:
+        raise CheckpointError(
+            f"{config_file} is not a valid BigGAN config ({type(error).__name__}: {error})"
+        ) from error
+    state_dict = read_state_dict(weights_file)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"{weights_file} does not fit {config_file}: {error}") from error
     return model.to(device).eval()
 
 

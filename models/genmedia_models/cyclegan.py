@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from genmedia_models.weights import CheckpointError, read_state_dict
+
 # Index of the first residual block in `model`: pad, conv, norm, relu, then two
 # (conv, norm, relu) downsampling stages.
 _FIRST_BLOCK_INDEX = 10
@@ -172,10 +174,17 @@ def drop_instance_norm_stats(
 
 def load_generator(path: Path, device: torch.device | str = "cpu") -> ResnetGenerator:
     """Build a generator shaped like the checkpoint at `path` and load it strictly, in eval mode."""
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
     # A plain dict, like the original's `del state_dict._metadata`: version
     # stamps written by old PyTorch releases must not steer today's loaders.
-    state_dict = dict(state_dict)
-    net = ResnetGenerator(config_from_state_dict(state_dict))
-    net.load_state_dict(drop_instance_norm_stats(state_dict, net), strict=True)
+    state_dict = dict(read_state_dict(path))
+    try:
+        net = ResnetGenerator(config_from_state_dict(state_dict))
+    except (ValueError, KeyError, AttributeError, IndexError) as error:
+        raise CheckpointError(
+            f"{path} is not a CycleGAN ResNet generator ({type(error).__name__}: {error})"
+        ) from error
+    try:
+        net.load_state_dict(drop_instance_norm_stats(state_dict, net), strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path} does not fit a ResnetGenerator: {error}") from error
     return net.to(device).eval()

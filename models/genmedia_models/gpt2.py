@@ -10,15 +10,23 @@ stops generation (on cancellation, say) simply by not asking again.
 from __future__ import annotations
 
 import inspect
+import pickle
+import re
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import GPT2LMHeadModel
+from safetensors import SafetensorError
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from genmedia_models.runtime import InvalidInputError
+from genmedia_models.weights import CheckpointError, MissingCheckpointError
+
+WEIGHTS_NAMES = ("model.safetensors", "pytorch_model.bin")
+# Attention-mask buffers: published GPT-2 files carry them, GPT2Attention rebuilds them.
+_HARMLESS_BUFFER = re.compile(r"(^|\.)attn\.(bias|masked_bias)$")
 
 
 @dataclass(frozen=True)
@@ -47,12 +55,53 @@ class SamplingParams:
 
 
 def load_gpt2(directory: Path, device: torch.device | str = "cpu") -> GPT2LMHeadModel:
-    """Load GPT2LMHeadModel from a local directory only, in eval mode."""
-    if not (directory / "config.json").is_file():
-        raise FileNotFoundError(
-            f"GPT-2 checkpoint incomplete: {directory / 'config.json'} is missing"
+    """Load GPT2LMHeadModel from a local directory only, in eval mode.
+
+    As strict as load_state_dict(strict=True): from_pretrained would keep
+    randomly initialised layers for missing weights with only a warning.
+    """
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise MissingCheckpointError(f"GPT-2 checkpoint incomplete: {config_file} is missing")
+    weights_file = next((directory / n for n in WEIGHTS_NAMES if (directory / n).is_file()), None)
+    if weights_file is None:
+        raise MissingCheckpointError(
+            f"GPT-2 checkpoint incomplete: {directory / WEIGHTS_NAMES[0]} is missing"
         )
-    model = GPT2LMHeadModel.from_pretrained(directory, local_files_only=True)
+    try:
+        config = GPT2Config.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+        raise CheckpointError(f"{config_file} is not a valid GPT-2 config: {error}") from error
+    try:
+        model, info = GPT2LMHeadModel.from_pretrained(
+            directory, config=config, local_files_only=True, output_loading_info=True
+        )
+    except (
+        OSError,
+        ValueError,
+        TypeError,
+        RuntimeError,
+        EOFError,
+        pickle.UnpicklingError,
+        SafetensorError,
+    ) as error:
+        raise CheckpointError(
+            f"{weights_file} ({weights_file.stat().st_size} bytes) is truncated, corrupt or "
+            f"does not fit {config_file}: {error}"
+        ) from error
+    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    problems = {
+        "missing": sorted(
+            k for k in info["missing_keys"] if k not in tied and not _HARMLESS_BUFFER.search(k)
+        ),
+        "unexpected": sorted(k for k in info["unexpected_keys"] if not _HARMLESS_BUFFER.search(k)),
+        "wrongly shaped": sorted(str(k) for k in info["mismatched_keys"]),
+    }
+    if any(problems.values()):
+        found = "; ".join(
+            f"{kind} keys: {', '.join(keys[:8])}" for kind, keys in problems.items() if keys
+        )
+        raise CheckpointError(f"{weights_file} does not fit {config_file}: {found}")
     return model.to(device).eval()
 
 

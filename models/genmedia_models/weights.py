@@ -8,6 +8,7 @@ GENMEDIA_WEIGHTS_DIR, so one model repository serves any weights pack.
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,47 @@ WEIGHTS_PATH_PARAMETER = "weights_path"
 
 class WeightsNotFoundError(FileNotFoundError):
     """The configured weights are missing or the weights root is not set."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated, corrupt or does not fit its model.
+
+    The message names the file. A RuntimeError like the torch errors it wraps
+    (`load_state_dict`'s), so code that caught those still does.
+    """
+
+
+class MissingCheckpointError(CheckpointError, WeightsNotFoundError):
+    """A file the checkpoint needs is not there (also a FileNotFoundError)."""
+
+
+def read_state_dict(path: Path) -> Mapping[str, Any]:
+    """The state dict in the PyTorch file at `path`, read on the CPU with weights_only=True.
+
+    Returned as loaded (with any `_metadata` version stamps). Raises
+    CheckpointError naming the file when it is missing, unreadable (truncated,
+    corrupt, not a PyTorch file) or holds something else.
+    """
+    import torch  # here only: resolving weights paths does not need torch
+
+    if not path.is_file():
+        raise MissingCheckpointError(f"checkpoint file {path} is missing")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:
+        # torch's weights_only message is mostly advice to unpickle unsafely: keep the cause.
+        cause = error.__context__ or error
+        detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        detail = detail.split(". ")[0][:200]  # the first sentence says what is wrong
+        raise CheckpointError(
+            f"{path} ({path.stat().st_size} bytes) is truncated, corrupt or not a PyTorch "
+            f"checkpoint: {detail}"
+        ) from error
+    if not isinstance(loaded, Mapping) or not all(isinstance(key, str) for key in loaded):
+        raise CheckpointError(
+            f"{path} holds a {type(loaded).__name__}, not a state dict (parameter names -> tensors)"
+        )
+    return loaded
 
 
 def weights_root(env: Mapping[str, str] | None = None) -> Path:

@@ -9,6 +9,17 @@ import sys
 from pathlib import Path
 
 from genmedia.v1 import text_generation_pb2 as text_pb
+from services.client.fetch import (
+    MIRROR_ENV,
+    FetchError,
+    FetchOptions,
+    catalogue_lines,
+    default_into,
+    default_mirror,
+    fetch_lines,
+    fetch_model,
+    lookup,
+)
 from services.client.sdk import DEFAULT_TARGET, IMAGE_FORMATS, GenmediaClient, GenmediaError
 
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
@@ -92,6 +103,43 @@ def text_generate(client: GenmediaClient, args: argparse.Namespace) -> None:
               file=sys.stderr)  # fmt: skip
 
 
+def models_list(args: argparse.Namespace) -> None:
+    for line in catalogue_lines(args.into):
+        print(line)
+
+
+def models_fetch(args: argparse.Namespace) -> None:
+    options = FetchOptions(
+        into=args.into,
+        mirror=args.mirror,
+        retries=args.retries,
+        timeout_s=args.socket_timeout,
+        progress=not args.quiet,
+        force=args.force,
+    )
+    for name in args.names:  # every name checked before anything is downloaded
+        lookup(name)
+    for name in args.names:
+        for line in fetch_lines(fetch_model(name, options)):
+            print(line, flush=True)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    """The `models` commands: local files and HTTP only, no gateway."""
+    try:
+        args.run(args)
+    except FetchError as error:
+        print(f"genmedia: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("genmedia: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except OSError as error:
+        print(f"genmedia: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _format_from_suffix(path: Path) -> str:
     suffix = path.suffix.lower().lstrip(".")
     return {"jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}.get(suffix, "png")
@@ -149,11 +197,41 @@ def build_parser() -> argparse.ArgumentParser:
     text_gen.add_argument("--seed", type=int)
     text_gen.add_argument("--stop", action="append", default=[], help="stop sequence; repeatable")
     text_gen.set_defaults(run=text_generate)
+
+    models_help = "list, download and install the published checkpoints"
+    models_group = groups.add_parser("models", help=models_help).add_subparsers(
+        dest="command", required=True
+    )
+    into_help = (
+        "weights root to install into (env GENMEDIA_WEIGHTS_DIR; default %(default)s); "
+        "layout biggan/, cyclegan/<direction>/, gpt2/"
+    )
+    listing = models_group.add_parser("list", help="the published checkpoints and their sizes")
+    listing.add_argument("--into", type=Path, metavar="DIR", default=default_into(), help=into_help)
+    listing.set_defaults(run=models_list)
+
+    fetch = models_group.add_parser(
+        "fetch", help="download, verify and install published checkpoints (resumable)"
+    )
+    fetch.add_argument("names", nargs="+", metavar="NAME", help="see `genmedia models list`")
+    fetch.add_argument("--into", type=Path, metavar="DIR", default=default_into(), help=into_help)
+    fetch.add_argument("--mirror", metavar="URL", default=default_mirror(),
+                       help=f"http(s)://host[:port][/prefix] replacing every URL's scheme://host "
+                            f"(env {MIRROR_ENV})")  # fmt: skip
+    fetch.add_argument("--retries", type=int, metavar="N", default=3,
+                       help="resumes per file after a cut (default %(default)s)")  # fmt: skip
+    fetch.add_argument("--socket-timeout", type=float, metavar="S", default=30.0,
+                       help="seconds without data, then retry (default %(default)s)")  # fmt: skip
+    fetch.add_argument("--force", action="store_true", help="download even if installed")
+    fetch.add_argument("--quiet", action="store_true", help="no progress bars")
+    fetch.set_defaults(run=models_fetch)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.group == "models":
+        return _run_models(args)
     try:
         with GenmediaClient(args.target, timeout_s=args.timeout) as client:
             args.run(client, args)
