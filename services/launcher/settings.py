@@ -15,10 +15,10 @@ class LauncherSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     weights_dir: Path = Field(
-        REPO_ROOT / "models" / "demo",
+        REPO_ROOT / "var" / "weights",
         description=(
-            "Root of the weights to serve: the demo pack, `var/weights` (random test "
-            "checkpoints) or a `genmedia models fetch` target."
+            "Root of the weights to serve: `var/weights` (`make weights`, random test "
+            "checkpoints), a `genmedia models fetch` target, or a trained demo pack."
         ),
     )
     work_dir: Path = Field(
