@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -25,15 +27,10 @@ def weights_dir() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    work_dir = tmp_path_factory.mktemp("stack")
-    running = Stack(
-        weights_dir=weights_dir(),
-        work_dir=work_dir,
-        ports=StackPorts.free(),
-        extra_env={"GENMEDIA_HEALTH_POLL_S": "0.5", "GENMEDIA_SHUTDOWN_GRACE_S": "5"},
-    )
+@contextlib.contextmanager
+def running_stack(weights: Path, work_dir: Path, **options: Any) -> Iterator[Stack]:
+    """A started stack on free ports; its logs are printed if it fails to start."""
+    running = Stack(weights_dir=weights, work_dir=work_dir, ports=StackPorts.free(), **options)
     try:
         running.start(timeout_s=300)
     except BaseException:
@@ -41,8 +38,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for log in sorted((work_dir / "logs").glob("*.log")):
             print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
         raise
-    yield running
-    running.stop()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    extra_env = {"GENMEDIA_HEALTH_POLL_S": "0.5", "GENMEDIA_SHUTDOWN_GRACE_S": "5"}
+    with running_stack(
+        weights_dir(), tmp_path_factory.mktemp("stack"), extra_env=extra_env
+    ) as running:
+        yield running
 
 
 def channel_to(stack: Stack, process: ProcessSpec) -> grpc.Channel:

@@ -30,9 +30,9 @@ from genmedia.v1 import text_generation_pb2 as text_pb
 from genmedia.v1 import text_generation_pb2_grpc as text_grpc
 from genmedia_models.training import digits
 from services.common.registry import GATEWAY
-from services.launcher.stack import Stack, StackPorts
+from services.launcher.stack import Stack
 from services.launcher.triton import REPO_ROOT
-from tests.integration.conftest import channel_to
+from tests.integration.conftest import channel_to, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -42,17 +42,8 @@ README = REPO_ROOT / "README.md"
 
 @pytest.fixture(scope="module")
 def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    work_dir = tmp_path_factory.mktemp("demo-stack")
-    running = Stack(weights_dir=DEMO_PACK, work_dir=work_dir, ports=StackPorts.free())
-    try:
-        running.start(timeout_s=300)
-    except BaseException:
-        running.stop()
-        for log in sorted((work_dir / "logs").glob("*.log")):
-            print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
-        raise
-    yield running
-    running.stop()
+    with running_stack(DEMO_PACK, tmp_path_factory.mktemp("demo-stack")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
