@@ -63,7 +63,7 @@ NOISE_BOUND = 2.0  # the service's truncated normal lies in [-2, 2] before scali
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    steps: int = 1200
+    steps: int = 1000
     batch_size: int = 32
     channel_width: int = 8
     generator_lr: float = 2e-4
