@@ -436,11 +436,12 @@ def evaluate(out_dir: Path, samples_per_class: int = 50, seed: int = 1) -> Quali
             f"{samples_per_class} images per digit at truncations "
             f"{', '.join(map(str, EVAL_TRUNCATIONS))}, generated through genmedia_models.biggan "
             "(the Triton model's loader and forward pass) with the service's seeded "
-            "truncated noise, classified by logistic regression on 16x16 thumbnails fit on the "
-            "held-out real digits (never seen in training); class_accuracy is the fraction "
-            "recognised as the digit asked for. diversity_ratio is the mean per-pixel "
-            "standard deviation within a digit's images, generated over real (1 = as varied "
-            "as the training digits, 0 = one image per digit)."
+            "truncated noise, classified by an RBF support-vector classifier on 16x16 "
+            "thumbnails fit on the held-out real digits (never seen in training); "
+            "class_accuracy is the fraction recognised as the digit asked for. "
+            "diversity_ratio is the mean per-pixel standard deviation within a digit's "
+            "images, generated over real (1 = as varied as the training digits, 0 = one "
+            "image per digit)."
         ),
     )
 

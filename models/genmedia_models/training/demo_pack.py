@@ -27,6 +27,7 @@ MANIFEST_FILE = "MANIFEST.sha256"
 README_SAMPLE_START = "<!-- demo-text-sample:start -->"
 README_SAMPLE_END = "<!-- demo-text-sample:end -->"
 TEXT_PROMPT = "Return the"
+TEXT_SEEDS = (0, 1, 2)
 
 
 @dataclass(frozen=True)
@@ -108,24 +109,42 @@ def write_metadata_for(stage: str, directory: Path, report: TrainingReport) -> N
         write_metadata(directory, report.model, "GPT-2", 0, report.dataset)
 
 
-def update_readme_sample(readme: Path, sample: str) -> None:
+def text_samples(model_dir: Path) -> str:
+    """One continuation of TEXT_PROMPT per seed in TEXT_SEEDS (not picked: all of them)."""
+    return "\n\n".join(
+        f"[seed {seed}] {TEXT_PROMPT}"
+        + gpt2_docstrings.sample_text(model_dir, prompt=TEXT_PROMPT, seed=seed)
+        for seed in TEXT_SEEDS
+    )
+
+
+def update_readme_sample(readme: Path, samples: str) -> None:
     text = readme.read_text()
     if README_SAMPLE_START not in text:
         return
     head, rest = text.split(README_SAMPLE_START, 1)
     _, tail = rest.split(README_SAMPLE_END, 1)
-    block = f"\n```text\n{TEXT_PROMPT}{sample}\n```\n"
+    block = f"\n```text\n{samples}\n```\n"
     readme.write_text(head + README_SAMPLE_START + block + README_SAMPLE_END + tail)
 
 
-def build(out: Path, docs: Path, readme: Path | None, seed: int = 0) -> bool:
-    """Trains and measures every model; returns whether every quality target was met."""
+def build(
+    out: Path,
+    docs: Path,
+    readme: Path | None,
+    seed: int = 0,
+    only: frozenset[str] | None = None,
+) -> bool:
+    """Trains and measures the models (all, or those in ``only``; the others are kept
+    as they are); returns whether every retrained model met its quality targets.
+    The grids, text samples and manifest are always remade from the whole pack."""
     from services.launcher.repository import write_manifest
 
     started = time.monotonic()
     docs.mkdir(parents=True, exist_ok=True)
     all_passed = True
-    for stage in tqdm(STAGES, desc="demo pack", unit="model"):
+    stages = [stage for stage in STAGES if only is None or stage.key in only]
+    for stage in tqdm(stages, desc="demo pack", unit="model"):
         directory = out / stage.key
         report = stage.train(directory, seed=seed)
         quality = stage.evaluate(directory)
@@ -137,10 +156,10 @@ def build(out: Path, docs: Path, readme: Path | None, seed: int = 0) -> bool:
         tqdm.write(f"{report.model}: {quality.figures} ({'ok' if quality.passed else 'FAILED'})")
     biggan_digits.sample_grid(out / "biggan", docs / "biggan-digits.png")
     cyclegan_digits.sample_grid(out / "cyclegan", docs / "cyclegan-digits.png")
-    sample = gpt2_docstrings.sample_text(out / "gpt2", prompt=TEXT_PROMPT)
-    (docs / "gpt2-sample.txt").write_text(TEXT_PROMPT + sample + "\n")
+    samples = text_samples(out / "gpt2")
+    (docs / "gpt2-sample.txt").write_text(samples + "\n")
     if readme is not None:
-        update_readme_sample(readme, sample)
+        update_readme_sample(readme, samples)
     write_manifest(out)
     tqdm.write(f"demo pack written to {out} in {time.monotonic() - started:.0f} s")
     return all_passed
@@ -152,8 +171,15 @@ def main() -> None:
     parser.add_argument("--docs", type=Path, default=Path("docs/demo"))
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=[stage.key for stage in STAGES],
+        help="retrain just these models, keeping the rest of the pack",
+    )
     args = parser.parse_args()
-    if not build(args.out, args.docs, args.readme, args.seed):
+    only = frozenset(args.only) if args.only else None
+    if not build(args.out, args.docs, args.readme, args.seed, only):
         raise SystemExit("some quality targets were not met: see the model cards")
 
 

@@ -73,6 +73,10 @@ SKIPPED_DIRECTORIES = frozenset(
     }
 )
 _WORD = re.compile(r"[A-Za-z]+")
+# Training checks its pace at every step after the first few, and plans to use
+# at most this share of max_seconds (the rest covers saving the files).
+_PACE_AFTER_STEPS = 10
+_TIME_SHARE = 0.97
 
 
 @dataclass(frozen=True)
@@ -94,18 +98,21 @@ class Corpus:
 class Gpt2DocstringsConfig:
     """Everything that shapes a run; defaults fit the demo pack's CPU budget."""
 
-    vocab_size: int = 4096
+    vocab_size: int = 2048
     n_positions: int = 512
-    n_embd: int = 192
-    n_layer: int = 4
-    n_head: int = 6
+    n_embd: int = 128
+    n_layer: int = 3
+    n_head: int = 4
     dropout: float = 0.0
     sequence_length: int = 256
-    batch_size: int = 16
-    steps: int = 1000
-    lr: float = 3e-3
+    batch_size: int = 8
+    long_every: int = 4
+    """Every this many steps, one batch of full-context windows (same token count), so that
+    positions past sequence_length are trained too; 0 = never."""
+    steps: int = 1150
+    lr: float = 6e-3
     min_lr_fraction: float = 0.1
-    warmup_steps: int = 50
+    warmup_steps: int = 30
     weight_decay: float = 0.1
     grad_clip: float = 1.0
 
@@ -304,18 +311,36 @@ def train(
     model = GPT2LMHeadModel(model_config)
     model.train()
     optimizer = _optimizer(model, config)
-    length = min(config.sequence_length, config.n_positions, len(stream) - 1)
-    offsets = torch.arange(length + 1)
+    # (window length, windows per batch): mostly short windows, whose attention is
+    # cheaper (docstrings are short), and now and then full-context ones.
+    short = min(config.sequence_length, config.n_positions, len(stream) - 1)
+    full = min(config.n_positions, len(stream) - 1)
+    shapes = [(short, config.batch_size), (full, max(1, config.batch_size * short // full))]
 
-    done, loss_value, recent = 0, float("nan"), []
-    progress = tqdm(range(total_steps), desc=MODEL_NAME, unit="step")
-    for step in progress:
-        if time.monotonic() - started > max_seconds:
-            break
+    planned = total_steps
+    step, loss_value, recent = 0, float("nan"), []
+    progress = tqdm(total=planned, desc=MODEL_NAME, unit="step")
+    loop_started = time.monotonic()
+    while step < planned:
+        elapsed = time.monotonic() - started
+        if elapsed > max_seconds:
+            break  # last resort; the re-planning below normally finishes in time
+        if step >= _PACE_AFTER_STEPS:
+            # On a machine too slow for the plan, shorten it so the learning rate
+            # still anneals before max_seconds; a fast enough machine never gets
+            # here, so its runs stay reproducible step for step.
+            # Re-planned at every step from the mean pace so far, so a burst of
+            # contention early on does not shorten the run for good.
+            per_step = (time.monotonic() - loop_started) / step
+            affordable = step + int((max_seconds * _TIME_SHARE - elapsed) / per_step)
+            planned = min(total_steps, max(step + 1, affordable))
+            progress.total = planned
         for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(step, total_steps, config)
-        starts = torch.randint(len(stream) - length, (config.batch_size, 1), generator=sampler)
-        windows = stream[starts + offsets]
+            group["lr"] = _learning_rate(step, planned, config)
+        long_step = config.long_every > 0 and step % config.long_every == config.long_every - 1
+        length, rows = shapes[long_step]
+        starts = torch.randint(len(stream) - length, (rows, 1), generator=sampler)
+        windows = stream[starts + torch.arange(length + 1)]
         logits = model(input_ids=windows[:, :-1]).logits
         loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1)
@@ -324,10 +349,11 @@ def train(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
-        done += 1
+        step += 1
+        progress.update()
         recent = [*recent[-19:], loss.item()]
         loss_value = sum(recent) / len(recent)
-        if done % 10 == 0:
+        if step % 10 == 0:
             progress.set_postfix(loss=f"{loss_value:.3f}")
     progress.close()
     seconds = time.monotonic() - started
@@ -344,7 +370,8 @@ def train(
     details.update(
         {
             "planned_steps": str(total_steps),
-            "stopped_early": str(done < total_steps),
+            "replanned_steps": str(planned),
+            "stopped_early": str(step < total_steps),
             "seed": str(seed),
             "torch_threads": str(torch.get_num_threads()),
             "final_train_loss": f"{loss_value:.4f} (mean of the last {len(recent)} steps)",
@@ -352,7 +379,7 @@ def train(
                 f"AdamW(lr {config.lr}, betas (0.9, 0.95), weight decay {config.weight_decay}), "
                 f"{config.warmup_steps} warm-up steps, cosine to {config.min_lr_fraction} x lr"
             ),
-            "tokens_per_step": str(config.batch_size * length),
+            "tokens_per_step": str(config.batch_size * short),
         }
     )
     return TrainingReport(
@@ -370,7 +397,7 @@ def train(
             f"{len({d.module for d in corpus.heldout})} other modules held out)"
         ),
         resolution=0,
-        steps=done,
+        steps=step,
         seconds=seconds,
         parameters=sum(p.numel() for p in model.parameters()),
         details=details,

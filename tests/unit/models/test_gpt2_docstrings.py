@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import types
 from pathlib import Path
 
 import pytest
@@ -125,6 +127,27 @@ def test_training_writes_a_directory_that_loads_like_triton_loads_it(
     assert generation["eos_token_id"] == generation["bos_token_id"] == end_of_text
     assert model.config.vocab_size == tokenizer.get_vocab_size()
     assert model.config.n_positions == TINY.n_positions
+
+
+def test_a_plan_too_long_for_max_seconds_is_shortened_to_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docstrings.stdlib_docstrings()  # scanned once per session, before the clock starts
+    # A clock that advances 0.1 s per reading: about 0.2 s per step, whatever the machine.
+    ticks = itertools.count()
+    monkeypatch.setattr(
+        docstrings, "time", types.SimpleNamespace(monotonic=lambda: next(ticks) * 0.1)
+    )
+    report = docstrings.train(
+        tmp_path, steps=1_000_000, max_seconds=6.0, config=TINY, max_documents=DOCUMENTS
+    )
+    # The plan shrank to what fits, and that plan ran to its end (so the learning
+    # rate annealed) instead of being cut off at max_seconds.
+    assert 10 < report.steps < 60
+    assert int(report.details["replanned_steps"]) == report.steps
+    assert report.details["stopped_early"] == "True"
+    assert report.seconds <= 6.0
+    assert (tmp_path / "model.safetensors").is_file()
 
 
 def test_tokenizer_round_trips_spaces_accents_and_emoji(
