@@ -16,9 +16,9 @@ USAGE = """
 genmedia is up: gateway on {gateway}, Triton on {triton}, logs in {logs}
 
 Try it (from this directory; `make run` installed the CLI in .venv/bin):
-  .venv/bin/genmedia image generate --class coffee --class mushroom --seed 1 --out out/
-  .venv/bin/genmedia image translate out/coffee_mug-0.png --model horse2zebra --out zebra.png
-  .venv/bin/genmedia text generate "The meeting about deep fakes" --stream
+  .venv/bin/genmedia image generate --class seven --class 3 --count 4 --seed 1 --out out/
+  .venv/bin/genmedia image translate out/seven-0.png --model handwritten2typeset --out typeset.png
+  .venv/bin/genmedia text generate "Return the" --stream
   (.venv/bin/genmedia image classes | image models | models list: see what is there)
 
 Ctrl-C stops everything.
@@ -30,7 +30,8 @@ def main() -> None:
     if not discover(settings.weights_dir).triton_models:
         raise SystemExit(
             f"no model weights in {settings.weights_dir}: set GENMEDIA_WEIGHTS_DIR to the "
-            "output of `make weights` (var/weights) or of `genmedia models fetch`"
+            "demo pack (models/demo), the output of `genmedia models fetch`, or of "
+            "`make weights` (var/weights)"
         )
     stack = Stack(weights_dir=settings.weights_dir, work_dir=settings.work_dir)
     stop = threading.Event()

@@ -15,10 +15,11 @@ class LauncherSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     weights_dir: Path = Field(
-        REPO_ROOT / "var" / "weights",
+        REPO_ROOT / "models" / "demo",
         description=(
-            "Root of the weights to serve: `var/weights` (`make weights`, random test "
-            "checkpoints), a `genmedia models fetch` target, or a trained demo pack."
+            "Root of the weights to serve: `models/demo` (the committed demo pack), a "
+            "`genmedia models fetch` target, or `var/weights` (`make weights`, random test "
+            "checkpoints)."
         ),
     )
     work_dir: Path = Field(

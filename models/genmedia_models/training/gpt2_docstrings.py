@@ -109,7 +109,7 @@ class Gpt2DocstringsConfig:
     long_every: int = 4
     """Every this many steps, one batch of full-context windows (same token count), so that
     positions past sequence_length are trained too; 0 = never."""
-    steps: int = 1150
+    steps: int = 900
     lr: float = 6e-3
     min_lr_fraction: float = 0.1
     warmup_steps: int = 30
@@ -273,7 +273,7 @@ def _optimizer(model: GPT2LMHeadModel, config: Gpt2DocstringsConfig) -> torch.op
 def train(
     out_dir: Path,
     seed: int = 0,
-    max_seconds: float = 300.0,
+    max_seconds: float = 240.0,
     steps: int | None = None,
     config: Gpt2DocstringsConfig | None = None,
     max_documents: int | None = None,
@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="model directory to write")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-seconds", type=float, default=300.0)
+    parser.add_argument("--max-seconds", type=float, default=240.0)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = parser.parse_args(argv)
     if args.threads:
