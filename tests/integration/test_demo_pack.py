@@ -25,7 +25,7 @@ from genmedia.v1 import image_translation_pb2 as trans_pb
 from genmedia.v1 import image_translation_pb2_grpc as trans_grpc
 from genmedia.v1 import text_generation_pb2 as text_pb
 from genmedia.v1 import text_generation_pb2_grpc as text_grpc
-from genmedia_models.training import digits
+from genmedia_models.training import cyclegan_digits, digits
 from services.common.registry import GATEWAY
 from services.launcher.stack import Stack
 from services.launcher.triton import REPO_ROOT
@@ -96,42 +96,55 @@ def test_classes_and_models_are_reported_as_loaded(demo_gateway) -> None:
     ]
 
 
-def test_translation_keeps_the_digit_and_the_input_size(demo_gateway) -> None:
+def _translate(stub: trans_grpc.ImageTranslationServiceStub, pixels: np.ndarray) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    reply = stub.TranslateImage(
+        trans_pb.TranslateImageRequest(image=buffer.getvalue(), model="handwritten2typeset"),
+        timeout=30,
+    )
+    return decode(reply.image.data)
+
+
+def test_translation_keeps_the_digit(demo_gateway) -> None:
     stub = trans_grpc.ImageTranslationServiceStub(demo_gateway)
     heldout = digits.handwritten_digits("heldout")
-    typeset = digits.typeset_digits(per_class=20, seed=99)
-    # Reads the digit whatever its style, like the model card's class judge.
+    # The model card's class judge: it reads the digit whatever its style.
+    handwritten, typeset = cyclegan_digits._training_sets()
     classifier = digits.ImageClassifier().fit(
-        np.concatenate([digits.handwritten_digits("train").images, typeset.images]),
-        np.concatenate([digits.handwritten_digits("train").labels, typeset.labels]),
+        np.concatenate([handwritten.images, typeset.images]),
+        np.concatenate([handwritten.labels, typeset.labels]),
     )
-    inputs = digits.to_rgb_uint8(heldout.images[:20])
-    outputs = []
-    for pixels in inputs:
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).resize((64, 64)).save(buffer, "PNG")
-        reply = stub.TranslateImage(
-            trans_pb.TranslateImageRequest(image=buffer.getvalue(), model="handwritten2typeset"),
-            timeout=30,
-        )
-        outputs.append(decode(reply.image.data))
-    assert {o.shape for o in outputs} == {(64, 64, 3)}
-    predicted = classifier.predict(digits.from_rgb_uint8(np.stack(outputs)))
-    assert (predicted == heldout.labels[:20]).mean() >= 0.7
+    inputs = digits.to_rgb_uint8(heldout.images[:100])
+    outputs = np.stack([_translate(stub, pixels) for pixels in inputs])
+    predicted = classifier.predict(digits.from_rgb_uint8(outputs))
+    # The card measures >= 0.80 on all 540 held-out digits; 100 of them vary by a few points.
+    assert (predicted == heldout.labels[:100]).mean() >= 0.7
+
+
+def test_translation_keeps_the_input_size(demo_gateway) -> None:
+    stub = trans_grpc.ImageTranslationServiceStub(demo_gateway)
+    pixels = digits.to_rgb_uint8(digits.handwritten_digits("heldout").images[:1])[0]
+    larger = np.asarray(Image.fromarray(pixels).resize((64, 48)))
+    assert _translate(stub, larger).shape == (48, 64, 3)
 
 
 def test_text_reads_like_english(demo_gateway) -> None:
     stub = text_grpc.TextGenerationServiceStub(demo_gateway)
-    response = stub.GenerateText(
-        text_pb.GenerateTextRequest(
-            prompt="Return the", max_new_tokens=60, seed=3, temperature=0.8, top_k=40
-        ),
-        timeout=60,
-    )
-    words = re.findall(r"[A-Za-z]+", response.text)
-    assert len(words) >= 10
-    common = {"the", "a", "of", "to", "is", "and", "in", "if", "for", "be", "or", "an"}
-    assert sum(w.lower() in common for w in words) >= 3, response.text
+    texts = [
+        stub.GenerateText(
+            text_pb.GenerateTextRequest(
+                prompt="Return the", max_new_tokens=60, seed=seed, temperature=0.8, top_k=40
+            ),
+            timeout=60,
+        ).text
+        for seed in range(6)
+    ]
+    # A small model that may end a sample early: judge six samples together.
+    words = [w.lower() for w in re.findall(r"[A-Za-z]+", " ".join(texts))]
+    assert len(words) >= 30, texts
+    common = {"the", "a", "of", "to", "is", "and", "in", "if", "for", "be", "or", "an", "this"}
+    assert sum(w in common for w in words) >= 0.1 * len(words), texts
 
 
 def test_readme_cli_lines_work_as_printed(demo_stack, tmp_path: Path) -> None:
