@@ -23,7 +23,7 @@ help:
 	@echo "make test-integration  integration tests (real tritonserver, real gRPC servers)"
 	@echo "make protos            generate Python code from protos/ into genmedia/"
 	@echo "make weights           write small random test checkpoints into $(WEIGHTS_DIR)"
-	@echo "make demo-models       retrain the demo pack into models/demo (~13 min on 2 cores)"
+	@echo "make demo-models       retrain the demo pack into models/demo (~12 min on 2 cores)"
 	@echo "make lint / format     ruff"
 
 setup: venv protos weights
