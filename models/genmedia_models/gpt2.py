@@ -10,12 +10,13 @@ stops generation (on cancellation, say) simply by not asking again.
 from __future__ import annotations
 
 import inspect
+import json
 import pickle
 import re
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -23,6 +24,9 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from genmedia_models.runtime import InvalidInputError
 from genmedia_models.weights import CheckpointError, MissingCheckpointError
+
+if TYPE_CHECKING:
+    from tokenizers import ByteLevelBPETokenizer
 
 WEIGHTS_NAMES = ("model.safetensors", "pytorch_model.bin")
 # Attention-mask buffers: published GPT-2 files carry them, GPT2Attention rebuilds them.
@@ -52,6 +56,26 @@ class SamplingParams:
             raise InvalidInputError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
             raise InvalidInputError(f"top_p must be in (0, 1] (1 = off), got {self.top_p}")
+
+
+def save_tokenizer_files(
+    tokenizer: ByteLevelBPETokenizer, directory: Path, end_of_text: str, max_length: int
+) -> None:
+    """tokenizer.json (what the service reads), plus vocab.json, merges.txt and
+    tokenizer_config.json, so transformers' GPT2Tokenizer loads the directory too."""
+    tokenizer.save(str(directory / "tokenizer.json"))
+    tokenizer.save_model(str(directory))
+    tokenizer_config = {
+        "tokenizer_class": "GPT2Tokenizer",
+        "add_prefix_space": False,
+        "bos_token": end_of_text,
+        "eos_token": end_of_text,
+        "unk_token": end_of_text,
+        "model_max_length": max_length,
+    }
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8"
+    )
 
 
 def load_gpt2(directory: Path, device: torch.device | str = "cpu") -> GPT2LMHeadModel:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
-import json
 import os
 import shutil
 import tempfile
@@ -33,6 +32,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.utils import logging as transformers_logging
 
 from genmedia_models import biggan, cyclegan
+from genmedia_models.gpt2 import save_tokenizer_files
 from genmedia_models.metadata import write_metadata
 
 SEED = 20240229
@@ -129,18 +129,8 @@ def write_gpt2(directory: Path) -> None:
         special_tokens=[END_OF_TEXT],
         show_progress=False,
     )
-    tokenizer.save(str(directory / "tokenizer.json"))
-    tokenizer.save_model(str(directory))
+    save_tokenizer_files(tokenizer, directory, END_OF_TEXT, 1024)
     end_of_text = tokenizer.token_to_id(END_OF_TEXT)
-    tokenizer_config = {
-        "tokenizer_class": "GPT2Tokenizer",
-        "add_prefix_space": False,
-        "bos_token": END_OF_TEXT,
-        "eos_token": END_OF_TEXT,
-        "unk_token": END_OF_TEXT,
-        "model_max_length": 1024,
-    }
-    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
 
     torch.manual_seed(SEED)
     config = GPT2Config(

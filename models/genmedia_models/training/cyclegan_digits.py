@@ -41,6 +41,7 @@ from genmedia_models.cyclegan import (
 )
 from genmedia_models.runtime import signed_unit_to_uint8, uint8_to_signed_unit
 from genmedia_models.training import digits
+from genmedia_models.training.pacing import steps_that_fit
 from genmedia_models.training.report import QualityReport, TrainingReport
 
 DIRECTIONS = ("handwritten2typeset", "typeset2handwritten")
@@ -52,10 +53,6 @@ TARGET = 0.80
 # + seed so its typeset digits are never the training ones.
 TRAIN_RENDER_SEED = 0
 EVAL_RENDER_BASE = 1000
-# Training checks its pace after the first few steps, and plans to use at most
-# this share of max_seconds (the rest covers saving the files).
-_PACE_AFTER_STEPS = 10
-_TIME_SHARE = 0.97
 
 
 @dataclass(frozen=True)
@@ -323,15 +320,8 @@ def train(
         elapsed = time.monotonic() - started
         if elapsed > max_seconds:
             break  # last resort; the re-planning below normally finishes in time
-        if done >= _PACE_AFTER_STEPS:
-            # On a machine too slow for the plan, shorten it so the learning rate
-            # still decays to zero within max_seconds; on a fast enough machine the
-            # plan stands and runs are reproducible step for step.
-            # Re-planned at every step from the mean pace so far, so a burst of
-            # contention early on does not shorten the run for good.
-            affordable = done + int((max_seconds * _TIME_SHARE - elapsed) / (elapsed / done))
-            planned = min(total_steps, max(done + 1, affordable))
-            progress.total = planned
+        planned = steps_that_fit(done, total_steps, max_seconds, elapsed, elapsed)
+        progress.total = planned
         for optimiser in (opt_g, opt_d):
             for group in optimiser.param_groups:
                 group["lr"] = config.lr * _lr_factor(done, planned)

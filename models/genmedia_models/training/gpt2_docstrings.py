@@ -28,7 +28,6 @@ import functools
 import hashlib
 import inspect
 import itertools
-import json
 import math
 import os
 import re
@@ -44,7 +43,14 @@ from tokenizers import ByteLevelBPETokenizer, Tokenizer
 from tqdm import tqdm
 from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
 
-from genmedia_models.gpt2 import SamplingParams, eos_token_ids, generate_tokens, load_gpt2
+from genmedia_models.gpt2 import (
+    SamplingParams,
+    eos_token_ids,
+    generate_tokens,
+    load_gpt2,
+    save_tokenizer_files,
+)
+from genmedia_models.training.pacing import steps_that_fit
 from genmedia_models.training.report import QualityReport, TrainingReport
 
 MODEL_NAME = "gpt2-docstrings"
@@ -73,10 +79,6 @@ SKIPPED_DIRECTORIES = frozenset(
     }
 )
 _WORD = re.compile(r"[A-Za-z]+")
-# Training checks its pace at every step after the first few, and plans to use
-# at most this share of max_seconds (the rest covers saving the files).
-_PACE_AFTER_STEPS = 10
-_TIME_SHARE = 0.97
 
 
 @dataclass(frozen=True)
@@ -234,22 +236,6 @@ def token_stream(
     return torch.tensor(ids, dtype=torch.long)
 
 
-def _save_tokenizer(tokenizer: ByteLevelBPETokenizer, out_dir: Path, max_length: int) -> None:
-    tokenizer.save(str(out_dir / "tokenizer.json"))
-    tokenizer.save_model(str(out_dir))  # vocab.json and merges.txt for GPT2Tokenizer users
-    tokenizer_config = {
-        "tokenizer_class": "GPT2Tokenizer",
-        "add_prefix_space": False,
-        "bos_token": END_OF_TEXT,
-        "eos_token": END_OF_TEXT,
-        "unk_token": END_OF_TEXT,
-        "model_max_length": max_length,
-    }
-    (out_dir / "tokenizer_config.json").write_text(
-        json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8"
-    )
-
-
 def _learning_rate(step: int, total: int, config: Gpt2DocstringsConfig) -> float:
     """Linear warm-up, then cosine decay to min_lr_fraction of the peak."""
     if step < config.warmup_steps:
@@ -325,16 +311,10 @@ def train(
         elapsed = time.monotonic() - started
         if elapsed > max_seconds:
             break  # last resort; the re-planning below normally finishes in time
-        if step >= _PACE_AFTER_STEPS:
-            # On a machine too slow for the plan, shorten it so the learning rate
-            # still anneals before max_seconds; a fast enough machine never gets
-            # here, so its runs stay reproducible step for step.
-            # Re-planned at every step from the mean pace so far, so a burst of
-            # contention early on does not shorten the run for good.
-            per_step = (time.monotonic() - loop_started) / step
-            affordable = step + int((max_seconds * _TIME_SHARE - elapsed) / per_step)
-            planned = min(total_steps, max(step + 1, affordable))
-            progress.total = planned
+        planned = steps_that_fit(
+            step, total_steps, max_seconds, elapsed, time.monotonic() - loop_started
+        )
+        progress.total = planned
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, planned, config)
         long_step = config.long_every > 0 and step % config.long_every == config.long_every - 1
@@ -364,7 +344,7 @@ def train(
         bos_token_id=end_of_text, eos_token_id=end_of_text, pad_token_id=end_of_text
     )
     model.save_pretrained(out_dir, safe_serialization=True)
-    _save_tokenizer(tokenizer, out_dir, config.n_positions)
+    save_tokenizer_files(tokenizer, out_dir, END_OF_TEXT, config.n_positions)
 
     details = {key: str(value) for key, value in asdict(config).items()}
     details.update(
