@@ -8,7 +8,6 @@ GENMEDIA_WEIGHTS_DIR, so one model repository serves any weights pack.
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,9 @@ def read_state_dict(path: Path) -> Mapping[str, Any]:
         raise MissingCheckpointError(f"checkpoint file {path} is missing")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:
+    # Random or damaged bytes fail deep in the unpickler in many ways (IndexError,
+    # KeyError, struct errors, ...): each one means this file is not a checkpoint.
+    except Exception as error:
         # torch's weights_only message is mostly advice to unpickle unsafely: keep the cause.
         cause = error.__context__ or error
         detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
