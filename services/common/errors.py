@@ -7,7 +7,12 @@ caller. Anything else that escapes becomes INTERNAL with a generic message.
 
 from __future__ import annotations
 
+import math
+
 import grpc
+
+RETRY_AFTER_HEADER = "retry-after-ms"
+"""Trailing metadata of RESOURCE_EXHAUSTED: milliseconds to wait before trying again."""
 
 
 class GenmediaError(Exception):
@@ -15,9 +20,11 @@ class GenmediaError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, metadata: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(message)
         self.message = message
+        self.metadata = metadata
+        """Extra trailing metadata sent with the status."""
 
 
 class InvalidArgument(GenmediaError):
@@ -31,7 +38,28 @@ class NotFound(GenmediaError):
 
 
 class ResourceExhausted(GenmediaError):
+    """A limit was reached; ``retry_after_s`` says when trying again can succeed."""
+
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        metadata: tuple[tuple[str, str], ...] = ()
+        if retry_after_s is not None:
+            metadata = ((RETRY_AFTER_HEADER, str(max(1, math.ceil(retry_after_s * 1000)))),)
+        super().__init__(message, metadata)
+        self.retry_after_s = retry_after_s
+
+
+class Unauthenticated(GenmediaError):
+    """No credentials, or credentials that match no key."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(GenmediaError):
+    """Valid credentials without access to what was asked for."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
 
 
 class Unavailable(GenmediaError):

@@ -7,7 +7,10 @@ It wraps each registered handler so that
 - :class:`GenmediaError` becomes its status code and message, and anything
   unexpected becomes INTERNAL with a generic message and a logged trace;
 - the RED metrics are recorded after the call (or whole stream) completes,
-  with the status the caller saw (aborts, cancellations and deadlines too).
+  with the status the caller saw (aborts, cancellations and deadlines too);
+- one access log line per call (health and reflection only at debug level);
+- pairs added with :func:`add_trailing_metadata` during the call are sent in
+  its trailing metadata, beside the request id.
 """
 
 from __future__ import annotations
@@ -28,11 +31,17 @@ from services.common import metrics
 from services.common.errors import GenmediaError, InvalidArgument
 from services.common.request_context import (
     REQUEST_ID_HEADER,
+    caller_from_metadata,
+    caller_var,
     request_id_from_metadata,
     request_id_var,
+    trailing_metadata_var,
 )
 
 logger = logging.getLogger(__name__)
+access_log = logging.getLogger("genmedia.access")
+# Probes and tooling call these often; their lines would drown the API's.
+_QUIET_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.")
 
 UnaryBehavior = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
 StreamBehavior = Callable[[Any, aio.ServicerContext], AsyncIterator[Any]]
@@ -66,15 +75,23 @@ class _CallScope:
         self.labels = (service, name, grpc_type)
         self.context = context
         self.code = grpc.StatusCode.OK
-        self.request_id = request_id_from_metadata(context.invocation_metadata())
-        self.trailing_metadata = ((REQUEST_ID_HEADER, self.request_id),)
+        self.method = method
+        metadata = context.invocation_metadata()
+        self.request_id = request_id_from_metadata(metadata)
+        self.extra_trailing: list[tuple[str, str]] = []
         # Each RPC runs in its own task, hence its own context: no reset needed
         # (a reset from a generator finalised elsewhere would fail).
         request_id_var.set(self.request_id)
+        caller_var.set(caller_from_metadata(metadata))
+        trailing_metadata_var.set(self.extra_trailing)
         context.set_trailing_metadata(self.trailing_metadata)
         self._start = time.perf_counter()
         metrics.server_started.labels(*self.labels).inc()
         metrics.server_in_flight.labels(*self.labels).inc()
+
+    @property
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((REQUEST_ID_HEADER, self.request_id), *self.extra_trailing)
 
     def check_request(self, request: Any) -> None:
         if isinstance(request, _Undecodable):
@@ -84,6 +101,7 @@ class _CallScope:
         """Ends the call with the status that ``exc`` stands for."""
         if isinstance(exc, GenmediaError):
             self.code, message = exc.code, exc.message
+            self.extra_trailing.extend(exc.metadata)
         else:
             logger.exception("unexpected error")
             self.code = grpc.StatusCode.INTERNAL
@@ -91,6 +109,8 @@ class _CallScope:
         await self.context.abort(self.code, message, self.trailing_metadata)
 
     def finish(self, exc: BaseException | None) -> None:
+        if exc is None and self.extra_trailing:
+            self.context.set_trailing_metadata(self.trailing_metadata)
         if isinstance(exc, aio.AbortError):
             # Aborted by fail() above or by the handler itself (health's NOT_FOUND).
             self.code = self.context.code() or self.code
@@ -100,8 +120,15 @@ class _CallScope:
             self.code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
         metrics.server_in_flight.labels(*self.labels).dec()
         metrics.server_handled.labels(*self.labels, self.code.name).inc()
-        metrics.server_handling_seconds.labels(*self.labels).observe(
-            time.perf_counter() - self._start
+        elapsed = time.perf_counter() - self._start
+        metrics.server_handling_seconds.labels(*self.labels).observe(elapsed)
+        quiet = self.method.lstrip("/").startswith(_QUIET_SERVICES)
+        access_log.log(
+            logging.DEBUG if quiet else logging.INFO,
+            "%s %s %.1f ms",
+            self.method,
+            self.code.name,
+            elapsed * 1000,
         )
 
 

@@ -7,26 +7,55 @@ import logging
 import uuid
 
 REQUEST_ID_HEADER = "x-request-id"
+CALLER_HEADER = "x-genmedia-caller"
+"""Key name of the caller, set by the gateway for backends' logs (never the key)."""
 _MAX_REQUEST_ID_LENGTH = 128
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+caller_var: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="-")
+"""Name of the API key the call came with (never the key itself); "-" if none."""
+trailing_metadata_var: contextvars.ContextVar[list[tuple[str, str]] | None] = (
+    contextvars.ContextVar("trailing_metadata", default=None)
+)
 
 
 def current_request_id() -> str:
     return request_id_var.get()
 
 
-def request_id_from_metadata(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
-    """Keeps a caller's printable x-request-id, else makes a new one."""
+def _printable_value(
+    metadata: tuple[tuple[str, str | bytes], ...] | None, header: str
+) -> str | None:
     for key, value in metadata or ():
         if (
-            key == REQUEST_ID_HEADER
+            key == header
             and isinstance(value, str)
             and 0 < len(value) <= _MAX_REQUEST_ID_LENGTH
             and value.isprintable()
         ):
             return value
-    return uuid.uuid4().hex
+    return None
+
+
+def request_id_from_metadata(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
+    """Keeps a caller's printable x-request-id, else makes a new one."""
+    return _printable_value(metadata, REQUEST_ID_HEADER) or uuid.uuid4().hex
+
+
+def caller_from_metadata(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
+    """The key name the gateway passed on, or "-"."""
+    return _printable_value(metadata, CALLER_HEADER) or "-"
+
+
+def add_trailing_metadata(key: str, value: str) -> None:
+    """Adds a pair to the trailing metadata of the call being served.
+
+    The call interceptor sends these with the request id when the call ends,
+    whatever its status. Outside a call this does nothing.
+    """
+    pairs = trailing_metadata_var.get()
+    if pairs is not None:
+        pairs.append((key, value))
 
 
 class RequestIdLogFilter(logging.Filter):
@@ -34,6 +63,7 @@ class RequestIdLogFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        record.caller = caller_var.get()
         return True
 
 
@@ -41,6 +71,8 @@ def configure_logging(level: str) -> None:
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdLogFilter())
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(caller)s] %(message)s"
+        )
     )
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)

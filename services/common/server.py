@@ -23,6 +23,7 @@ from prometheus_client import start_http_server
 
 from services.common.interceptor import ServerCallInterceptor
 from services.common.settings import ServerSettings
+from services.common.tls import server_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +44,12 @@ KEEPALIVE_TIMEOUT_MS = 10_000
 
 
 def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
-    """Large images, and keepalive that tolerates our own clients' pings."""
+    """Large images, keepalive that tolerates our own clients' pings, and aged
+    connections closed so long-lived clients spread over replicas added later."""
     return [
         *_message_limits(settings),
+        ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_s * 1000)),
         ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
         ("grpc.keepalive_permit_without_calls", 1),
@@ -63,6 +67,12 @@ def channel_options(settings: ServerSettings) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
     ]
+
+
+def _transport(settings: ServerSettings) -> str:
+    if settings.tls_cert_file is None:
+        return "plaintext"
+    return "mutual TLS" if settings.tls_client_ca_file else "TLS"
 
 
 @dataclass
@@ -114,13 +124,21 @@ async def run_server(settings: ServerSettings, process: ServedProcess) -> None:
     )
 
     address = f"{settings.host}:{settings.grpc_port}"
-    if server.add_insecure_port(address) == 0:
+    credentials = server_credentials(
+        settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+    )
+    if credentials is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, credentials)
+    if bound == 0:
         raise SystemExit(f"cannot listen on {address}")
     await server.start()
     logger.info(
-        "serving %s on %s, metrics on :%d",
+        "serving %s on %s (%s), metrics on :%d",
         ", ".join(process.service_names),
         address,
+        _transport(settings),
         settings.metrics_port,
     )
 

@@ -8,6 +8,7 @@ fails fast with the variable's name in the message.
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import Field
@@ -43,6 +44,23 @@ class ServerSettings(BaseSettings):
     )
     health_poll_s: float = Field(
         2.0, gt=0, description="Seconds between readiness checks of upstreams."
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate chain to serve gRPC over TLS (with the key file)."
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of the TLS certificate.")
+    tls_client_ca_file: Path | None = Field(
+        None,
+        description="PEM CA bundle; when set, clients must present a certificate it signed (mTLS).",
+    )
+    max_connection_age_s: float = Field(
+        600.0,
+        gt=0,
+        description="Connections are closed (gracefully) after this age so clients re-balance "
+        "over new replicas.",
+    )
+    max_connection_age_grace_s: float = Field(
+        300.0, gt=0, description="Time calls on an aged connection get to finish."
     )
 
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
-import grpc
 from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.registry import BACKENDS, GATEWAY
 from services.common.request_context import configure_logging
@@ -17,44 +16,119 @@ from services.common.server import (
     run_server,
 )
 from services.common.settings import load_settings
-from services.gateway.proxy import forwarding_handler
-from services.gateway.settings import GatewaySettings
+from services.common.tls import channel_credentials
+from services.gateway.auth import ApiKeys, Authenticator, OpenAccess
+from services.gateway.backends import (
+    BackendPool,
+    ChannelFactory,
+    EjectionPolicy,
+    RetryBudget,
+    parse_targets,
+)
+from services.gateway.keys import KeyFileError
+from services.gateway.proxy import Forwarder, RetryPolicy, forwarding_handler
+from services.gateway.quotas import Quotas
+from services.gateway.settings import AuthMode, GatewaySettings
 
-HEALTH_CHECK_TIMEOUT_S = 1.0
+# Reconnect to a restarted replica within seconds, not gRPC's default of up to two minutes.
+RECONNECT_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+]
 
 
-def _backend_health(channel: aio.Channel, service_name: str) -> ReadinessCheck:
-    stub = health_pb2_grpc.HealthStub(channel)
+def channel_factory(settings: GatewaySettings) -> ChannelFactory:
+    options = [*channel_options(settings), *RECONNECT_OPTIONS]
+    if settings.backend_tls_ca_file is None:
+        return lambda address, _host: aio.insecure_channel(address, options=options)
+    credentials = channel_credentials(
+        settings.backend_tls_ca_file, settings.backend_tls_cert_file, settings.backend_tls_key_file
+    )
 
-    async def check() -> bool:
-        try:
-            reply = await stub.Check(
-                health_pb2.HealthCheckRequest(service=service_name),
-                timeout=HEALTH_CHECK_TIMEOUT_S,
-            )
-        except grpc.RpcError:
-            return False
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
+    def secure(address: str, host: str) -> aio.Channel:
+        # Replicas are dialled by IP; their certificates name the Service.
+        name = settings.backend_tls_server_name or host
+        return aio.secure_channel(
+            address, credentials, options=[*options, ("grpc.ssl_target_name_override", name)]
+        )
 
-    return check
+    return secure
+
+
+def authenticator(settings: GatewaySettings) -> Authenticator:
+    if settings.auth_mode is AuthMode.OPEN:
+        return OpenAccess()
+    assert settings.api_keys_file is not None  # checked by the settings
+    try:
+        return ApiKeys(settings.api_keys_file)
+    except KeyFileError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+async def reload_keys_forever(keys: ApiKeys, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        keys.reload_if_changed()
 
 
 async def main() -> None:
     settings = load_settings(GatewaySettings)
     configure_logging(settings.log_level.value)
-    options = [*channel_options(settings), ("grpc.lb_policy_name", "round_robin")]
-    channels: list[aio.Channel] = []
-    handlers: list[grpc.GenericRpcHandler] = []
+    auth = authenticator(settings)
+    forwarder = Forwarder(
+        auth,
+        Quotas(settings.max_in_flight, settings.overload_retry_after_s),
+        RetryPolicy(
+            settings.backend_retry_max_attempts,
+            settings.backend_retry_initial_backoff_s,
+            settings.backend_retry_max_backoff_s,
+        ),
+        settings.default_deadline_s,
+    )
+    make_channel = channel_factory(settings)
+    pools: list[BackendPool] = []
+    handlers = []
     readiness: dict[str, ReadinessCheck] = {}
     for backend in BACKENDS:
-        channel = aio.insecure_channel(settings.backend_addr(backend.name), options=options)
-        channels.append(channel)
+        try:
+            targets = parse_targets(settings.backend_addr(backend.name))
+        except ValueError as exc:
+            raise SystemExit(f"{backend.addr_setting}: {exc}") from None
         for service_name in backend.grpc_services:
-            handlers.append(forwarding_handler(service_name, channel))
-            readiness[service_name] = _backend_health(channel, service_name)
+            pool = BackendPool(
+                backend.name,
+                service_name,
+                targets,
+                make_channel,
+                EjectionPolicy(
+                    settings.backend_eject_after_failures,
+                    settings.backend_eject_base_s,
+                    settings.backend_eject_max_s,
+                    settings.backend_max_ejected_percent,
+                ),
+                RetryBudget(
+                    settings.backend_retry_budget_tokens, settings.backend_retry_budget_ratio
+                ),
+                settings.backend_resolve_interval_s,
+            )
+            await pool.start()
+            pools.append(pool)
+            handlers.append(forwarding_handler(service_name, pool, forwarder))
+            readiness[service_name] = _ready_check(pool)
 
-    async def close_channels() -> None:
-        await asyncio.gather(*(channel.close() for channel in channels))
+    reloader = (
+        asyncio.create_task(reload_keys_forever(auth, settings.api_keys_reload_s))
+        if isinstance(auth, ApiKeys)
+        else None
+    )
+
+    async def close() -> None:
+        if reloader is not None:
+            reloader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reloader
+        await asyncio.gather(*(pool.close() for pool in pools))
 
     await run_server(
         settings,
@@ -62,9 +136,16 @@ async def main() -> None:
             service_names=GATEWAY.grpc_services,
             register=lambda server: server.add_generic_rpc_handlers(handlers),
             readiness=readiness,
-            on_close=close_channels,
+            on_close=close,
         ),
     )
+
+
+def _ready_check(pool: BackendPool) -> ReadinessCheck:
+    async def check() -> bool:
+        return pool.ready()
+
+    return check
 
 
 if __name__ == "__main__":

@@ -1,93 +1,285 @@
-"""Forwarding of the public API to the backends, built from the proto descriptors.
+"""Forwarding of the public API to the backends.
 
-The gateway serves exactly the services its backends serve: for every
-method of every backend service, a handler that calls the same method on
-the backend with the caller's remaining deadline and request id, streams
-responses back as they arrive, and cancels the backend call when the caller
-goes away. Backend errors are passed on with their status code.
+For every method of every backend service the gateway registers a handler
+that works on raw bytes: the request is forwarded as received and the
+responses are passed back as received, never parsed and re-serialised
+(only the few small request fields a daily budget needs are read). Each call
+
+1. is authenticated and admitted (key, service access, quotas, load);
+2. goes to one healthy replica (round robin) with the caller's remaining
+   deadline and request id; UNAVAILABLE before any response is retried on
+   another replica with jittered exponential backoff, within the backend's
+   retry budget and the deadline;
+3. is cancelled downstream when the caller cancels or goes away;
+4. charges what the backend reports it generated to the key's budget.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import random
+import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from dataclasses import dataclass
 
 import grpc
-from google.protobuf import descriptor_pool, message_factory
+from google.protobuf import descriptor_pool
+from google.protobuf.message import DecodeError
 from grpc import aio
 
 # Importing the generated modules registers their descriptors.
-from genmedia.v1 import (  # noqa: F401
+from genmedia.v1 import (
     image_generation_pb2,
-    image_translation_pb2,
+    image_translation_pb2,  # noqa: F401
     text_generation_pb2,
 )
-from services.common.errors import UpstreamError
-from services.common.request_context import REQUEST_ID_HEADER, current_request_id
+from services.common.errors import RETRY_AFTER_HEADER, GenmediaError, Unavailable, UpstreamError
+from services.common.request_context import (
+    CALLER_HEADER,
+    REQUEST_ID_HEADER,
+    caller_var,
+    current_request_id,
+)
+from services.common.usage import Usage, report_usage
+from services.gateway import metrics
+from services.gateway.auth import OPEN_MODE_CALLER, Authenticator
+from services.gateway.backends import BackendPool
+from services.gateway.keys import KeyPolicy
+from services.gateway.quotas import Quotas, Ticket
+
+PASSED_BACK = (RETRY_AFTER_HEADER,)
+"""Backend trailing metadata handed on to the caller (besides usage)."""
 
 
-def _metadata() -> tuple[tuple[str, str], ...]:
-    return ((REQUEST_ID_HEADER, current_request_id()),)
+def _images_asked(request: bytes) -> Usage:
+    parsed = image_generation_pb2.GenerateImagesRequest.FromString(request)
+    return Usage(images=max(parsed.count, 1) * len(parsed.classes))
 
 
-def _unary_forwarder(
-    call_backend: aio.UnaryUnaryMultiCallable,
-) -> Callable[[Any, aio.ServicerContext], Any]:
-    async def forward(request: Any, context: aio.ServicerContext) -> Any:
-        call = call_backend(request, timeout=context.time_remaining(), metadata=_metadata())
+def _tokens_asked(request: bytes) -> Usage:
+    return Usage(tokens=text_generation_pb2.GenerateTextRequest.FromString(request).max_new_tokens)
+
+
+ESTIMATES: dict[str, Callable[[bytes], Usage]] = {
+    "/genmedia.v1.ImageGenerationService/GenerateImages": _images_asked,
+    "/genmedia.v1.TextGenerationService/GenerateText": _tokens_asked,
+    "/genmedia.v1.TextGenerationService/StreamText": _tokens_asked,
+}
+"""What a request says it will generate, read from its small fields; checked
+against the budget before the call (the backend validates the rest)."""
+
+PER_MESSAGE: dict[str, Usage] = {
+    "/genmedia.v1.TextGenerationService/StreamText": Usage(tokens=1),
+}
+"""Least each streamed message stands for: charged when a stream ends without usage."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    initial_backoff_s: float = 0.05
+    max_backoff_s: float = 1.0
+
+    def backoff_s(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(max, initial * 2^(attempt-1))]."""
+        return random.uniform(
+            0, min(self.max_backoff_s, self.initial_backoff_s * 2 ** (attempt - 1))
+        )
+
+
+@dataclass(frozen=True)
+class Route:
+    path: str
+    grpc_service: str
+    pool: BackendPool
+
+
+class Forwarder:
+    """Admission, routing and retries shared by every forwarded method."""
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        quotas: Quotas,
+        retry: RetryPolicy,
+        default_deadline_s: float,
+    ) -> None:
+        self._authenticator = authenticator
+        self._quotas = quotas
+        self._retry = retry
+        self._default_deadline_s = default_deadline_s
+
+    # -- admission ---------------------------------------------------------
+
+    def admit(self, route: Route, request: bytes, context: aio.ServicerContext) -> Ticket:
         try:
-            return await call
-        except aio.AioRpcError as exc:
-            raise UpstreamError(exc.code(), exc.details() or "") from None
-        finally:
-            call.cancel()
+            policy = self._authenticator.authenticate(context.invocation_metadata())
+            caller_var.set(policy.name if policy is not None else OPEN_MODE_CALLER)
+            self._authenticator.authorize(policy, route.grpc_service)
+            return self._quotas.admit(policy, self._estimate(route, request, policy))
+        except GenmediaError as exc:
+            metrics.refused.labels(exc.code.name).inc()
+            raise
 
-    return forward
-
-
-def _stream_forwarder(
-    call_backend: aio.UnaryStreamMultiCallable,
-) -> Callable[[Any, aio.ServicerContext], AsyncIterator[Any]]:
-    async def forward(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-        call = call_backend(request, timeout=context.time_remaining(), metadata=_metadata())
+    @staticmethod
+    def _estimate(route: Route, request: bytes, policy: KeyPolicy | None) -> Usage:
+        estimate = ESTIMATES.get(route.path)
+        if estimate is None or policy is None or policy.daily_limit() is None:
+            return Usage()
         try:
-            async for response in call:
-                yield response
-        except aio.AioRpcError as exc:
-            raise UpstreamError(exc.code(), exc.details() or "") from None
+            return estimate(request)
+        except DecodeError:
+            return Usage()  # the backend will say what is wrong with it
+
+    def _settle(self, ticket: Ticket, usage: Usage) -> None:
+        ticket.charge(usage)
+        name = caller_var.get()
+        for unit in ("images", "megapixels", "tokens"):
+            amount = getattr(usage, unit)
+            if amount:
+                metrics.units_generated.labels(name, unit).inc(amount)
+
+    # -- backend calls -----------------------------------------------------
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((REQUEST_ID_HEADER, current_request_id()), (CALLER_HEADER, caller_var.get()))
+
+    def _deadline(self, context: aio.ServicerContext) -> float:
+        remaining = context.time_remaining()
+        return time.monotonic() + (self._default_deadline_s if remaining is None else remaining)
+
+    async def _before_retry(
+        self, route: Route, attempt: int, deadline: float, error: Exception
+    ) -> None:
+        """Waits the backoff, or re-raises ``error`` if no retry is allowed."""
+        pool = route.pool
+        if attempt >= self._retry.max_attempts or not pool.retry_budget.allows_retry():
+            raise error
+        pause = self._retry.backoff_s(attempt)
+        if time.monotonic() + pause >= deadline:
+            raise error
+        metrics.backend_retries.labels(pool.name).inc()
+        await asyncio.sleep(pause)
+
+    @staticmethod
+    def _upstream_error(exc: aio.AioRpcError) -> UpstreamError:
+        passed = tuple(
+            (key, value)
+            for key, value in exc.trailing_metadata() or ()
+            if key in PASSED_BACK and isinstance(value, str)
+        )
+        error = UpstreamError(exc.code(), exc.details() or "")
+        error.metadata = passed
+        return error
+
+    async def forward_unary(
+        self, route: Route, request: bytes, context: aio.ServicerContext
+    ) -> bytes:
+        ticket = self.admit(route, request, context)
+        try:
+            deadline = self._deadline(context)
+            tried: set[str] = set()
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    replica = route.pool.pick(tried)
+                except Unavailable as exc:
+                    await self._before_retry(route, attempt, deadline, exc)
+                    continue
+                tried.add(replica.address)
+                call = replica.unary(route.path)(
+                    request,
+                    timeout=max(0.0, deadline - time.monotonic()),
+                    metadata=self._metadata(),
+                )
+                try:
+                    response = await call
+                except aio.AioRpcError as exc:
+                    route.pool.record(replica, exc.code())
+                    error = self._upstream_error(exc)
+                    if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+                        raise error from None
+                    await self._before_retry(route, attempt, deadline, error)
+                    continue
+                finally:
+                    call.cancel()  # no-op once done; stops the backend if we were cancelled
+                route.pool.record(replica, grpc.StatusCode.OK)
+                usage = Usage.from_metadata(await call.trailing_metadata())
+                self._settle(ticket, usage)
+                report_usage(usage)
+                return response
         finally:
-            # The caller cancelled or went away: stop the backend's work too.
-            call.cancel()
+            ticket.release()
 
-    return forward
+    async def forward_stream(
+        self, route: Route, request: bytes, context: aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        ticket = self.admit(route, request, context)
+        forwarded = 0
+        settled = False
+        try:
+            deadline = self._deadline(context)
+            tried: set[str] = set()
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    replica = route.pool.pick(tried)
+                except Unavailable as exc:
+                    await self._before_retry(route, attempt, deadline, exc)
+                    continue
+                tried.add(replica.address)
+                call = replica.stream(route.path)(
+                    request,
+                    timeout=max(0.0, deadline - time.monotonic()),
+                    metadata=self._metadata(),
+                )
+                try:
+                    async for message in call:
+                        forwarded += 1
+                        yield message
+                except aio.AioRpcError as exc:
+                    route.pool.record(replica, exc.code())
+                    error = self._upstream_error(exc)
+                    # Once a message has gone to the caller the call cannot start over.
+                    if exc.code() is not grpc.StatusCode.UNAVAILABLE or forwarded:
+                        raise error from None
+                    await self._before_retry(route, attempt, deadline, error)
+                    continue
+                finally:
+                    call.cancel()
+                route.pool.record(replica, grpc.StatusCode.OK)
+                usage = Usage.from_metadata(await call.trailing_metadata())
+                self._settle(ticket, usage)
+                settled = True
+                report_usage(usage)
+                return
+        finally:
+            if not settled and forwarded:
+                # Cancelled or failed mid-stream: charge at least what was sent.
+                self._settle(ticket, PER_MESSAGE.get(route.path, Usage()).times(forwarded))
+            ticket.release()
 
 
-def forwarding_handler(service_name: str, channel: aio.Channel) -> grpc.GenericRpcHandler:
-    """A handler serving ``service_name`` by forwarding each call over ``channel``."""
+def forwarding_handler(
+    service_name: str, pool: BackendPool, forwarder: Forwarder
+) -> grpc.GenericRpcHandler:
+    """A handler serving ``service_name`` by forwarding each call to ``pool``."""
     service = descriptor_pool.Default().FindServiceByName(service_name)
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in service.methods:
-        request_class = message_factory.GetMessageClass(method.input_type)
-        response_class = message_factory.GetMessageClass(method.output_type)
-        path = f"/{service.full_name}/{method.name}"
-        serializers = {
-            "request_deserializer": request_class.FromString,
-            "response_serializer": response_class.SerializeToString,
-        }
+        route = Route(f"/{service.full_name}/{method.name}", service.full_name, pool)
         if method.client_streaming:
-            raise ValueError(f"{path}: client streaming is not part of genmedia's API")
+            raise ValueError(f"{route.path}: client streaming is not part of genmedia's API")
         if method.server_streaming:
-            backend = channel.unary_stream(
-                path, request_class.SerializeToString, response_class.FromString
-            )
+            # partial keeps forward_stream recognisable as an async generator function.
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _stream_forwarder(backend), **serializers
+                functools.partial(forwarder.forward_stream, route)
             )
         else:
-            backend_unary = channel.unary_unary(
-                path, request_class.SerializeToString, response_class.FromString
-            )
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _unary_forwarder(backend_unary), **serializers
+                functools.partial(forwarder.forward_unary, route)
             )
     return grpc.method_handlers_generic_handler(service.full_name, handlers)

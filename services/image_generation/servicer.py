@@ -7,6 +7,7 @@ from grpc import aio
 from genmedia.v1 import image_generation_pb2 as pb
 from genmedia.v1 import image_generation_pb2_grpc as pb_grpc
 from services.common.request_context import current_request_id
+from services.common.usage import Usage, report_usage
 from services.image_generation.generator import ImageGenerator
 
 
@@ -17,9 +18,11 @@ class ImageGenerationServicer(pb_grpc.ImageGenerationServiceServicer):
     async def GenerateImages(
         self, request: pb.GenerateImagesRequest, context: aio.ServicerContext
     ) -> pb.GenerateImagesResponse:
-        return await self._generator.generate(
+        response = await self._generator.generate(
             request, current_request_id(), context.time_remaining()
         )
+        report_usage(Usage(images=len(response.images)))
+        return response
 
     async def ListClasses(
         self, request: pb.ListClassesRequest, context: aio.ServicerContext

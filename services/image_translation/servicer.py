@@ -7,6 +7,7 @@ from grpc import aio
 from genmedia.v1 import image_translation_pb2 as pb
 from genmedia.v1 import image_translation_pb2_grpc as pb_grpc
 from services.common.request_context import current_request_id
+from services.common.usage import Usage, report_usage
 from services.image_translation.translator import ImageTranslator
 
 
@@ -17,9 +18,12 @@ class ImageTranslationServicer(pb_grpc.ImageTranslationServiceServicer):
     async def TranslateImage(
         self, request: pb.TranslateImageRequest, context: aio.ServicerContext
     ) -> pb.TranslateImageResponse:
-        return await self._translator.translate(
+        response = await self._translator.translate(
             request, current_request_id(), context.time_remaining()
         )
+        image = response.image
+        report_usage(Usage(megapixels=image.width * image.height / 1e6))
+        return response
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: aio.ServicerContext

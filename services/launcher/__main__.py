@@ -21,7 +21,12 @@ Try it (from this directory; `make run` installed the CLI in .venv/bin):
   .venv/bin/genmedia text generate "Return the" --stream
   (.venv/bin/genmedia image classes | image models | models list: see what is there)
 
+{auth}
 Ctrl-C stops everything.
+"""
+OPEN_MODE_NOTE = """
+The gateway runs WITHOUT authentication (GENMEDIA_AUTH_MODE=open) because
+GENMEDIA_API_KEYS_FILE is not set: fine on this machine, never in front of users.
 """
 
 
@@ -46,6 +51,9 @@ def main() -> None:
                 gateway=stack.ports.address(GATEWAY),
                 triton=stack.triton.grpc_url,
                 logs=settings.work_dir / "logs",
+                auth=OPEN_MODE_NOTE
+                if stack.process_env(GATEWAY).get("GENMEDIA_AUTH_MODE") == "open"
+                else "",
             ),
             flush=True,
         )

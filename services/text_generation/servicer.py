@@ -9,6 +9,7 @@ from grpc import aio
 from genmedia.v1 import text_generation_pb2 as pb
 from genmedia.v1 import text_generation_pb2_grpc as pb_grpc
 from services.common.request_context import current_request_id
+from services.common.usage import Usage, report_usage
 from services.text_generation.generator import TextGenerator
 
 
@@ -19,9 +20,11 @@ class TextGenerationServicer(pb_grpc.TextGenerationServiceServicer):
     async def GenerateText(
         self, request: pb.GenerateTextRequest, context: aio.ServicerContext
     ) -> pb.GenerateTextResponse:
-        return await self._generator.generate(
+        response = await self._generator.generate(
             request, current_request_id(), context.time_remaining()
         )
+        report_usage(Usage(tokens=response.usage.generated_tokens))
+        return response
 
     async def StreamText(
         self, request: pb.GenerateTextRequest, context: aio.ServicerContext
@@ -29,4 +32,6 @@ class TextGenerationServicer(pb_grpc.TextGenerationServiceServicer):
         async for chunk in self._generator.stream(
             request, current_request_id(), context.time_remaining()
         ):
+            if chunk.HasField("usage"):
+                report_usage(Usage(tokens=chunk.usage.generated_tokens))
             yield chunk

@@ -1,0 +1,61 @@
+"""What a call generated, reported in trailing metadata for budgets and billing.
+
+A backend reports the units it produced (``x-genmedia-usage: images=4``);
+the gateway charges them to the caller's daily budget without parsing the
+response. Clients calling a service directly see the same trailer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from services.common.request_context import add_trailing_metadata
+
+USAGE_HEADER = "x-genmedia-usage"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Generated units of one call (or of a day, when summed)."""
+
+    images: float = 0.0
+    megapixels: float = 0.0
+    tokens: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    def times(self, count: int) -> Usage:
+        return Usage(*(getattr(self, f.name) * count for f in fields(self)))
+
+    def header_value(self) -> str:
+        return ",".join(f"{f.name}={getattr(self, f.name):g}" for f in fields(self)
+                        if getattr(self, f.name))  # fmt: skip
+
+    @classmethod
+    def parse(cls, value: str) -> Usage:
+        """Reads :meth:`header_value`'s format; unknown or malformed parts are ignored."""
+        known = {f.name for f in fields(cls)}
+        amounts: dict[str, float] = {}
+        for part in value.split(","):
+            name, _, amount = part.partition("=")
+            name = name.strip()
+            if name in known:
+                try:
+                    amounts[name] = max(0.0, float(amount))
+                except ValueError:
+                    continue
+        return cls(**amounts)
+
+    @classmethod
+    def from_metadata(cls, metadata: object) -> Usage:
+        for key, value in metadata or ():  # type: ignore[attr-defined]
+            if key == USAGE_HEADER and isinstance(value, str):
+                return cls.parse(value)
+        return cls()
+
+
+def report_usage(usage: Usage) -> None:
+    """Sends ``usage`` in the trailing metadata of the call being served."""
+    if usage.header_value():
+        add_trailing_metadata(USAGE_HEADER, usage.header_value())
