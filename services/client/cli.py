@@ -20,7 +20,13 @@ from services.client.fetch import (
     fetch_model,
     lookup,
 )
-from services.client.sdk import DEFAULT_TARGET, IMAGE_FORMATS, GenmediaClient, GenmediaError
+from services.client.sdk import (
+    DEFAULT_TARGET,
+    IMAGE_FORMATS,
+    GenmediaClient,
+    GenmediaError,
+    tls_credentials,
+)
 
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 
@@ -153,6 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="gateway host:port (env GENMEDIA_TARGET; default %(default)s)",
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("GENMEDIA_API_KEY"),
+        help="API key, sent as 'authorization: Bearer <key>' (env GENMEDIA_API_KEY)",
+    )
+    parser.add_argument("--tls", action="store_true", help="connect over TLS (system roots)")
+    parser.add_argument("--tls-ca", type=Path, metavar="PEM",
+                        help="CA bundle to trust (implies --tls)")  # fmt: skip
+    parser.add_argument("--tls-cert", type=Path, metavar="PEM",
+                        help="client certificate for mutual TLS (with --tls-key)")  # fmt: skip
+    parser.add_argument("--tls-key", type=Path, metavar="PEM", help="client key for mutual TLS")
     groups = parser.add_subparsers(dest="group", required=True)
 
     image = groups.add_parser("image", help="generate or translate images").add_subparsers(
@@ -232,8 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.group == "models":
         return _run_models(args)
+    secure = args.tls or args.tls_ca or args.tls_cert
     try:
-        with GenmediaClient(args.target, timeout_s=args.timeout) as client:
+        credentials = tls_credentials(args.tls_ca, args.tls_cert, args.tls_key) if secure else None
+        with GenmediaClient(
+            args.target, timeout_s=args.timeout, credentials=credentials, api_key=args.api_key
+        ) as client:
             args.run(client, args)
     except GenmediaError as error:
         print(f"genmedia: {error.code.name}: {error.details}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from types import TracebackType
 
 import grpc
@@ -22,6 +23,17 @@ IMAGE_FORMATS = {
     "jpeg": common_pb2.IMAGE_FORMAT_JPEG,
     "webp": common_pb2.IMAGE_FORMAT_WEBP,
 }
+
+
+def tls_credentials(
+    ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None
+) -> grpc.ChannelCredentials:
+    """TLS trusting ``ca_file`` (system roots if None); a client pair for mutual TLS."""
+
+    def read(path: Path | None) -> bytes | None:
+        return path.read_bytes() if path is not None else None
+
+    return grpc.ssl_channel_credentials(read(ca_file), read(key_file), read(cert_file))
 
 
 class GenmediaError(Exception):
@@ -48,7 +60,10 @@ class GenmediaClient:
         timeout_s: float | None = 60.0,
         metadata: Sequence[tuple[str, str]] = (),
         credentials: grpc.ChannelCredentials | None = None,
+        api_key: str | None = None,
     ) -> None:
+        """``api_key`` is sent as ``authorization: Bearer <key>``; ``credentials``
+        (e.g. :func:`tls_credentials`) switch the channel to TLS."""
         options = [
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -60,6 +75,8 @@ class GenmediaClient:
         )
         self._timeout_s = timeout_s
         self._metadata = tuple(metadata)
+        if api_key:
+            self._metadata += (("authorization", f"Bearer {api_key}"),)
         self.images = gen_grpc.ImageGenerationServiceStub(self._channel)
         self.translation = trans_grpc.ImageTranslationServiceStub(self._channel)
         self.text = text_grpc.TextGenerationServiceStub(self._channel)

@@ -59,9 +59,12 @@ def test_deadline_passing_cancels_the_stream_in_triton(stack, gateway) -> None:
     request = pb.GenerateTextRequest(
         prompt="Another long story:", max_new_tokens=MAX_NEW_TOKENS, seed=3
     )
+    started = time.monotonic()
     with pytest.raises(grpc.RpcError) as error:
         for _ in stub.StreamText(request, timeout=0.5):
             pass
+    elapsed = time.monotonic() - started
     assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert elapsed < 1.0, f"DEADLINE_EXCEEDED came {elapsed:.2f} s after a 0.5 s deadline"
     _, cancelled_after = wait_until_stable(stack)
     assert cancelled_after == cancelled_before + 1
