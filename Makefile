@@ -14,7 +14,7 @@ PYTEST ?= $(PY) -m pytest
 
 export PYTHONPATH := $(CURDIR):$(CURDIR)/models
 
-.PHONY: help setup venv protos weights demo-models run test test-unit test-integration lint format clean
+.PHONY: help setup venv protos weights demo-models run test test-unit test-integration bench lint format clean
 
 help:
 	@echo "make run               set up and serve Triton + services + gateway until Ctrl-C"
@@ -24,6 +24,7 @@ help:
 	@echo "make protos            generate Python code from protos/ into genmedia/"
 	@echo "make weights           write small random test checkpoints into $(WEIGHTS_DIR)"
 	@echo "make demo-models       retrain the demo pack into models/demo (~12 min on 2 cores)"
+	@echo "make bench             benchmarks: figures side by side, JSON + PNG in bench/results/"
 	@echo "make lint / format     ruff"
 
 setup: venv protos weights
@@ -66,13 +67,16 @@ test-unit: setup
 test-integration: setup
 	$(PYTEST) tests/integration
 
+bench: setup
+	$(PY) -m bench.gateway
+
 lint: venv
-	$(VENV)/bin/ruff check services models tests
-	$(VENV)/bin/ruff format --check services models tests
+	$(VENV)/bin/ruff check services models tests bench
+	$(VENV)/bin/ruff format --check services models tests bench
 
 format: venv
-	$(VENV)/bin/ruff check --fix services models tests
-	$(VENV)/bin/ruff format services models tests
+	$(VENV)/bin/ruff check --fix services models tests bench
+	$(VENV)/bin/ruff format services models tests bench
 
 clean:
 	rm -rf genmedia var .pytest_cache .ruff_cache

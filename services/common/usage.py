@@ -29,8 +29,14 @@ class Usage:
         return Usage(*(getattr(self, f.name) * count for f in fields(self)))
 
     def header_value(self) -> str:
-        return ",".join(f"{f.name}={getattr(self, f.name):g}" for f in fields(self)
-                        if getattr(self, f.name))  # fmt: skip
+        """``images=2,megapixels=1.048576``: exact (shortest round-trip) numbers."""
+        parts = []
+        for f in fields(self):
+            amount = float(getattr(self, f.name))
+            if amount:
+                text = str(int(amount)) if amount.is_integer() else repr(amount)
+                parts.append(f"{f.name}={text}")
+        return ",".join(parts)
 
     @classmethod
     def parse(cls, value: str) -> Usage:

@@ -160,6 +160,7 @@ class BackendPool:
         self._resolved: dict[tuple[str, int], set[str]] = {}
         self._turn = 0
         self._resolver: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
         for state in ("healthy", "unhealthy", "ejected"):
             metrics.backend_replicas.labels(name, state).set_function(
                 lambda state=state: self._count(state)
@@ -190,6 +191,7 @@ class BackendPool:
 
     async def refresh(self) -> None:
         """Resolves every target; adds new addresses, drains vanished ones."""
+        self._resolved = {t: a for t, a in self._resolved.items() if t in self.targets}
         for host, port in self.targets:
             found = await self._lookup(host, port)
             if found is not None:  # a failed lookup keeps what was known
@@ -215,10 +217,14 @@ class BackendPool:
             replica.watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await replica.watcher
-        # Closing with a grace lets calls already on the replica finish.
-        closing = asyncio.create_task(replica.channel.close(grace_s))
         if grace_s is None:
-            await closing
+            await replica.channel.close()
+            return
+        # Closing with a grace lets calls already on the replica finish; the
+        # task is kept so that it is not collected before it is done.
+        closing = asyncio.create_task(replica.channel.close(grace_s))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         if self._resolver is not None:

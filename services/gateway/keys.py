@@ -15,9 +15,10 @@ it can live in a Kubernetes Secret::
       ]
     }
 
-A key inherits every limit it does not set from ``defaults``; a limit left
-out everywhere is unlimited. ``services`` lists the processes a key may call
-(``image-generation``, ``image-translation``, ``text-generation``) or ``*``.
+A key inherits every limit it does not set from ``defaults`` (daily units
+one by one); a limit left out everywhere is unlimited. ``services`` lists
+the processes a key may call (``image-generation``, ``image-translation``,
+``text-generation``) or ``*``.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class LimitsEntry(BaseModel):
     @field_validator("services")
     @classmethod
     def _known_services(cls, services: list[str] | None) -> list[str] | None:
+        if services is not None and not services:
+            raise ValueError("services is empty; list the services the key may call, or '*'")
         for name in services or ():
             if name != ALL_SERVICES and name not in SERVICE_NAMES:
                 known = ", ".join([ALL_SERVICES, *SERVICE_NAMES])
@@ -117,6 +120,19 @@ def _grpc_services(names: list[str]) -> frozenset[str]:
     return frozenset(service for backend in backends for service in backend.grpc_services)
 
 
+def _merged_daily(entry: KeyEntry, defaults: LimitsEntry) -> DailyBudget:
+    """Each unit from the key if it sets it, else from the defaults."""
+
+    def unit(name: str) -> float | None:
+        for budget in (entry.daily, defaults.daily):
+            value = None if budget is None else getattr(budget, name)
+            if value is not None:
+                return value
+        return None
+
+    return DailyBudget(images=unit("images"), megapixels=unit("megapixels"), tokens=unit("tokens"))
+
+
 def _policy(entry: KeyEntry, defaults: LimitsEntry) -> KeyPolicy:
     def pick(field: str) -> object:
         value = getattr(entry, field)
@@ -130,7 +146,7 @@ def _policy(entry: KeyEntry, defaults: LimitsEntry) -> KeyPolicy:
         rate_per_s=rate,  # type: ignore[arg-type]
         burst=burst,  # type: ignore[arg-type]
         max_concurrent=pick("max_concurrent"),  # type: ignore[arg-type]
-        daily=pick("daily") or UNLIMITED,  # type: ignore[arg-type]
+        daily=_merged_daily(entry, defaults),
     )
 
 
@@ -149,9 +165,12 @@ def load_keys(path: Path) -> dict[str, KeyPolicy]:
             f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
         )
         raise KeyFileError(f"invalid API keys file {path}: {problems}") from None
-    names = [entry.name for entry in parsed.keys]
-    if len(set(names)) != len(names):
-        raise KeyFileError(f"invalid API keys file {path}: key names must be unique")
+    for what, values in (
+        ("key names", [entry.name for entry in parsed.keys]),
+        ("key hashes", [entry.sha256 for entry in parsed.keys]),
+    ):
+        if len(set(values)) != len(values):
+            raise KeyFileError(f"invalid API keys file {path}: {what} must be unique")
     return {entry.sha256: _policy(entry, parsed.defaults) for entry in parsed.keys}
 
 

@@ -61,6 +61,14 @@ def _tokens_asked(request: bytes) -> Usage:
     return Usage(tokens=text_generation_pb2.GenerateTextRequest.FromString(request).max_new_tokens)
 
 
+UNITS: dict[str, tuple[str, ...]] = {
+    "/genmedia.v1.ImageGenerationService/GenerateImages": ("images",),
+    "/genmedia.v1.ImageTranslationService/TranslateImage": ("megapixels",),
+    "/genmedia.v1.TextGenerationService/GenerateText": ("tokens",),
+    "/genmedia.v1.TextGenerationService/StreamText": ("tokens",),
+}
+"""The daily budgets each method draws on; listing calls draw on none."""
+
 ESTIMATES: dict[str, Callable[[bytes], Usage]] = {
     "/genmedia.v1.ImageGenerationService/GenerateImages": _images_asked,
     "/genmedia.v1.TextGenerationService/GenerateText": _tokens_asked,
@@ -117,7 +125,9 @@ class Forwarder:
             policy = self._authenticator.authenticate(context.invocation_metadata())
             caller_var.set(policy.name if policy is not None else OPEN_MODE_CALLER)
             self._authenticator.authorize(policy, route.grpc_service)
-            return self._quotas.admit(policy, self._estimate(route, request, policy))
+            return self._quotas.admit(
+                policy, self._estimate(route, request, policy), UNITS.get(route.path, ())
+            )
         except GenmediaError as exc:
             metrics.refused.labels(exc.code.name).inc()
             raise

@@ -123,11 +123,15 @@ class Quotas:
             state.day, state.used = today, Usage()
         return state
 
-    def admit(self, policy: KeyPolicy | None, estimate: Usage = NOTHING) -> Ticket:
+    def admit(
+        self, policy: KeyPolicy | None, estimate: Usage = NOTHING, units: tuple[str, ...] = UNITS
+    ) -> Ticket:
         """Raises ResourceExhausted (with a retry-after hint) or returns a Ticket.
 
-        ``estimate`` is what the request will generate as far as it says
-        (images asked for, max_new_tokens); the actual usage is charged later.
+        ``units`` are the budgets the call draws on (a text call is not refused
+        because the image budget is spent); ``estimate`` is what the request
+        will generate as far as it says (images asked for, max_new_tokens).
+        The actual usage is charged later.
         """
         if self.in_flight >= self.max_in_flight:
             raise ResourceExhausted(
@@ -138,18 +142,20 @@ class Quotas:
         state = None
         if policy is not None:
             state = self._state(policy)
-            self._check_budget(policy, state, estimate)
+            self._check_budget(policy, state, estimate, units)
             self._check_concurrency(policy, state)
             self._check_rate(policy, state)
             state.in_flight += 1
         self.in_flight += 1
         return Ticket(state, self)
 
-    def _check_budget(self, policy: KeyPolicy, state: _CallerState, estimate: Usage) -> None:
+    def _check_budget(
+        self, policy: KeyPolicy, state: _CallerState, estimate: Usage, units: tuple[str, ...]
+    ) -> None:
         limit = policy.daily_limit()
         if limit is None:
             return
-        for unit in UNITS:
+        for unit in units:
             cap, used = getattr(limit, unit), getattr(state.used, unit)
             asked = getattr(estimate, unit)
             left = max(0.0, cap - used)

@@ -77,8 +77,8 @@ async def make_pool(clock: FakeClock) -> AsyncIterator[PoolFactory]:
         assert pool.replicas == {}
 
 
-def picks(pool: BackendPool, count: int, avoid: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
-    return [pool.pick(avoid).address for _ in range(count)]
+def picks(pool: BackendPool, count: int, avoid: set[str] | None = None) -> list[str]:
+    return [pool.pick(avoid or set()).address for _ in range(count)]
 
 
 def fail(pool: BackendPool, replica: Replica, times: int, code: grpc.StatusCode) -> None:

@@ -134,13 +134,10 @@ def test_services_unset_everywhere_means_all(tmp_path: Path) -> None:
     assert load_keys(path)[hash_key(ALICE_KEY)].services == ALL_GRPC_SERVICES
 
 
-def test_an_empty_services_list_does_not_grant_every_service(tmp_path: Path) -> None:
+def test_an_empty_services_list_is_refused_not_read_as_every_service(tmp_path: Path) -> None:
     path = write_keys(tmp_path / "keys.json", {"keys": [entry("alice", ALICE_KEY, services=[])]})
-    try:
-        services = load_keys(path)[hash_key(ALICE_KEY)].services
-    except KeyFileError:
-        return  # refusing the file is fine too
-    assert services == frozenset()
+    with pytest.raises(KeyFileError, match=r"keys\.0\.services.*services is empty"):
+        load_keys(path)
 
 
 @pytest.mark.parametrize(

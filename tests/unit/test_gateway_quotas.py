@@ -6,7 +6,7 @@ import pytest
 
 from services.common.errors import RETRY_AFTER_HEADER, ResourceExhausted
 from services.common.usage import USAGE_HEADER, Usage
-from services.gateway.keys import DailyBudget, KeyPolicy
+from services.gateway.keys import UNLIMITED, DailyBudget, KeyPolicy
 from services.gateway.quotas import Quotas, TokenBucket, seconds_to_utc_midnight
 
 # 2024-05-01 23:59:00 UTC: a minute before the budgets renew.
@@ -24,8 +24,15 @@ class FakeClock:
         self.now += seconds
 
 
-def policy(name: str = "alice", **limits: object) -> KeyPolicy:
-    return KeyPolicy(name=name, services=frozenset({"genmedia.v1.TextGenerationService"}), **limits)  # type: ignore[arg-type]
+def policy(
+    name: str = "alice",
+    rate_per_s: float | None = None,
+    burst: int = 1,
+    max_concurrent: int | None = None,
+    daily: DailyBudget = UNLIMITED,
+) -> KeyPolicy:
+    services = frozenset({"genmedia.v1.TextGenerationService"})
+    return KeyPolicy(name, services, rate_per_s, burst, max_concurrent, daily)
 
 
 def retry_after_ms(error: pytest.ExceptionInfo[ResourceExhausted]) -> int:
@@ -290,3 +297,14 @@ def test_resource_exhausted_without_retry_after_has_no_metadata() -> None:
     assert error.metadata == ()
     assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert error.message == "slow down"
+
+
+def test_a_spent_budget_only_refuses_calls_that_draw_on_it(quotas: Quotas) -> None:
+    alice = policy(daily=DailyBudget(images=1, tokens=0))
+    quotas.admit(alice, Usage(images=1), units=("images",)).charge(Usage(images=1))
+    quotas.admit(alice, Usage(), units=()).release()  # a listing call draws on no budget
+    quotas.admit(alice, Usage(), units=("megapixels",)).release()  # unlimited unit
+    with pytest.raises(ResourceExhausted, match="daily images budget"):
+        quotas.admit(alice, Usage(images=1), units=("images",))
+    with pytest.raises(ResourceExhausted, match="daily tokens budget"):
+        quotas.admit(alice, Usage(), units=("tokens",))
