@@ -67,12 +67,29 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return deserialize
 
 
+class _MethodMetrics:
+    """The metric children of one method, looked up once rather than on every call."""
+
+    def __init__(self, method: str, grpc_type: str) -> None:
+        service, _, name = method.lstrip("/").partition("/")
+        self.labels = (service, name, grpc_type)
+        self.started = metrics.server_started.labels(*self.labels)
+        self.in_flight = metrics.server_in_flight.labels(*self.labels)
+        self.handling_seconds = metrics.server_handling_seconds.labels(*self.labels)
+        self._handled: dict[grpc.StatusCode, Any] = {}
+
+    def handled(self, code: grpc.StatusCode) -> Any:
+        child = self._handled.get(code)
+        if child is None:
+            child = self._handled[code] = metrics.server_handled.labels(*self.labels, code.name)
+        return child
+
+
 class _CallScope:
     """Bookkeeping of one call: request id, status and metrics."""
 
-    def __init__(self, method: str, grpc_type: str, context: aio.ServicerContext) -> None:
-        service, _, name = method.lstrip("/").partition("/")
-        self.labels = (service, name, grpc_type)
+    def __init__(self, method: str, recorded: _MethodMetrics, context: aio.ServicerContext) -> None:
+        self.recorded = recorded
         self.context = context
         self.code = grpc.StatusCode.OK
         self.method = method
@@ -86,8 +103,8 @@ class _CallScope:
         trailing_metadata_var.set(self.extra_trailing)
         context.set_trailing_metadata(self.trailing_metadata)
         self._start = time.perf_counter()
-        metrics.server_started.labels(*self.labels).inc()
-        metrics.server_in_flight.labels(*self.labels).inc()
+        recorded.started.inc()
+        recorded.in_flight.inc()
 
     @property
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
@@ -118,10 +135,10 @@ class _CallScope:
             remaining = self.context.time_remaining()
             expired = remaining is not None and remaining <= 0
             self.code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
-        metrics.server_in_flight.labels(*self.labels).dec()
-        metrics.server_handled.labels(*self.labels, self.code.name).inc()
+        self.recorded.in_flight.dec()
+        self.recorded.handled(self.code).inc()
         elapsed = time.perf_counter() - self._start
-        metrics.server_handling_seconds.labels(*self.labels).observe(elapsed)
+        self.recorded.handling_seconds.observe(elapsed)
         quiet = self.method.lstrip("/").startswith(_QUIET_SERVICES)
         access_log.log(
             logging.DEBUG if quiet else logging.INFO,
@@ -138,8 +155,10 @@ def _passes_through(exc: BaseException) -> bool:
 
 
 def _wrap_unary(method: str, grpc_type: str, behavior: UnaryBehavior) -> UnaryBehavior:
+    recorded = _MethodMetrics(method, grpc_type)
+
     async def handle(request: Any, context: aio.ServicerContext) -> Any:
-        scope = _CallScope(method, grpc_type, context)
+        scope = _CallScope(method, recorded, context)
         outcome: BaseException | None = None
         try:
             scope.check_request(request)
@@ -160,8 +179,10 @@ def _wrap_unary(method: str, grpc_type: str, behavior: UnaryBehavior) -> UnaryBe
 
 
 def _wrap_stream(method: str, grpc_type: str, behavior: StreamBehavior) -> StreamBehavior:
+    recorded = _MethodMetrics(method, grpc_type)
+
     async def handle(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-        scope = _CallScope(method, grpc_type, context)
+        scope = _CallScope(method, recorded, context)
         outcome: BaseException | None = None
         try:
             scope.check_request(request)
@@ -185,6 +206,10 @@ def _wrap_stream(method: str, grpc_type: str, behavior: StreamBehavior) -> Strea
 
 
 class ServerCallInterceptor(aio.ServerInterceptor):
+    def __init__(self) -> None:
+        # Registered handlers are fixed objects: each is wrapped once, not per call.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -194,6 +219,15 @@ class ServerCallInterceptor(aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    @staticmethod
+    def _wrap(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         common = {
             "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,

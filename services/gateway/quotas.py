@@ -8,6 +8,7 @@ calls it sees; exact cluster-wide budgets would need a shared store.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,6 +110,8 @@ class Quotas:
         self._monotonic = monotonic
         self._wall = wall
         self._callers: dict[str, _CallerState] = {}
+        self._day = dt.date.min
+        self._day_starts_at = self._day_ends_at = -math.inf
 
     def _state(self, policy: KeyPolicy) -> _CallerState:
         state = self._callers.get(policy.name)
@@ -118,10 +121,19 @@ class Quotas:
             # A new key, or its rate changed in the keys file: renew the bucket only.
             rate = policy.rate_per_s
             state.bucket = TokenBucket(rate, policy.burst, self._monotonic()) if rate else None
-        today = _utc_day(self._wall())
+        today = self._today()
         if state.day != today:
             state.day, state.used = today, Usage()
         return state
+
+    def _today(self) -> dt.date:
+        """The UTC date, recomputed only once the next midnight has passed."""
+        now = self._wall()
+        if not self._day_starts_at <= now < self._day_ends_at:
+            self._day = _utc_day(now)
+            self._day_starts_at = dt.datetime.combine(self._day, dt.time(), dt.UTC).timestamp()
+            self._day_ends_at = self._day_starts_at + 86400
+        return self._day
 
     def admit(
         self, policy: KeyPolicy | None, estimate: Usage = NOTHING, units: tuple[str, ...] = UNITS
@@ -188,7 +200,7 @@ class Quotas:
             )
 
     def charge(self, state: _CallerState, usage: Usage) -> None:
-        today = _utc_day(self._wall())
+        today = self._today()
         if state.day != today:
             state.day, state.used = today, Usage()
         state.used = state.used + usage
