@@ -11,8 +11,8 @@ from services.common.registry import GATEWAY
 from services.common.settings import ServerSettings, grpc_port_field, metrics_port_field
 
 BACKEND_ADDR_HELP = (
-    "backend replicas: comma-separated host:port entries; a host name is resolved "
-    "again and again to all its addresses (a Kubernetes headless Service). Required."
+    "backend replicas: comma-separated host:port entries; a host name is re-resolved "
+    "periodically to all its addresses (a Kubernetes headless Service). Required."
 )
 
 

@@ -25,6 +25,7 @@ from genmedia.v1 import image_translation_pb2 as trans_pb
 from genmedia.v1 import image_translation_pb2_grpc as trans_grpc
 from genmedia.v1 import text_generation_pb2 as text_pb
 from genmedia.v1 import text_generation_pb2_grpc as text_grpc
+from services.client import cli
 from services.common.registry import GATEWAY, IMAGE_GENERATION, TEXT_GENERATION
 from services.launcher.stack import Stack, free_port
 from tests.certs import Pki, make_pki
@@ -495,3 +496,15 @@ def test_sigterm_lets_a_stream_through_the_gateway_finish(stack: Stack, work: Pa
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         gateway.stop()
+
+
+def test_cli_calls_the_secured_gateway_with_key_and_mutual_tls(
+    secured: Spawned, pki: Pki, keys: dict[str, ApiKey], capsys: pytest.CaptureFixture[str]
+) -> None:
+    tls = ["--tls-ca", str(pki.ca), "--tls-cert", str(pki.client.cert),
+           "--tls-key", str(pki.client.key)]  # fmt: skip
+    target = ["--target", secured.address]
+    assert cli.main([*target, *tls, "--api-key", keys["full"].key, "image", "models"]) == 0
+    assert "horse2zebra" in capsys.readouterr().out
+    assert cli.main([*target, *tls, "image", "models"]) == 1
+    assert "UNAUTHENTICATED: missing API key" in capsys.readouterr().err
