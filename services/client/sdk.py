@@ -67,6 +67,12 @@ class GenmediaClient:
         options = [
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            # Pings while a call is open keep long streams alive through load
+            # balancers that cut quiet connections; none while idle, which
+            # servers with default settings would punish.
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 0),
         ]
         self._channel = (
             grpc.secure_channel(target, credentials, options=options)
