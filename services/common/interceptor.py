@@ -88,7 +88,13 @@ class _MethodMetrics:
 class _CallScope:
     """Bookkeeping of one call: request id, status and metrics."""
 
-    def __init__(self, method: str, recorded: _MethodMetrics, context: aio.ServicerContext) -> None:
+    def __init__(
+        self,
+        method: str,
+        recorded: _MethodMetrics,
+        context: aio.ServicerContext,
+        trust_caller_header: bool,
+    ) -> None:
         self.recorded = recorded
         self.context = context
         self.code = grpc.StatusCode.OK
@@ -99,7 +105,8 @@ class _CallScope:
         # Each RPC runs in its own task, hence its own context: no reset needed
         # (a reset from a generator finalised elsewhere would fail).
         request_id_var.set(self.request_id)
-        caller_var.set(caller_from_metadata(metadata))
+        # Only a process behind the gateway believes the caller name it is given.
+        caller_var.set(caller_from_metadata(metadata) if trust_caller_header else "-")
         trailing_metadata_var.set(self.extra_trailing)
         context.set_trailing_metadata(self.trailing_metadata)
         self._start = time.perf_counter()
@@ -154,11 +161,13 @@ def _passes_through(exc: BaseException) -> bool:
     return isinstance(exc, (aio.AbortError, asyncio.CancelledError, GeneratorExit))
 
 
-def _wrap_unary(method: str, grpc_type: str, behavior: UnaryBehavior) -> UnaryBehavior:
+def _wrap_unary(
+    method: str, grpc_type: str, behavior: UnaryBehavior, trust_caller_header: bool
+) -> UnaryBehavior:
     recorded = _MethodMetrics(method, grpc_type)
 
     async def handle(request: Any, context: aio.ServicerContext) -> Any:
-        scope = _CallScope(method, recorded, context)
+        scope = _CallScope(method, recorded, context, trust_caller_header)
         outcome: BaseException | None = None
         try:
             scope.check_request(request)
@@ -178,11 +187,13 @@ def _wrap_unary(method: str, grpc_type: str, behavior: UnaryBehavior) -> UnaryBe
     return handle
 
 
-def _wrap_stream(method: str, grpc_type: str, behavior: StreamBehavior) -> StreamBehavior:
+def _wrap_stream(
+    method: str, grpc_type: str, behavior: StreamBehavior, trust_caller_header: bool
+) -> StreamBehavior:
     recorded = _MethodMetrics(method, grpc_type)
 
     async def handle(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-        scope = _CallScope(method, recorded, context)
+        scope = _CallScope(method, recorded, context, trust_caller_header)
         outcome: BaseException | None = None
         try:
             scope.check_request(request)
@@ -206,7 +217,9 @@ def _wrap_stream(method: str, grpc_type: str, behavior: StreamBehavior) -> Strea
 
 
 class ServerCallInterceptor(aio.ServerInterceptor):
-    def __init__(self) -> None:
+    def __init__(self, trust_caller_header: bool = True) -> None:
+        """``trust_caller_header``: log the key name a gateway passed on (backends only)."""
+        self._trust_caller_header = trust_caller_header
         # Registered handlers are fixed objects: each is wrapped once, not per call.
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
@@ -226,21 +239,21 @@ class ServerCallInterceptor(aio.ServerInterceptor):
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
-    @staticmethod
-    def _wrap(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        trust = self._trust_caller_header
         common = {
             "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
-            wrapped = _wrap_unary(method, "unary", handler.unary_unary)
+            wrapped = _wrap_unary(method, "unary", handler.unary_unary, trust)
             return grpc.unary_unary_rpc_method_handler(wrapped, **common)
         if handler.unary_stream and not inspect.isasyncgenfunction(handler.unary_stream):
             # Written with context.write() (health's Watch): a coroutine.
-            wrapped = _wrap_unary(method, "server_stream", handler.unary_stream)
+            wrapped = _wrap_unary(method, "server_stream", handler.unary_stream, trust)
             return grpc.unary_stream_rpc_method_handler(wrapped, **common)
         if handler.unary_stream:
-            wrapped_stream = _wrap_stream(method, "server_stream", handler.unary_stream)
+            wrapped_stream = _wrap_stream(method, "server_stream", handler.unary_stream, trust)
             return grpc.unary_stream_rpc_method_handler(wrapped_stream, **common)
         # Client- and bidi-streaming methods (none in genmedia's API; reflection
         # is one) pass through untouched.

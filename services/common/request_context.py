@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import uuid
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -23,28 +24,25 @@ def current_request_id() -> str:
     return request_id_var.get()
 
 
-def _printable_value(
-    metadata: tuple[tuple[str, str | bytes], ...] | None, header: str
-) -> str | None:
+# No spaces or brackets: a value must not be able to forge fields of a log line.
+_SAFE_VALUE = re.compile(rf"[A-Za-z0-9._:/+=@-]{{1,{_MAX_REQUEST_ID_LENGTH}}}")
+
+
+def _safe_value(metadata: tuple[tuple[str, str | bytes], ...] | None, header: str) -> str | None:
     for key, value in metadata or ():
-        if (
-            key == header
-            and isinstance(value, str)
-            and 0 < len(value) <= _MAX_REQUEST_ID_LENGTH
-            and value.isprintable()
-        ):
+        if key == header and isinstance(value, str) and _SAFE_VALUE.fullmatch(value):
             return value
     return None
 
 
 def request_id_from_metadata(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
-    """Keeps a caller's printable x-request-id, else makes a new one."""
-    return _printable_value(metadata, REQUEST_ID_HEADER) or uuid.uuid4().hex
+    """Keeps a caller's x-request-id (1-128 of A-Z a-z 0-9 . _ : / + = @ -), else makes one."""
+    return _safe_value(metadata, REQUEST_ID_HEADER) or uuid.uuid4().hex
 
 
 def caller_from_metadata(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
     """The key name the gateway passed on, or "-"."""
-    return _printable_value(metadata, CALLER_HEADER) or "-"
+    return _safe_value(metadata, CALLER_HEADER) or "-"
 
 
 def add_trailing_metadata(key: str, value: str) -> None:

@@ -84,6 +84,8 @@ class ServedProcess:
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
     """Per gRPC service, a check that says whether it can serve right now."""
     on_close: Callable[[], Awaitable[None]] | None = None
+    trust_caller_header: bool = True
+    """Backends log the key name the gateway passes on; the gateway itself must not."""
 
 
 async def _watch_readiness(
@@ -112,7 +114,10 @@ async def _watch_readiness(
 async def run_server(settings: ServerSettings, process: ServedProcess) -> None:
     """Serves until SIGTERM or SIGINT, then shuts down gracefully."""
     start_http_server(settings.metrics_port, addr=settings.host.strip("[]") or "::")
-    server = aio.server(interceptors=[ServerCallInterceptor()], options=server_options(settings))
+    server = aio.server(
+        interceptors=[ServerCallInterceptor(process.trust_caller_header)],
+        options=server_options(settings),
+    )
     process.register(server)
 
     health_servicer = health.aio.HealthServicer()

@@ -25,6 +25,12 @@ class Usage:
     def __add__(self, other: Usage) -> Usage:
         return Usage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
+    def __sub__(self, other: Usage) -> Usage:
+        """Never below zero."""
+        return Usage(
+            *(max(0.0, getattr(self, f.name) - getattr(other, f.name)) for f in fields(self))
+        )
+
     def times(self, count: int) -> Usage:
         return Usage(*(getattr(self, f.name) * count for f in fields(self)))
 

@@ -111,6 +111,7 @@ async def main() -> None:
                     settings.backend_retry_budget_tokens, settings.backend_retry_budget_ratio
                 ),
                 settings.backend_resolve_interval_s,
+                drain_max_s=settings.default_deadline_s,
             )
             await pool.start()
             pools.append(pool)
@@ -137,6 +138,7 @@ async def main() -> None:
             register=lambda server: server.add_generic_rpc_handlers(handlers),
             readiness=readiness,
             on_close=close,
+            trust_caller_header=False,
         ),
     )
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,29 +65,29 @@ class ApiKeys(Authenticator):
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        self._digest = self._file_digest()
         self._policies = load_keys(path)
-        self._stamp = self._file_stamp()
         logger.info("loaded %d API keys from %s", len(self._policies), path)
 
-    def _file_stamp(self) -> tuple[float, int] | None:
+    def _file_digest(self) -> str | None:
+        # The content, not the mtime: swapping one hash for another keeps the
+        # size, and two writes can share a timestamp. The file is small.
         try:
-            # Kubernetes updates a mounted Secret by swapping a symlink: stat follows it.
-            status = os.stat(self._path)
+            return hashlib.sha256(self._path.read_bytes()).hexdigest()
         except OSError:
             return None
-        return (status.st_mtime, status.st_size)
 
     def reload_if_changed(self) -> bool:
         """Re-reads the file if it changed; a bad new file keeps the old keys (logged)."""
-        stamp = self._file_stamp()
-        if stamp is None or stamp == self._stamp:
+        digest = self._file_digest()
+        if digest is None or digest == self._digest:
             return False
         try:
             policies = load_keys(self._path)
         except KeyFileError as exc:
             logger.error("keeping the previous API keys: %s", exc)
             return False
-        self._policies, self._stamp = policies, stamp
+        self._policies, self._digest = policies, digest
         logger.info("reloaded %d API keys from %s", len(policies), self._path)
         return True
 

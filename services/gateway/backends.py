@@ -17,7 +17,6 @@ server-side faults count.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import math
@@ -47,7 +46,7 @@ SERVER_FAULTS = frozenset(
 """Statuses that speak of the replica, not of the request; only these count towards ejection."""
 
 WATCH_BACKOFF_S = (0.0, 0.2, 0.5, 1.0, 2.0)
-DRAIN_ON_REMOVE_S = 30.0
+DRAIN_POLL_S = 0.5
 
 ChannelFactory = Callable[[str, str], aio.Channel]
 """(address to connect to, host name it came from) -> channel."""
@@ -71,6 +70,13 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+async def _cancel_and_wait(task: asyncio.Task[None] | None) -> None:
+    """Cancels ``task`` and waits for it, without swallowing a cancellation of our own."""
+    if task is not None and not task.done():
+        task.cancel()
+        await asyncio.wait({task})
 
 
 def _address(ip: str, port: int) -> str:
@@ -119,6 +125,8 @@ class Replica:
     ejections: int = 0
     last_ejected_at: float = -math.inf
     consecutive_failures: int = 0
+    in_flight: int = 0
+    """Calls the gateway has open on this replica (a retired one is closed at 0)."""
     watcher: asyncio.Task[None] | None = None
     _methods: dict[str, object] = field(default_factory=dict)
 
@@ -148,6 +156,7 @@ class BackendPool:
         retry_budget: RetryBudget,
         resolve_interval_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        drain_max_s: float = 300.0,
     ) -> None:
         self.name = name
         self.health_service = health_service
@@ -156,6 +165,7 @@ class BackendPool:
         self.retry_budget = retry_budget
         self._channel_factory = channel_factory
         self._resolve_interval_s = resolve_interval_s
+        self._drain_max_s = drain_max_s
         self._clock = clock
         self.replicas: dict[str, Replica] = {}
         self._resolved: dict[tuple[str, int], set[str]] = {}
@@ -212,29 +222,35 @@ class BackendPool:
         for address in [a for a in self.replicas if a not in wanted]:
             replica = self.replicas.pop(address)
             logger.info("%s backend replica %s removed", self.name, address)
-            await self._retire(replica, grace_s=DRAIN_ON_REMOVE_S)
+            self._drain(replica)
 
-    async def _retire(self, replica: Replica, grace_s: float | None) -> None:
-        if replica.watcher is not None:
-            replica.watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await replica.watcher
-        if grace_s is None:
+    def _drain(self, replica: Replica) -> None:
+        """Closes a replica that left DNS once the calls on it are done.
+
+        Its pod may still be serving them (it went NotReady, or is draining
+        after SIGTERM); closing the channel earlier would cut them.
+        """
+        task = asyncio.create_task(self._close_when_idle(replica))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_when_idle(self, replica: Replica) -> None:
+        try:
+            await _cancel_and_wait(replica.watcher)
+            deadline = self._clock() + self._drain_max_s
+            while replica.in_flight and self._clock() < deadline:
+                await asyncio.sleep(DRAIN_POLL_S)
+        finally:
             await replica.channel.close()
-            return
-        # Closing with a grace lets calls already on the replica finish; the
-        # task is kept so that it is not collected before it is done.
-        closing = asyncio.create_task(replica.channel.close(grace_s))
-        self._closing.add(closing)
-        closing.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
-        if self._resolver is not None:
-            self._resolver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._resolver
+        """Stops discovery and closes every channel (calls are over by now)."""
+        await _cancel_and_wait(self._resolver)
+        for task in list(self._closing):
+            await _cancel_and_wait(task)
         for replica in list(self.replicas.values()):
-            await self._retire(replica, grace_s=None)
+            await _cancel_and_wait(replica.watcher)
+            await replica.channel.close()
         self.replicas.clear()
 
     # -- health ------------------------------------------------------------
@@ -332,7 +348,12 @@ class BackendPool:
             return
         ejected = sum(r.ejected_until > now for r in self.replicas.values())
         allowed = len(self.replicas) * self.ejection.max_ejected_percent // 100
-        if ejected >= allowed:
+        # Never eject the last replica that can take calls: failing calls on
+        # it are still better than refusing every call.
+        others_available = any(
+            self._available(r, now) for r in self.replicas.values() if r is not replica
+        )
+        if ejected >= allowed or not others_available:
             return
         duration = min(self.ejection.base_s * 2**replica.ejections, self.ejection.max_s)
         replica.ejections += 1

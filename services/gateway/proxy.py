@@ -44,7 +44,7 @@ from services.common.request_context import (
 from services.common.usage import Usage, report_usage
 from services.gateway import metrics
 from services.gateway.auth import OPEN_MODE_CALLER, Authenticator
-from services.gateway.backends import BackendPool
+from services.gateway.backends import BackendPool, Replica
 from services.gateway.keys import KeyPolicy
 from services.gateway.quotas import Quotas, Ticket
 
@@ -57,8 +57,13 @@ def _images_asked(request: bytes) -> Usage:
     return Usage(images=max(parsed.count, 1) * len(parsed.classes))
 
 
+DEFAULT_MAX_NEW_TOKENS = 64
+"""What max_new_tokens = 0 means, as the API documents it."""
+
+
 def _tokens_asked(request: bytes) -> Usage:
-    return Usage(tokens=text_generation_pb2.GenerateTextRequest.FromString(request).max_new_tokens)
+    parsed = text_generation_pb2.GenerateTextRequest.FromString(request)
+    return Usage(tokens=parsed.max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
 
 
 UNITS: dict[str, tuple[str, ...]] = {
@@ -172,6 +177,32 @@ class Forwarder:
         metrics.backend_retries.labels(pool.name).inc()
         await asyncio.sleep(pause)
 
+    def _failed_attempt(
+        self, route: Route, replica: Replica, exc: BaseException, forwarded: int
+    ) -> GenmediaError:
+        """The error of a failed backend call; raises it unless the call may be retried.
+
+        Retried: UNAVAILABLE before any response message reached the caller.
+        A CancelledError that is not the caller's (our channel to a retired
+        replica was closed under the call) counts as UNAVAILABLE.
+        """
+        if isinstance(exc, asyncio.CancelledError):
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise exc  # the caller cancelled or went away
+            code = grpc.StatusCode.UNAVAILABLE
+            error: GenmediaError = Unavailable(
+                f"{route.pool.name} replica {replica.address} went away during the call"
+            )
+        else:
+            assert isinstance(exc, aio.AioRpcError)
+            code, error = exc.code(), self._upstream_error(exc)
+        route.pool.record(replica, code)
+        # Once a message has gone to the caller the call cannot start over.
+        if code is not grpc.StatusCode.UNAVAILABLE or forwarded:
+            raise error from None
+        return error
+
     @staticmethod
     def _upstream_error(exc: aio.AioRpcError) -> UpstreamError:
         passed = tuple(
@@ -204,16 +235,15 @@ class Forwarder:
                     timeout=max(0.0, deadline - time.monotonic()),
                     metadata=self._metadata(),
                 )
+                replica.in_flight += 1
                 try:
                     response = await call
-                except aio.AioRpcError as exc:
-                    route.pool.record(replica, exc.code())
-                    error = self._upstream_error(exc)
-                    if exc.code() is not grpc.StatusCode.UNAVAILABLE:
-                        raise error from None
+                except (aio.AioRpcError, asyncio.CancelledError) as exc:
+                    error = self._failed_attempt(route, replica, exc, forwarded=0)
                     await self._before_retry(route, attempt, deadline, error)
                     continue
                 finally:
+                    replica.in_flight -= 1
                     call.cancel()  # no-op once done; stops the backend if we were cancelled
                 route.pool.record(replica, grpc.StatusCode.OK)
                 usage = Usage.from_metadata(await call.trailing_metadata())
@@ -246,19 +276,17 @@ class Forwarder:
                     timeout=max(0.0, deadline - time.monotonic()),
                     metadata=self._metadata(),
                 )
+                replica.in_flight += 1
                 try:
                     async for message in call:
                         forwarded += 1
                         yield message
-                except aio.AioRpcError as exc:
-                    route.pool.record(replica, exc.code())
-                    error = self._upstream_error(exc)
-                    # Once a message has gone to the caller the call cannot start over.
-                    if exc.code() is not grpc.StatusCode.UNAVAILABLE or forwarded:
-                        raise error from None
+                except (aio.AioRpcError, asyncio.CancelledError) as exc:
+                    error = self._failed_attempt(route, replica, exc, forwarded)
                     await self._before_retry(route, attempt, deadline, error)
                     continue
                 finally:
+                    replica.in_flight -= 1
                     call.cancel()
                 route.pool.record(replica, grpc.StatusCode.OK)
                 usage = Usage.from_metadata(await call.trailing_metadata())

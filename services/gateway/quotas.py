@@ -58,6 +58,9 @@ class _CallerState:
     in_flight: int = 0
     day: dt.date | None = None
     used: Usage = field(default_factory=Usage)
+    reserved: Usage = field(default_factory=Usage)
+    """What calls in flight said they would generate: held until they end,
+    so concurrent calls cannot all pass the same budget check."""
 
 
 @dataclass
@@ -66,6 +69,7 @@ class Ticket:
 
     _state: _CallerState | None
     _book: Quotas
+    _reserved: Usage = field(default_factory=Usage)
     _released: bool = False
 
     def charge(self, usage: Usage) -> None:
@@ -79,6 +83,7 @@ class Ticket:
         self._book.in_flight -= 1
         if self._state is not None:
             self._state.in_flight -= 1
+            self._state.reserved = self._state.reserved - self._reserved
 
 
 def _bucket_matches(bucket: TokenBucket | None, policy: KeyPolicy) -> bool:
@@ -158,8 +163,9 @@ class Quotas:
             self._check_concurrency(policy, state)
             self._check_rate(policy, state)
             state.in_flight += 1
+            state.reserved = state.reserved + estimate
         self.in_flight += 1
-        return Ticket(state, self)
+        return Ticket(state, self, estimate)
 
     def _check_budget(
         self, policy: KeyPolicy, state: _CallerState, estimate: Usage, units: tuple[str, ...]
@@ -168,16 +174,24 @@ class Quotas:
         if limit is None:
             return
         for unit in units:
-            cap, used = getattr(limit, unit), getattr(state.used, unit)
+            cap, spent = getattr(limit, unit), getattr(state.used, unit)
+            held = getattr(state.reserved, unit)
             asked = getattr(estimate, unit)
-            left = max(0.0, cap - used)
-            if used >= cap or asked > left:
-                asks = f"this call asks for {_unit_name(unit, asked)}; " if asked else ""
+            left = max(0.0, cap - spent - held)
+            if spent + held < cap and asked <= left:
+                continue
+            asks = f"this call asks for {_unit_name(unit, asked)}; " if asked else ""
+            if spent >= cap or asked > cap - spent:
                 raise ResourceExhausted(
                     f"daily {unit} budget of key {policy.name!r} is spent: "
                     f"{asks}{left:g} of {cap:g} left today; it renews at 00:00 UTC",
                     seconds_to_utc_midnight(self._wall()),
                 )
+            raise ResourceExhausted(
+                f"daily {unit} budget of key {policy.name!r}: {asks}{left:g} of {cap:g} left "
+                f"while calls in flight hold {held:g}; retry when they finish",
+                CONCURRENCY_RETRY_AFTER_S,
+            )
 
     @staticmethod
     def _check_concurrency(policy: KeyPolicy, state: _CallerState) -> None:

@@ -104,6 +104,16 @@ class GatewaySettings(ServerSettings):
                 "GENMEDIA_AUTH_MODE is api-keys but GENMEDIA_API_KEYS_FILE is not set; "
                 "set it, or set GENMEDIA_AUTH_MODE=open for local development"
             )
+        if self.auth_mode is AuthMode.OPEN and self.api_keys_file is not None:
+            raise ValueError(
+                "GENMEDIA_AUTH_MODE=open would ignore GENMEDIA_API_KEYS_FILE; unset one of them"
+            )
+        client_tls = (self.backend_tls_cert_file, self.backend_tls_key_file)
+        if self.backend_tls_ca_file is None and (any(client_tls) or self.backend_tls_server_name):
+            raise ValueError(
+                "backend TLS settings are set but GENMEDIA_BACKEND_TLS_CA_FILE is not; "
+                "set it to the CA that signed the backends' certificates"
+            )
         if self.backend_retry_max_backoff_s < self.backend_retry_initial_backoff_s:
             raise ValueError("GENMEDIA_BACKEND_RETRY_MAX_BACKOFF_S is below the initial backoff")
         return self

@@ -105,11 +105,11 @@ class Stack:
         if process is GATEWAY:
             for backend in BACKENDS:
                 env[backend.addr_setting] = self.ports.address(backend)
-            if "GENMEDIA_API_KEYS_FILE" not in env:
-                # A local stack without keys is for development: say so explicitly;
-                # the gateway logs a warning about it.
-                env.setdefault("GENMEDIA_AUTH_MODE", "open")
         env.update(self.extra_env)
+        if process is GATEWAY and "GENMEDIA_API_KEYS_FILE" not in env:
+            # A local stack without keys is for development: say so explicitly;
+            # the gateway logs a warning about it.
+            env.setdefault("GENMEDIA_AUTH_MODE", "open")
         return env
 
     def start_triton(self, timeout_s: float = 300.0) -> ServedModels:

@@ -302,18 +302,37 @@ async def test_max_ejected_percent_keeps_replicas_in_service(
     assert single.pick().address == C
 
 
-async def test_every_replica_ejected_is_unavailable(
+async def test_the_last_available_replica_is_never_ejected(
     make_pool: PoolFactory, clock: FakeClock
 ) -> None:
     pool = await make_pool([A, B], EjectionPolicy(after_failures=1, max_ejected_percent=100))
     fail(pool, pool.replicas[A], 1, grpc.StatusCode.UNAVAILABLE)
+    assert pool.replicas[A].ejected_until > clock.now
+    fail(pool, pool.replicas[B], 3, grpc.StatusCode.UNAVAILABLE)
+    assert pool.replicas[B].ejected_until <= clock.now
+    assert pool.pick() is pool.replicas[B]
+
+
+async def test_an_unhealthy_replica_does_not_count_as_a_spare(
+    make_pool: PoolFactory, clock: FakeClock
+) -> None:
+    # localhost:port resolving to ::1 and 127.0.0.1 with the backend on one of them.
+    pool = await make_pool([A, B], EjectionPolicy(after_failures=1, max_ejected_percent=50))
+    pool.replicas[A].healthy = False
+    fail(pool, pool.replicas[B], 5, grpc.StatusCode.UNAVAILABLE)
     assert pool.ready()
-    fail(pool, pool.replicas[B], 1, grpc.StatusCode.UNAVAILABLE)
+    assert pool.pick() is pool.replicas[B]
+
+
+async def test_no_available_replica_is_unavailable_naming_the_backend(
+    make_pool: PoolFactory,
+) -> None:
+    pool = await make_pool([A, B])
+    for replica in pool.replicas.values():
+        replica.healthy = False
     assert not pool.ready()
-    with pytest.raises(Unavailable, match="2 ejected"):
+    with pytest.raises(Unavailable, match="no healthy image-generation backend"):
         pool.pick()
-    clock.now += 10.0  # base_s
-    assert pool.ready()
 
 
 # -- discovery ---------------------------------------------------------------

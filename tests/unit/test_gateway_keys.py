@@ -327,3 +327,16 @@ def test_main_refuses_an_unknown_service(capsys: pytest.CaptureFixture[str]) -> 
         main(["ci-bot", "--services", "video-generation"])
     assert exit_.value.code == 2
     assert "video-generation" in capsys.readouterr().err
+
+
+def test_a_same_size_rewrite_within_one_timestamp_is_still_reloaded(tmp_path: Path) -> None:
+    path = write_keys(tmp_path / "keys.json", {"keys": [entry("alice", ALICE_KEY)]})
+    keys = ApiKeys(path)
+    stat = path.stat()
+    other = "gm_" + "b" * (len(ALICE_KEY) - 3)  # a revoked key swapped for one of equal length
+    write_keys(path, {"keys": [entry("alice", other)]})
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+    assert keys.reload_if_changed()
+    with pytest.raises(Unauthenticated):
+        keys.authenticate((("authorization", f"Bearer {ALICE_KEY}"),))

@@ -189,7 +189,9 @@ def test_a_spent_budget_refuses_even_a_zero_estimate_until_utc_midnight(
     quotas: Quotas, wall: FakeClock
 ) -> None:
     alice = policy(daily=DailyBudget(tokens=100))
-    quotas.admit(alice, Usage(tokens=50)).charge(Usage(tokens=120))  # went over the estimate
+    ticket = quotas.admit(alice, Usage(tokens=50))
+    ticket.charge(Usage(tokens=120))  # went over the estimate
+    ticket.release()
     wall.now = BEFORE_MIDNIGHT
     with pytest.raises(ResourceExhausted, match="daily tokens budget") as error:
         quotas.admit(alice)
@@ -211,6 +213,7 @@ def test_charges_after_midnight_count_towards_the_new_day(quotas: Quotas, wall: 
     ticket.charge(Usage(images=9))
     wall.now = BEFORE_MIDNIGHT + 120
     ticket.charge(Usage(images=2))
+    ticket.release()
     assert quotas.used_today("alice") == Usage(images=2)
     quotas.admit(alice, Usage(images=8))
 
@@ -308,3 +311,15 @@ def test_a_spent_budget_only_refuses_calls_that_draw_on_it(quotas: Quotas) -> No
         quotas.admit(alice, Usage(images=1), units=("images",))
     with pytest.raises(ResourceExhausted, match="daily tokens budget"):
         quotas.admit(alice, Usage(), units=("tokens",))
+
+
+def test_concurrent_calls_cannot_all_pass_the_same_budget_check(quotas: Quotas) -> None:
+    alice = policy(daily=DailyBudget(images=3))
+    first = quotas.admit(alice, Usage(images=2), units=("images",))
+    with pytest.raises(ResourceExhausted, match="calls in flight hold 2") as error:
+        quotas.admit(alice, Usage(images=2), units=("images",))
+    assert error.value.retry_after_s == 1.0  # not midnight: the hold ends with the call
+    quotas.admit(alice, Usage(images=1), units=("images",)).release()  # 1 is still free
+    first.charge(Usage(images=1))  # generated fewer than it asked for
+    first.release()
+    quotas.admit(alice, Usage(images=2), units=("images",)).release()  # the hold is gone
