@@ -77,6 +77,9 @@ class _MethodMetrics:
         self.in_flight = metrics.server_in_flight.labels(*self.labels)
         self.handling_seconds = metrics.server_handling_seconds.labels(*self.labels)
         self._handled: dict[grpc.StatusCode, Any] = {}
+        self.log_level = (
+            logging.DEBUG if method.lstrip("/").startswith(_QUIET_SERVICES) else logging.INFO
+        )
 
     def handled(self, code: grpc.StatusCode) -> Any:
         child = self._handled.get(code)
@@ -146,9 +149,8 @@ class _CallScope:
         self.recorded.handled(self.code).inc()
         elapsed = time.perf_counter() - self._start
         self.recorded.handling_seconds.observe(elapsed)
-        quiet = self.method.lstrip("/").startswith(_QUIET_SERVICES)
         access_log.log(
-            logging.DEBUG if quiet else logging.INFO,
+            self.recorded.log_level,
             "%s %s %.1f ms",
             self.method,
             self.code.name,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
-import uuid
 
 REQUEST_ID_HEADER = "x-request-id"
 CALLER_HEADER = "x-genmedia-caller"
@@ -37,7 +37,7 @@ def _safe_value(metadata: tuple[tuple[str, str | bytes], ...] | None, header: st
 
 def request_id_from_metadata(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
     """Keeps a caller's x-request-id (1-128 of A-Z a-z 0-9 . _ : / + = @ -), else makes one."""
-    return _safe_value(metadata, REQUEST_ID_HEADER) or uuid.uuid4().hex
+    return _safe_value(metadata, REQUEST_ID_HEADER) or os.urandom(16).hex()
 
 
 def caller_from_metadata(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:

@@ -22,6 +22,9 @@ class Usage:
     megapixels: float = 0.0
     tokens: float = 0.0
 
+    def __bool__(self) -> bool:
+        return bool(self.images or self.megapixels or self.tokens)
+
     def __add__(self, other: Usage) -> Usage:
         return Usage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
@@ -58,13 +61,6 @@ class Usage:
                 except ValueError:
                     continue
         return cls(**amounts)
-
-    @classmethod
-    def from_metadata(cls, metadata: object) -> Usage:
-        for key, value in metadata or ():  # type: ignore[attr-defined]
-            if key == USAGE_HEADER and isinstance(value, str):
-                return cls.parse(value)
-        return cls()
 
 
 def report_usage(usage: Usage) -> None:

@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -38,10 +39,11 @@ from services.common.errors import RETRY_AFTER_HEADER, GenmediaError, Unavailabl
 from services.common.request_context import (
     CALLER_HEADER,
     REQUEST_ID_HEADER,
+    add_trailing_metadata,
     caller_var,
     current_request_id,
 )
-from services.common.usage import Usage, report_usage
+from services.common.usage import USAGE_HEADER, Usage
 from services.gateway import metrics
 from services.gateway.auth import OPEN_MODE_CALLER, Authenticator
 from services.gateway.backends import BackendPool, Replica
@@ -122,6 +124,7 @@ class Forwarder:
         self._quotas = quotas
         self._retry = retry
         self._default_deadline_s = default_deadline_s
+        self._units: dict[tuple[str, str], Any] = {}
 
     # -- admission ---------------------------------------------------------
 
@@ -148,12 +151,26 @@ class Forwarder:
             return Usage()  # the backend will say what is wrong with it
 
     def _settle(self, ticket: Ticket, usage: Usage) -> None:
+        if not usage:
+            return
         ticket.charge(usage)
         name = caller_var.get()
         for unit in ("images", "megapixels", "tokens"):
             amount = getattr(usage, unit)
             if amount:
-                metrics.units_generated.labels(name, unit).inc(amount)
+                child = self._units.get((name, unit))
+                if child is None:
+                    child = self._units[(name, unit)] = metrics.units_generated.labels(name, unit)
+                child.inc(amount)
+
+    def _pass_usage_on(self, ticket: Ticket, trailing: object) -> bool:
+        """Charges the backend's usage trailer and hands it on to the caller unchanged."""
+        for key, value in trailing or ():  # type: ignore[attr-defined]
+            if key == USAGE_HEADER and isinstance(value, str):
+                self._settle(ticket, Usage.parse(value))
+                add_trailing_metadata(USAGE_HEADER, value)
+                return True
+        return False
 
     # -- backend calls -----------------------------------------------------
 
@@ -246,9 +263,7 @@ class Forwarder:
                     replica.in_flight -= 1
                     call.cancel()  # no-op once done; stops the backend if we were cancelled
                 route.pool.record(replica, grpc.StatusCode.OK)
-                usage = Usage.from_metadata(await call.trailing_metadata())
-                self._settle(ticket, usage)
-                report_usage(usage)
+                self._pass_usage_on(ticket, await call.trailing_metadata())
                 return response
         finally:
             ticket.release()
@@ -289,10 +304,7 @@ class Forwarder:
                     replica.in_flight -= 1
                     call.cancel()
                 route.pool.record(replica, grpc.StatusCode.OK)
-                usage = Usage.from_metadata(await call.trailing_metadata())
-                self._settle(ticket, usage)
-                settled = True
-                report_usage(usage)
+                settled = self._pass_usage_on(ticket, await call.trailing_metadata())
                 return
         finally:
             if not settled and forwarded:

@@ -5,7 +5,7 @@ import grpc
 import pytest
 
 from services.common.errors import RETRY_AFTER_HEADER, ResourceExhausted
-from services.common.usage import USAGE_HEADER, Usage
+from services.common.usage import Usage
 from services.gateway.keys import UNLIMITED, DailyBudget, KeyPolicy
 from services.gateway.quotas import Quotas, TokenBucket, seconds_to_utc_midnight
 
@@ -263,14 +263,6 @@ def test_usage_parse_ignores_malformed_parts_and_clamps_negatives() -> None:
     parsed = Usage.parse(" images = 2 ,videos=5,tokens,megapixels=lots,=3,,tokens=-4")
     assert parsed == Usage(images=2, megapixels=0, tokens=0)
     assert Usage.parse("tokens=abc,tokens=12") == Usage(tokens=12)
-
-
-def test_usage_from_metadata() -> None:
-    metadata = (("x-request-id", "r1"), (USAGE_HEADER, "images=3,megapixels=0.75"))
-    assert Usage.from_metadata(metadata) == Usage(images=3, megapixels=0.75)
-    assert Usage.from_metadata(None) == Usage()
-    assert Usage.from_metadata((("x-request-id", "r1"),)) == Usage()
-    assert Usage.from_metadata(((USAGE_HEADER, b"images=3"),)) == Usage()  # not text
 
 
 def test_usage_arithmetic() -> None:
