@@ -14,7 +14,7 @@ PYTEST ?= $(PY) -m pytest
 
 export PYTHONPATH := $(CURDIR):$(CURDIR)/models
 
-.PHONY: help setup venv protos weights demo-models run test test-unit test-integration bench lint format clean
+.PHONY: help setup venv protos weights demo-models run test test-unit test-integration bench lint format clean prometheus-tools
 
 help:
 	@echo "make run               set up and serve Triton + services + gateway until Ctrl-C"
@@ -58,13 +58,21 @@ demo-models: venv protos
 run: setup
 	$(PY) -m services.launcher
 
-test: setup lint
+test: setup lint prometheus-tools
 	$(PYTEST) tests
+
+# Debian's prometheus package: promtool checks the rules, and an integration
+# test scrapes the running stack with a real server.
+prometheus-tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
 
 test-unit: setup
 	$(PYTEST) tests/unit
 
-test-integration: setup
+test-integration: setup prometheus-tools
 	$(PYTEST) tests/integration
 
 bench: setup

@@ -41,3 +41,9 @@ triton_request_seconds = Histogram(
     ("model",),
     buckets=LATENCY_BUCKETS_S,
 )
+
+serving = Gauge(
+    "genmedia_serving",
+    "1 while the gRPC service can serve (its Triton models or backends are ready), else 0.",
+    ("grpc_service",),
+)

@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from services.common import metrics
 from services.common.interceptor import ServerCallInterceptor
 from services.common.settings import ServerSettings
 from services.common.tls import server_credentials
@@ -106,6 +107,7 @@ async def _watch_readiness(
                 logger.info("%s is %s", name, "SERVING" if ready else "NOT_SERVING")
                 last[name] = ready
             await health_servicer.set(name, serving if ready else not_serving)
+            metrics.serving.labels(name).set(1 if ready else 0)
         overall = all(last.get(name, False) for name in process.service_names)
         await health_servicer.set("", serving if overall else not_serving)
         await asyncio.sleep(poll_s)

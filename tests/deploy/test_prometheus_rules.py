@@ -1,0 +1,36 @@
+"""The Prometheus configuration, recording rules and alerts, checked by promtool itself."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    if shutil.which("promtool") is None:
+        pytest.fail("promtool is missing: run `make prometheus-tools` (make test does it)")
+    return subprocess.run(
+        ["promtool", *args], cwd=PROMETHEUS_DIR, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_config_and_rule_files_are_valid() -> None:
+    checked = promtool("check", "config", "prometheus.yml")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 2 rule files found" in checked.stdout
+
+
+def test_rules_pass_promtools_linter() -> None:
+    checked = promtool("check", "rules", "rules/recording.yml", "rules/alerts.yml")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_alerts_fire_and_stay_quiet_as_the_fixtures_expect() -> None:
+    tested = promtool("test", "rules", "tests/alerts_test.yml")
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout
