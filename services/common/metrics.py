@@ -30,6 +30,9 @@ server_handling_seconds = Histogram(
 )
 server_in_flight = Gauge("grpc_server_in_flight", "RPCs being handled right now.", GRPC_LABELS)
 
+triton_in_flight = Gauge(
+    "genmedia_triton_in_flight", "Calls to Triton in progress, by model.", ("model",)
+)
 triton_requests = Counter(
     "genmedia_triton_requests_total",
     "Calls made to Triton, by model and outcome (gRPC status code name).",

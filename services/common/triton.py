@@ -100,7 +100,7 @@ class TritonClient:
         timeout_s: float | None,
     ) -> dict[str, np.ndarray]:
         """One request, one response; ``timeout_s`` is the caller's time left."""
-        start = time.perf_counter()
+        start = _started(model)
         error: BaseException | None = None
         try:
             result = await self._client.infer(
@@ -134,7 +134,7 @@ class TritonClient:
         cancels the gRPC stream, which Triton passes to the model as
         ``request.is_cancelled()``.
         """
-        start = time.perf_counter()
+        start = _started(model)
         error: BaseException | None = None
 
         async def one_request() -> AsyncIterator[dict[str, Any]]:
@@ -228,6 +228,12 @@ def _rpc_error(model: str, exc: grpc.aio.AioRpcError) -> GenmediaError:
     return UpstreamError(code, f"stream from model {model} failed: {exc.details()}")
 
 
+def _started(model: str) -> float:
+    metrics.triton_in_flight.labels(model).inc()
+    return time.perf_counter()
+
+
 def _record(model: str, start: float, error: BaseException | None) -> None:
+    metrics.triton_in_flight.labels(model).dec()
     metrics.triton_requests.labels(model, _code_of(error)).inc()
     metrics.triton_request_seconds.labels(model).observe(time.perf_counter() - start)

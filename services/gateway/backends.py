@@ -24,7 +24,6 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
 from grpc import aio
@@ -172,7 +171,6 @@ class BackendPool:
         self._turn = 0
         self._resolver: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
-        self._attempts: dict[grpc.StatusCode, Any] = {}
         for state in ("healthy", "unhealthy", "ejected"):
             metrics.backend_replicas.labels(name, state).set_function(
                 lambda state=state: self._count(state)
@@ -324,10 +322,6 @@ class BackendPool:
 
     def record(self, replica: Replica, code: grpc.StatusCode) -> None:
         """Counts one call's outcome towards ejection and the retry budget."""
-        attempts = self._attempts.get(code)
-        if attempts is None:
-            attempts = self._attempts[code] = metrics.backend_attempts.labels(self.name, code.name)
-        attempts.inc()
         if code is grpc.StatusCode.UNAVAILABLE:
             self.retry_budget.on_failure()
         elif code is grpc.StatusCode.OK:

@@ -6,12 +6,28 @@ reasons, unit names and the key names of the keys file.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
-backend_attempts = Counter(
-    "genmedia_gateway_backend_attempts_total",
-    "Calls from the gateway to backend replicas (retries included), by status code.",
-    ("backend", "code"),
+from services.common.metrics import GRPC_LABELS, LATENCY_BUCKETS_S
+
+# The client side of the gRPC RED set (go-grpc-prometheus names), for the
+# gateway's calls to backend replicas: one per attempt, retries included.
+client_started = Counter(
+    "grpc_client_started_total", "Calls started to a backend replica.", GRPC_LABELS
+)
+client_handled = Counter(
+    "grpc_client_handled_total",
+    "Calls to backend replicas completed, by status code.",
+    (*GRPC_LABELS, "grpc_code"),
+)
+client_handling_seconds = Histogram(
+    "grpc_client_handling_seconds",
+    "Time from the start of a call to a backend replica to its end, streams included.",
+    GRPC_LABELS,
+    buckets=LATENCY_BUCKETS_S,
+)
+client_in_flight = Gauge(
+    "grpc_client_in_flight", "Calls to backend replicas in progress.", GRPC_LABELS
 )
 backend_retries = Counter(
     "genmedia_gateway_backend_retries_total",

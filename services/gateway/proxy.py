@@ -103,11 +103,36 @@ class RetryPolicy:
         )
 
 
+class ClientMetrics:
+    """The grpc_client_* children of one forwarded method, looked up once."""
+
+    def __init__(self, service: str, method: str, grpc_type: str) -> None:
+        self.labels = (service, method, grpc_type)
+        self.started = metrics.client_started.labels(*self.labels)
+        self.in_flight = metrics.client_in_flight.labels(*self.labels)
+        self.seconds = metrics.client_handling_seconds.labels(*self.labels)
+        self._handled: dict[grpc.StatusCode, Any] = {}
+
+    def start(self) -> float:
+        self.started.inc()
+        self.in_flight.inc()
+        return time.perf_counter()
+
+    def finish(self, started: float, code: grpc.StatusCode) -> None:
+        self.in_flight.dec()
+        self.seconds.observe(time.perf_counter() - started)
+        handled = self._handled.get(code)
+        if handled is None:
+            handled = self._handled[code] = metrics.client_handled.labels(*self.labels, code.name)
+        handled.inc()
+
+
 @dataclass(frozen=True)
 class Route:
     path: str
     grpc_service: str
     pool: BackendPool
+    client: ClientMetrics
 
 
 class Forwarder:
@@ -253,14 +278,18 @@ class Forwarder:
                     metadata=self._metadata(),
                 )
                 replica.in_flight += 1
+                started, code = route.client.start(), grpc.StatusCode.CANCELLED
                 try:
                     response = await call
+                    code = grpc.StatusCode.OK
                 except (aio.AioRpcError, asyncio.CancelledError) as exc:
+                    code = _code(exc)
                     error = self._failed_attempt(route, replica, exc, forwarded=0)
                     await self._before_retry(route, attempt, deadline, error)
                     continue
                 finally:
                     replica.in_flight -= 1
+                    route.client.finish(started, code)
                     call.cancel()  # no-op once done; stops the backend if we were cancelled
                 route.pool.record(replica, grpc.StatusCode.OK)
                 self._pass_usage_on(ticket, await call.trailing_metadata())
@@ -292,16 +321,20 @@ class Forwarder:
                     metadata=self._metadata(),
                 )
                 replica.in_flight += 1
+                started, code = route.client.start(), grpc.StatusCode.CANCELLED
                 try:
                     async for message in call:
                         forwarded += 1
                         yield message
+                    code = grpc.StatusCode.OK
                 except (aio.AioRpcError, asyncio.CancelledError) as exc:
+                    code = _code(exc)
                     error = self._failed_attempt(route, replica, exc, forwarded)
                     await self._before_retry(route, attempt, deadline, error)
                     continue
                 finally:
                     replica.in_flight -= 1
+                    route.client.finish(started, code)
                     call.cancel()
                 route.pool.record(replica, grpc.StatusCode.OK)
                 settled = self._pass_usage_on(ticket, await call.trailing_metadata())
@@ -313,6 +346,12 @@ class Forwarder:
             ticket.release()
 
 
+def _code(exc: BaseException) -> grpc.StatusCode:
+    if isinstance(exc, aio.AioRpcError):
+        return exc.code()
+    return grpc.StatusCode.CANCELLED
+
+
 def forwarding_handler(
     service_name: str, pool: BackendPool, forwarder: Forwarder
 ) -> grpc.GenericRpcHandler:
@@ -320,7 +359,13 @@ def forwarding_handler(
     service = descriptor_pool.Default().FindServiceByName(service_name)
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in service.methods:
-        route = Route(f"/{service.full_name}/{method.name}", service.full_name, pool)
+        grpc_type = "server_stream" if method.server_streaming else "unary"
+        route = Route(
+            f"/{service.full_name}/{method.name}",
+            service.full_name,
+            pool,
+            ClientMetrics(service.full_name, method.name, grpc_type),
+        )
         if method.client_streaming:
             raise ValueError(f"{route.path}: client streaming is not part of genmedia's API")
         if method.server_streaming:

@@ -40,6 +40,12 @@ END_OF_TEXT = "<|endoftext|>"
 tokens_generated = Counter(
     "genmedia_tokens_generated_total", "Tokens received from the text model.", ("model",)
 )
+inter_token = Histogram(
+    "genmedia_inter_token_seconds",
+    "Time between two tokens of one text request.",
+    ("model",),
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 time_to_first_token = Histogram(
     "genmedia_time_to_first_token_seconds",
     "From the start of a text request to its first token.",
@@ -167,9 +173,14 @@ class TextGenerator:
         generated = 0
         token_stream = self._triton.stream(self.model, inputs, "token_id", request_id, timeout_s)
         async with contextlib.aclosing(token_stream):
+            previous = started
             async for token_ids in token_stream:
+                now = time.perf_counter()
                 if generated == 0:
-                    time_to_first_token.labels(self.model).observe(time.perf_counter() - started)
+                    time_to_first_token.labels(self.model).observe(now - started)
+                else:
+                    inter_token.labels(self.model).observe(now - previous)
+                previous = now
                 generated += 1
                 tokens_generated.labels(self.model).inc()
                 token_id = int(token_ids.reshape(-1)[0])

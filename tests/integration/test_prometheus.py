@@ -146,6 +146,9 @@ def test_calls_through_the_gateway_are_counted_by_method_and_code(
             timeout=60,
         )
     assert prometheus.wait_for(ok, lambda v: v == ok_before + 3) == ok_before + 3
+    # The gateway's side of its calls to the backend (grpc_client_*) saw them too.
+    client_ok = ok.replace("grpc_server_handled_total", "grpc_client_handled_total")
+    assert (prometheus.wait_for(client_ok, lambda v: (v or 0) >= 3) or 0) >= 3
     assert prometheus.wait_for(bad, lambda v: v == bad_before + 1) == bad_before + 1
 
 

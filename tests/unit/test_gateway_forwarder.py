@@ -15,6 +15,7 @@ import grpc
 import pytest
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 
 from services.common.interceptor import ServerCallInterceptor
 from services.gateway.auth import OpenAccess
@@ -140,12 +141,22 @@ async def test_calls_alternate_between_replicas(gateway: Gateway) -> None:
     assert [r.calls for r in gateway.replicas] == [3, 3]
 
 
+def client_handled(code: str) -> float:
+    labels = {"grpc_service": SERVICE, "grpc_method": "GenerateText", "grpc_type": "unary"}
+    value = REGISTRY.get_sample_value("grpc_client_handled_total", {**labels, "grpc_code": code})
+    return value or 0.0
+
+
 async def test_unavailable_is_retried_on_the_other_replica(gateway: Gateway) -> None:
     failing, healthy = gateway.replicas
     failing.fail_unary = True
+    before = {code: client_handled(code) for code in ("OK", "UNAVAILABLE")}
     for _ in range(4):
         assert await gateway.unary() == b"reply from " + healthy.address.encode()
     assert failing.calls >= 1, "the failing replica was never tried"
+    # Every attempt is in the client RED metrics, the failed ones too.
+    assert client_handled("OK") - before["OK"] == 4
+    assert client_handled("UNAVAILABLE") - before["UNAVAILABLE"] == failing.calls
 
 
 async def test_a_stream_is_not_retried_after_a_message_reached_the_caller(
