@@ -155,6 +155,11 @@ class _CallScope:
             self.method,
             self.code.name,
             elapsed * 1000,
+            extra={
+                "method": self.method,
+                "code": self.code.name,
+                "duration_ms": round(elapsed * 1000, 3),
+            },
         )
 
 

@@ -7,6 +7,8 @@ import logging
 import os
 import re
 
+from pythonjsonlogger.json import JsonFormatter
+
 REQUEST_ID_HEADER = "x-request-id"
 CALLER_HEADER = "x-genmedia-caller"
 """Key name of the caller, set by the gateway for backends' logs (never the key)."""
@@ -65,12 +67,27 @@ class RequestIdLogFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, log_format: str = "json") -> None:
+    """One line per event on stderr: JSON for log pipelines, or text for people.
+
+    Every line carries the request id and the caller's key name (never the
+    key); access lines add method, code and duration_ms.
+    """
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdLogFilter())
-    handler.setFormatter(
-        logging.Formatter(
-            "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(caller)s] %(message)s"
+    if log_format == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                "{asctime}{levelname}{name}{message}{request_id}{caller}",
+                style="{",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+                datefmt="%Y-%m-%dT%H:%M:%S%z",
+            )
         )
-    )
+    else:
+        handler.setFormatter(
+            logging.Formatter(
+                "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(caller)s] %(message)s"
+            )
+        )
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)

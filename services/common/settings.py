@@ -27,6 +27,11 @@ class LogLevel(StrEnum):
     ERROR = "error"
 
 
+class LogFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
 class ServerSettings(BaseSettings):
     """What every gRPC process needs to listen, report and shut down."""
 
@@ -36,6 +41,11 @@ class ServerSettings(BaseSettings):
     grpc_port: int = Field(0, ge=0, le=65535, description=GRPC_PORT_HELP)
     metrics_port: int = Field(0, ge=0, le=65535, description=METRICS_PORT_HELP)
     log_level: LogLevel = Field(LogLevel.INFO, description="Log level.")
+    log_format: LogFormat = Field(
+        LogFormat.JSON,
+        description="json: one JSON object per line (time, level, logger, message, request_id, "
+        "caller, and method/code/duration_ms on access lines); text: for people.",
+    )
     shutdown_grace_s: float = Field(
         10.0, gt=0, description="Seconds in-flight calls get to finish after SIGTERM."
     )

@@ -74,7 +74,7 @@ async def reload_keys_forever(keys: ApiKeys, interval_s: float) -> None:
 
 async def main() -> None:
     settings = load_settings(GatewaySettings)
-    configure_logging(settings.log_level.value)
+    configure_logging(settings.log_level.value, settings.log_format.value)
     auth = authenticator(settings)
     forwarder = Forwarder(
         auth,

@@ -17,7 +17,7 @@ from services.image_generation.settings import ImageGenerationSettings
 
 async def main() -> None:
     settings = load_settings(ImageGenerationSettings)
-    configure_logging(settings.log_level.value)
+    configure_logging(settings.log_level.value, settings.log_format.value)
     triton = TritonClient.from_settings(settings)
     generator = ImageGenerator(settings, triton)
     servicer = ImageGenerationServicer(generator)

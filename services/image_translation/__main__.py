@@ -17,7 +17,7 @@ from services.image_translation.translator import ImageTranslator
 
 async def main() -> None:
     settings = load_settings(ImageTranslationSettings)
-    configure_logging(settings.log_level.value)
+    configure_logging(settings.log_level.value, settings.log_format.value)
     triton = TritonClient.from_settings(settings)
     translator = ImageTranslator(settings, triton)
     servicer = ImageTranslationServicer(translator)

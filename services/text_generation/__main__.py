@@ -19,7 +19,7 @@ from services.text_generation.settings import TextGenerationSettings
 
 async def main() -> None:
     settings = load_settings(TextGenerationSettings)
-    configure_logging(settings.log_level.value)
+    configure_logging(settings.log_level.value, settings.log_format.value)
     tokenizer_file = settings.tokenizer_dir / "tokenizer.json"
     if not tokenizer_file.is_file():
         raise SystemExit(f"GENMEDIA_TOKENIZER_DIR: {tokenizer_file} does not exist")

@@ -74,6 +74,15 @@ class Spawned:
             return self.popen.wait()
 
 
+def log_events(text: str) -> list[dict[str, object]]:
+    """The JSON log events of a process's output (gRPC core's own lines are not JSON)."""
+    events = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            events.append(json.loads(line))
+    return events
+
+
 def open_channel(
     address: str, credentials: grpc.ChannelCredentials | None = None, **options: int
 ) -> grpc.Channel:
@@ -135,4 +144,13 @@ def running(spawned: Spawned) -> Iterator[Spawned]:
         spawned.stop()
 
 
-__all__ = ["GATEWAY", "ApiKey", "Spawned", "open_channel", "running", "spawn", "write_keys_file"]
+__all__ = [
+    "GATEWAY",
+    "ApiKey",
+    "Spawned",
+    "log_events",
+    "open_channel",
+    "running",
+    "spawn",
+    "write_keys_file",
+]

@@ -30,7 +30,14 @@ from services.common.registry import GATEWAY, IMAGE_GENERATION, TEXT_GENERATION
 from services.launcher.stack import Stack, free_port
 from tests.certs import Pki, make_pki
 from tests.integration.conftest import metric_value, scrape
-from tests.integration.processes import ApiKey, Spawned, open_channel, spawn, write_keys_file
+from tests.integration.processes import (
+    ApiKey,
+    Spawned,
+    log_events,
+    open_channel,
+    spawn,
+    write_keys_file,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -196,10 +203,13 @@ def test_caller_name_not_key_reaches_logs(
         )
     time.sleep(0.3)
     log = secured.log_text()
-    gateway_lines = [line for line in log.splitlines() if "who-am-i" in line]
-    assert gateway_lines and all("[who-am-i full]" in line for line in gateway_lines)
-    refused = [line for line in log.splitlines() if "no-key" in line]
-    assert refused and all("[no-key -]" in line for line in refused)
+    events = log_events(log)
+    served = [e for e in events if e["request_id"] == "who-am-i"]
+    assert served and all(e["caller"] == "full" for e in served)
+    refused = [e for e in events if e["request_id"] == "no-key"]
+    assert refused and all(e["caller"] == "-" for e in refused)
+    assert {"method": "/genmedia.v1.ImageGenerationService/ListClasses",
+            "code": "UNAUTHENTICATED"}.items() <= refused[-1].items()  # fmt: skip
     assert full.key not in log
 
 
@@ -482,9 +492,11 @@ def test_request_id_is_kept_returned_and_passed_downstream(
     generated = trailing(call)["x-request-id"]
     assert re.fullmatch("[0-9a-f]{32}", generated), generated
     time.sleep(0.3)
-    backend_log = stack.log_path("text-generation").read_text()
-    assert "[trace-me-42 full]" in backend_log
-    assert "[trace-me-42 full]" in secured.log_text()
+    for log in (stack.log_path("text-generation").read_text(), secured.log_text()):
+        traced = [e for e in log_events(log) if e["request_id"] == "trace-me-42"]
+        assert traced and all(e["caller"] == "full" for e in traced)
+        access = [e for e in traced if e["logger"] == "genmedia.access"]
+        assert access and access[-1]["code"] == "OK" and access[-1]["duration_ms"] > 0
 
 
 def test_sigterm_lets_a_stream_through_the_gateway_finish(stack: Stack, work: Path) -> None:

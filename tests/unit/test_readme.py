@@ -22,3 +22,23 @@ def test_readme_quick_start_is_the_two_make_commands() -> None:
         "make run",
         "make test",
     ]
+
+
+def test_readme_lists_every_metric_the_processes_export() -> None:
+    # Importing the modules registers their metrics in the default registry.
+    from prometheus_client import REGISTRY
+
+    import services.gateway.metrics
+    import services.image_generation.generator
+    import services.image_translation.translator
+    import services.text_generation.generator  # noqa: F401
+
+    ours = {
+        metric.name
+        for metric in REGISTRY.collect()
+        if metric.name.startswith(("grpc_", "genmedia_"))
+    }
+    assert len(ours) >= 20
+    observability = README.read_text().split("## Observability", 1)[1]
+    missing = sorted(name for name in ours if f"`{name}" not in observability)
+    assert not missing, f"README's Observability table misses {missing}"
