@@ -79,12 +79,12 @@ bench: setup
 	$(PY) -m bench.gateway
 
 lint: venv
-	$(VENV)/bin/ruff check services models tests bench
-	$(VENV)/bin/ruff format --check services models tests bench
+	$(VENV)/bin/ruff check services models tests bench deploy
+	$(VENV)/bin/ruff format --check services models tests bench deploy
 
 format: venv
-	$(VENV)/bin/ruff check --fix services models tests bench
-	$(VENV)/bin/ruff format services models tests bench
+	$(VENV)/bin/ruff check --fix services models tests bench deploy
+	$(VENV)/bin/ruff format services models tests bench deploy
 
 clean:
 	rm -rf genmedia var .pytest_cache .ruff_cache

@@ -34,3 +34,15 @@ def test_alerts_fire_and_stay_quiet_as_the_fixtures_expect() -> None:
     tested = promtool("test", "rules", "tests/alerts_test.yml")
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "SUCCESS" in tested.stdout
+
+
+def test_committed_dashboard_is_the_generated_one() -> None:
+    import importlib.util
+
+    script = PROMETHEUS_DIR.parent / "grafana" / "dashboard.py"
+    spec = importlib.util.spec_from_file_location("genmedia_dashboard", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    committed = (PROMETHEUS_DIR.parent / "grafana" / "dashboards" / "genmedia.json").read_text()
+    assert committed == module.render(), "run `python deploy/grafana/dashboard.py`"

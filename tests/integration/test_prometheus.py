@@ -9,6 +9,7 @@ own series, and the recording rules' results.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -183,3 +184,48 @@ def test_triton_series_and_recording_rules_are_there(
         'grpc_service="genmedia.v1.ImageGenerationService"}'
     )
     assert (prometheus.wait_for(rate, lambda v: bool(v)) or 0) > 0
+
+
+GPU_ONLY = {"nv_gpu_utilization"}
+"""Triton exports these only where it sees a GPU."""
+
+
+def declared_metric_names() -> set[str]:
+    """Every series name the genmedia processes can export, observed or not yet."""
+    from prometheus_client import REGISTRY
+
+    import services.gateway.metrics
+    import services.image_generation.generator
+    import services.image_translation.translator
+    import services.text_generation.generator  # noqa: F401
+
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    return {
+        metric.name + suffix
+        for metric in REGISTRY.collect()
+        for suffix in suffixes.get(metric.type, ("",))
+    }
+
+
+def test_dashboard_queries_parse_and_name_only_metrics_the_stack_exports(
+    prometheus: Prometheus, gateway: grpc.Channel
+) -> None:
+    dashboard = json.loads((REPO_ROOT / "deploy/grafana/dashboards/genmedia.json").read_text())
+    rows = [panel["title"] for panel in dashboard["panels"] if panel["type"] == "row"]
+    assert rows == ["Gateway", "Image generation", "Image translation", "Text generation", "Triton"]
+    address = f"{prometheus.url}/api/v1/label/__name__/values"
+    with urllib.request.urlopen(address, timeout=10) as reply:
+        scraped = set(json.load(reply)["data"])
+    recorded = {
+        rule["record"]
+        for group in yaml.safe_load((PROMETHEUS_DIR / "rules/recording.yml").read_text())["groups"]
+        for rule in group["rules"]
+    }
+    known = scraped | recorded | declared_metric_names() | GPU_ONLY
+    expressions = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(expressions) >= 20
+    for expr in expressions:
+        prometheus.query(expr.replace("$__rate_interval", "1m"))  # the real parser accepts it
+        names = set(re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{", expr))
+        assert names, expr
+        assert names <= known, f"{expr} names {sorted(names - known)}"
