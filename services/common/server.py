@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from services.common import metrics
+from services.common import metrics, tracing
 from services.common.interceptor import ServerCallInterceptor
 from services.common.settings import ServerSettings
 from services.common.tls import server_credentials
@@ -117,7 +117,10 @@ async def run_server(settings: ServerSettings, process: ServedProcess) -> None:
     """Serves until SIGTERM or SIGINT, then shuts down gracefully."""
     start_http_server(settings.metrics_port, addr=settings.host.strip("[]") or "::")
     server = aio.server(
-        interceptors=[ServerCallInterceptor(process.trust_caller_header)],
+        interceptors=[
+            *tracing.server_interceptors(),
+            ServerCallInterceptor(process.trust_caller_header),
+        ],
         options=server_options(settings),
     )
     process.register(server)
@@ -168,4 +171,5 @@ async def run_server(settings: ServerSettings, process: ServedProcess) -> None:
     await server.stop(settings.shutdown_grace_s)
     if process.on_close is not None:
         await process.on_close()
+    tracing.shutdown()
     logger.info("stopped")

@@ -63,6 +63,11 @@ class ServerSettings(BaseSettings):
         None,
         description="PEM CA bundle; when set, clients must present a certificate it signed (mTLS).",
     )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="host:port of an OTLP/gRPC collector to send traces to; tracing is off "
+        "(and costs nothing) when unset.",
+    )
     max_connection_age_s: float = Field(
         600.0,
         gt=0,

@@ -13,7 +13,7 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from services.common import metrics
+from services.common import metrics, tracing
 from services.common.errors import (
     DeadlineExceeded,
     GenmediaError,
@@ -102,6 +102,8 @@ class TritonClient:
         """One request, one response; ``timeout_s`` is the caller's time left."""
         start = _started(model)
         error: BaseException | None = None
+        span, carrier = tracing.start_client_span(f"triton {model}", {"triton.model": model})
+        headers = dict(carrier) or None
         try:
             result = await self._client.infer(
                 model,
@@ -109,6 +111,7 @@ class TritonClient:
                 outputs=[InferRequestedOutput(name) for name in outputs],
                 request_id=request_id,
                 client_timeout=self._timeout(timeout_s),
+                headers=headers,
             )
             return {name: result.as_numpy(name) for name in outputs}
         except InferenceServerException as exc:
@@ -118,6 +121,7 @@ class TritonClient:
             error = exc
             raise
         finally:
+            tracing.end_span(span, _code_of(error))
             _record(model, start, error)
 
     async def stream(
@@ -140,8 +144,10 @@ class TritonClient:
         async def one_request() -> AsyncIterator[dict[str, Any]]:
             yield {"model_name": model, "inputs": _infer_inputs(inputs), "request_id": request_id}
 
+        span, carrier = tracing.start_client_span(f"triton {model}", {"triton.model": model})
+        headers = dict(carrier) or None
         responses = self._client.stream_infer(
-            one_request(), stream_timeout=self._timeout(timeout_s)
+            one_request(), stream_timeout=self._timeout(timeout_s), headers=headers
         )
         try:
             async for result, failure in responses:
@@ -161,6 +167,7 @@ class TritonClient:
             raise
         finally:
             responses.cancel()
+            tracing.end_span(span, _code_of(error))
             _record(model, start, error)
 
     async def is_model_ready(self, model: str, timeout_s: float = READINESS_TIMEOUT_S) -> bool:

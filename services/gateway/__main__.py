@@ -7,6 +7,7 @@ import contextlib
 
 from grpc import aio
 
+from services.common import tracing
 from services.common.registry import BACKENDS, GATEWAY
 from services.common.request_context import configure_logging
 from services.common.server import (
@@ -50,7 +51,9 @@ def channel_factory(settings: GatewaySettings) -> ChannelFactory:
         # Replicas are dialled by IP; their certificates name the Service.
         name = settings.backend_tls_server_name or host
         return aio.secure_channel(
-            address, credentials, options=[*options, ("grpc.ssl_target_name_override", name)]
+            address,
+            credentials,
+            options=[*options, ("grpc.ssl_target_name_override", name)],
         )
 
     return secure
@@ -75,6 +78,7 @@ async def reload_keys_forever(keys: ApiKeys, interval_s: float) -> None:
 async def main() -> None:
     settings = load_settings(GatewaySettings)
     configure_logging(settings.log_level.value, settings.log_format.value)
+    tracing.setup(GATEWAY.name, settings.otlp_endpoint)
     auth = authenticator(settings)
     forwarder = Forwarder(
         auth,

@@ -35,6 +35,7 @@ from genmedia.v1 import (
     image_translation_pb2,  # noqa: F401
     text_generation_pb2,
 )
+from services.common import tracing
 from services.common.errors import RETRY_AFTER_HEADER, GenmediaError, Unavailable, UpstreamError
 from services.common.request_context import (
     CALLER_HEADER,
@@ -272,10 +273,11 @@ class Forwarder:
                     await self._before_retry(route, attempt, deadline, exc)
                     continue
                 tried.add(replica.address)
+                span, carrier = tracing.start_client_span(route.path, {"peer": replica.address})
                 call = replica.unary(route.path)(
                     request,
                     timeout=max(0.0, deadline - time.monotonic()),
-                    metadata=self._metadata(),
+                    metadata=self._metadata() + carrier,
                 )
                 replica.in_flight += 1
                 started, code = route.client.start(), grpc.StatusCode.CANCELLED
@@ -290,6 +292,7 @@ class Forwarder:
                 finally:
                     replica.in_flight -= 1
                     route.client.finish(started, code)
+                    tracing.end_span(span, code.name)
                     call.cancel()  # no-op once done; stops the backend if we were cancelled
                 route.pool.record(replica, grpc.StatusCode.OK)
                 self._pass_usage_on(ticket, await call.trailing_metadata())
@@ -315,10 +318,11 @@ class Forwarder:
                     await self._before_retry(route, attempt, deadline, exc)
                     continue
                 tried.add(replica.address)
+                span, carrier = tracing.start_client_span(route.path, {"peer": replica.address})
                 call = replica.stream(route.path)(
                     request,
                     timeout=max(0.0, deadline - time.monotonic()),
-                    metadata=self._metadata(),
+                    metadata=self._metadata() + carrier,
                 )
                 replica.in_flight += 1
                 started, code = route.client.start(), grpc.StatusCode.CANCELLED
@@ -335,6 +339,7 @@ class Forwarder:
                 finally:
                     replica.in_flight -= 1
                     route.client.finish(started, code)
+                    tracing.end_span(span, code.name)
                     call.cancel()
                 route.pool.record(replica, grpc.StatusCode.OK)
                 settled = self._pass_usage_on(ticket, await call.trailing_metadata())

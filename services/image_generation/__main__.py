@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from genmedia.v1 import image_generation_pb2_grpc as pb_grpc
+from services.common import tracing
 from services.common.registry import IMAGE_GENERATION
 from services.common.request_context import configure_logging
 from services.common.server import ServedProcess, run_server
@@ -18,6 +19,7 @@ from services.image_generation.settings import ImageGenerationSettings
 async def main() -> None:
     settings = load_settings(ImageGenerationSettings)
     configure_logging(settings.log_level.value, settings.log_format.value)
+    tracing.setup(IMAGE_GENERATION.name, settings.otlp_endpoint)
     triton = TritonClient.from_settings(settings)
     generator = ImageGenerator(settings, triton)
     servicer = ImageGenerationServicer(generator)

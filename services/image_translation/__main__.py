@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from genmedia.v1 import image_translation_pb2_grpc as pb_grpc
+from services.common import tracing
 from services.common.registry import IMAGE_TRANSLATION
 from services.common.request_context import configure_logging
 from services.common.server import ServedProcess, run_server
@@ -18,6 +19,7 @@ from services.image_translation.translator import ImageTranslator
 async def main() -> None:
     settings = load_settings(ImageTranslationSettings)
     configure_logging(settings.log_level.value, settings.log_format.value)
+    tracing.setup(IMAGE_TRANSLATION.name, settings.otlp_endpoint)
     triton = TritonClient.from_settings(settings)
     translator = ImageTranslator(settings, triton)
     servicer = ImageTranslationServicer(translator)

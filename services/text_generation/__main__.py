@@ -7,6 +7,7 @@ import asyncio
 from tokenizers import Tokenizer
 
 from genmedia.v1 import text_generation_pb2_grpc as pb_grpc
+from services.common import tracing
 from services.common.registry import TEXT_GENERATION
 from services.common.request_context import configure_logging
 from services.common.server import ServedProcess, run_server
@@ -20,6 +21,7 @@ from services.text_generation.settings import TextGenerationSettings
 async def main() -> None:
     settings = load_settings(TextGenerationSettings)
     configure_logging(settings.log_level.value, settings.log_format.value)
+    tracing.setup(TEXT_GENERATION.name, settings.otlp_endpoint)
     tokenizer_file = settings.tokenizer_dir / "tokenizer.json"
     if not tokenizer_file.is_file():
         raise SystemExit(f"GENMEDIA_TOKENIZER_DIR: {tokenizer_file} does not exist")
