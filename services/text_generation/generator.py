@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import time
 from collections.abc import AsyncIterator
@@ -29,6 +30,8 @@ from services.common.triton import TritonClient
 from services.text_generation.detokenizer import IncrementalDetokenizer
 from services.text_generation.settings import TextGenerationSettings
 from services.text_generation.stops import StopSequenceFilter
+
+logger = logging.getLogger(__name__)
 
 MAX_SEED = 2**63 - 1
 MAX_TEMPERATURE = 2.0
@@ -100,6 +103,8 @@ class TextGenerator:
 
     def plan(self, request: pb.GenerateTextRequest) -> TextPlan:
         """Checks every field; raises InvalidArgument saying what to fix."""
+        if self._settings.log_prompts:
+            logger.debug("prompt: %r", request.prompt)
         if not request.prompt.strip():
             raise InvalidArgument("prompt is empty; send some text to continue")
         if len(request.prompt) > self._settings.max_prompt_chars:

@@ -21,6 +21,11 @@ class TextGenerationSettings(TritonBackedSettings):
     default_max_new_tokens: int = Field(64, ge=1, description="max_new_tokens when unset.")
     max_new_tokens_limit: int = Field(1024, ge=1, description="Largest max_new_tokens accepted.")
     max_prompt_chars: int = Field(8192, ge=1, description="Longest prompt accepted, in characters.")
+    log_prompts: bool = Field(
+        False,
+        description="Debugging only: log each prompt at debug level (prompts can hold personal "
+        "data; they are never logged otherwise).",
+    )
 
     @model_validator(mode="after")
     def _default_within_limit(self) -> TextGenerationSettings:
