@@ -88,4 +88,6 @@ def end_span(span: Span | None, status_code: str) -> None:
     """Ends a span from :func:`start_client_span`, recording the call's gRPC status."""
     if span is not None:
         span.set_attribute("rpc.grpc.status_code", status_code)
+        if status_code != "OK":
+            span.set_status(trace.Status(trace.StatusCode.ERROR, status_code))
         span.end()

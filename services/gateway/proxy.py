@@ -281,19 +281,22 @@ class Forwarder:
                 )
                 replica.in_flight += 1
                 started, code = route.client.start(), grpc.StatusCode.CANCELLED
+                retryable: GenmediaError | None = None
                 try:
                     response = await call
                     code = grpc.StatusCode.OK
                 except (aio.AioRpcError, asyncio.CancelledError) as exc:
                     code = _code(exc)
-                    error = self._failed_attempt(route, replica, exc, forwarded=0)
-                    await self._before_retry(route, attempt, deadline, error)
-                    continue
+                    retryable = self._failed_attempt(route, replica, exc, forwarded=0)
                 finally:
                     replica.in_flight -= 1
                     route.client.finish(started, code)
                     tracing.end_span(span, code.name)
                     call.cancel()  # no-op once done; stops the backend if we were cancelled
+                if retryable is not None:
+                    # Backoff outside the attempt: it is not the replica's time.
+                    await self._before_retry(route, attempt, deadline, retryable)
+                    continue
                 route.pool.record(replica, grpc.StatusCode.OK)
                 self._pass_usage_on(ticket, await call.trailing_metadata())
                 return response
@@ -326,6 +329,7 @@ class Forwarder:
                 )
                 replica.in_flight += 1
                 started, code = route.client.start(), grpc.StatusCode.CANCELLED
+                retryable = None
                 try:
                     async for message in call:
                         forwarded += 1
@@ -333,14 +337,15 @@ class Forwarder:
                     code = grpc.StatusCode.OK
                 except (aio.AioRpcError, asyncio.CancelledError) as exc:
                     code = _code(exc)
-                    error = self._failed_attempt(route, replica, exc, forwarded)
-                    await self._before_retry(route, attempt, deadline, error)
-                    continue
+                    retryable = self._failed_attempt(route, replica, exc, forwarded)
                 finally:
                     replica.in_flight -= 1
                     route.client.finish(started, code)
                     tracing.end_span(span, code.name)
                     call.cancel()
+                if retryable is not None:
+                    await self._before_retry(route, attempt, deadline, retryable)
+                    continue
                 route.pool.record(replica, grpc.StatusCode.OK)
                 settled = self._pass_usage_on(ticket, await call.trailing_metadata())
                 return
