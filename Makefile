@@ -25,6 +25,7 @@ help:
 	@echo "make weights           write small random test checkpoints into $(WEIGHTS_DIR)"
 	@echo "make demo-models       retrain the demo pack into models/demo (~12 min on 2 cores)"
 	@echo "make bench             benchmarks: figures side by side, JSON + PNG in bench/results/"
+	@echo "make prometheus-tools  install Debian's prometheus/promtool if missing (make test does it)"
 	@echo "make lint / format     ruff"
 
 setup: venv protos weights

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -42,6 +42,16 @@ from genmedia.v1 import image_translation_pb2 as trans_pb
 from genmedia.v1 import image_translation_pb2_grpc as trans_grpc
 from genmedia.v1 import text_generation_pb2 as text_pb
 from genmedia.v1 import text_generation_pb2_grpc as text_grpc
+from services.common.registry import (
+    BACKENDS,
+    GATEWAY,
+    IMAGE_GENERATION,
+    IMAGE_TRANSLATION,
+    TEXT_GENERATION,
+)
+from services.gateway.keys import hash_key, new_key
+from services.launcher.stack import Stack, StackPorts, free_port
+from services.launcher.triton import REPO_ROOT
 
 RESULTS_DIR = Path(__file__).parent / "results"
 SIDES = ("direct", "passthrough", "gateway")
@@ -316,18 +326,38 @@ def measure(
     return results
 
 
-def main() -> None:
-    from services.common.registry import (
-        BACKENDS,
-        GATEWAY,
-        IMAGE_GENERATION,
-        IMAGE_TRANSLATION,
-        TEXT_GENERATION,
-    )
-    from services.gateway.keys import hash_key, new_key
-    from services.launcher.stack import Stack, StackPorts, free_port
-    from services.launcher.triton import REPO_ROOT
+@contextlib.contextmanager
+def passthrough_beside(stack: Stack) -> Iterator[str]:
+    """A bare pass-through proxy in front of ``stack``'s backends; yields its address."""
+    address = f"127.0.0.1:{free_port()}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.passthrough", "--port", address.rsplit(":", 1)[1],
+         *(f"--backend={p.name}={stack.ports.address(p)}" for p in BACKENDS)],
+        cwd=REPO_ROOT,
+    )  # fmt: skip
+    try:
+        with grpc.insecure_channel(address) as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+        yield address
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
+
+def stack_endpoints(
+    stack: Stack, passthrough: str | None, gateway_metadata: tuple[tuple[str, str], ...] = ()
+) -> Endpoints:
+    return Endpoints(
+        gateway=stack.ports.address(GATEWAY),
+        image_generation=stack.ports.address(IMAGE_GENERATION),
+        image_translation=stack.ports.address(IMAGE_TRANSLATION),
+        text_generation=stack.ports.address(TEXT_GENERATION),
+        gateway_metadata=gateway_metadata,
+        passthrough=passthrough,
+    )
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=REPO_ROOT / "models" / "demo")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
@@ -351,25 +381,11 @@ def main() -> None:
         )
         print(f"starting the stack on {args.weights}...", flush=True)
         stack.start(timeout_s=300)
-        passthrough_port = free_port()
-        passthrough = subprocess.Popen(
-            [sys.executable, "-m", "bench.passthrough", "--port", str(passthrough_port),
-             *(f"--backend={p.name}={stack.ports.address(p)}" for p in BACKENDS)],
-            cwd=REPO_ROOT,
-        )  # fmt: skip
         try:
-            endpoints = Endpoints(
-                gateway=stack.ports.address(GATEWAY),
-                image_generation=stack.ports.address(IMAGE_GENERATION),
-                image_translation=stack.ports.address(IMAGE_TRANSLATION),
-                text_generation=stack.ports.address(TEXT_GENERATION),
-                gateway_metadata=(("authorization", f"Bearer {key}"),),
-                passthrough=f"127.0.0.1:{passthrough_port}",
-            )
-            results = measure(endpoints, sizes, args.out)
+            with passthrough_beside(stack) as passthrough:
+                metadata = (("authorization", f"Bearer {key}"),)
+                results = measure(stack_endpoints(stack, passthrough, metadata), sizes, args.out)
         finally:
-            passthrough.terminate()
-            passthrough.wait()
             stack.stop()
     print(report(results))
     print(f"written: {args.out / 'gateway.json'}, {args.out / 'gateway.png'}")

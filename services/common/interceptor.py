@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -68,24 +67,14 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
 
 
 class _MethodMetrics:
-    """The metric children of one method, looked up once rather than on every call."""
+    """What every call of one method shares: its metric children and log level."""
 
     def __init__(self, method: str, grpc_type: str) -> None:
         service, _, name = method.lstrip("/").partition("/")
-        self.labels = (service, name, grpc_type)
-        self.started = metrics.server_started.labels(*self.labels)
-        self.in_flight = metrics.server_in_flight.labels(*self.labels)
-        self.handling_seconds = metrics.server_handling_seconds.labels(*self.labels)
-        self._handled: dict[grpc.StatusCode, Any] = {}
+        self.red = metrics.RedChildren(metrics.SERVER, service, name, grpc_type)
         self.log_level = (
             logging.DEBUG if method.lstrip("/").startswith(_QUIET_SERVICES) else logging.INFO
         )
-
-    def handled(self, code: grpc.StatusCode) -> Any:
-        child = self._handled.get(code)
-        if child is None:
-            child = self._handled[code] = metrics.server_handled.labels(*self.labels, code.name)
-        return child
 
 
 class _CallScope:
@@ -112,9 +101,7 @@ class _CallScope:
         caller_var.set(caller_from_metadata(metadata) if trust_caller_header else "-")
         trailing_metadata_var.set(self.extra_trailing)
         context.set_trailing_metadata(self.trailing_metadata)
-        self._start = time.perf_counter()
-        recorded.started.inc()
-        recorded.in_flight.inc()
+        self._start = recorded.red.start()
 
     @property
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
@@ -145,10 +132,7 @@ class _CallScope:
             remaining = self.context.time_remaining()
             expired = remaining is not None and remaining <= 0
             self.code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
-        self.recorded.in_flight.dec()
-        self.recorded.handled(self.code).inc()
-        elapsed = time.perf_counter() - self._start
-        self.recorded.handling_seconds.observe(elapsed)
+        elapsed = self.recorded.red.finish(self._start, self.code)
         access_log.log(
             self.recorded.log_level,
             "%s %s %.1f ms",

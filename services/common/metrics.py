@@ -7,6 +7,11 @@ status codes), never from request data.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
 from prometheus_client import Counter, Gauge, Histogram
 
 # From 1 ms to a minute: cheap calls, image batches and long text streams.
@@ -29,6 +34,47 @@ server_handling_seconds = Histogram(
     buckets=LATENCY_BUCKETS_S,
 )
 server_in_flight = Gauge("grpc_server_in_flight", "RPCs being handled right now.", GRPC_LABELS)
+
+
+@dataclass(frozen=True)
+class RedFamily:
+    """The four metrics of one side (server or client) of the gRPC RED set."""
+
+    started: Counter
+    handled: Counter
+    seconds: Histogram
+    in_flight: Gauge
+
+
+class RedChildren:
+    """One method's children of a RED family, looked up once rather than on every call."""
+
+    def __init__(self, family: RedFamily, service: str, method: str, grpc_type: str) -> None:
+        self._family = family
+        self.labels = (service, method, grpc_type)
+        self._started = family.started.labels(*self.labels)
+        self._in_flight = family.in_flight.labels(*self.labels)
+        self._seconds = family.seconds.labels(*self.labels)
+        self._handled: dict[grpc.StatusCode, Any] = {}
+
+    def start(self) -> float:
+        self._started.inc()
+        self._in_flight.inc()
+        return time.perf_counter()
+
+    def finish(self, started: float, code: grpc.StatusCode) -> float:
+        """Records the outcome; returns the call's duration in seconds."""
+        elapsed = time.perf_counter() - started
+        self._in_flight.dec()
+        self._seconds.observe(elapsed)
+        handled = self._handled.get(code)
+        if handled is None:
+            handled = self._handled[code] = self._family.handled.labels(*self.labels, code.name)
+        handled.inc()
+        return elapsed
+
+
+SERVER = RedFamily(server_started, server_handled, server_handling_seconds, server_in_flight)
 
 triton_in_flight = Gauge(
     "genmedia_triton_in_flight", "Calls to Triton in progress, by model.", ("model",)

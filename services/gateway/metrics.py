@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from services.common.metrics import GRPC_LABELS, LATENCY_BUCKETS_S
+from services.common.metrics import GRPC_LABELS, LATENCY_BUCKETS_S, RedFamily
 
 # The client side of the gRPC RED set (go-grpc-prometheus names), for the
 # gateway's calls to backend replicas: one per attempt, retries included.
@@ -29,6 +29,7 @@ client_handling_seconds = Histogram(
 client_in_flight = Gauge(
     "grpc_client_in_flight", "Calls to backend replicas in progress.", GRPC_LABELS
 )
+CLIENT = RedFamily(client_started, client_handled, client_handling_seconds, client_in_flight)
 backend_retries = Counter(
     "genmedia_gateway_backend_retries_total",
     "Calls the gateway retried on another attempt after UNAVAILABLE.",

@@ -37,6 +37,7 @@ from genmedia.v1 import (
 )
 from services.common import tracing
 from services.common.errors import RETRY_AFTER_HEADER, GenmediaError, Unavailable, UpstreamError
+from services.common.metrics import RedChildren
 from services.common.request_context import (
     CALLER_HEADER,
     REQUEST_ID_HEADER,
@@ -104,36 +105,13 @@ class RetryPolicy:
         )
 
 
-class ClientMetrics:
-    """The grpc_client_* children of one forwarded method, looked up once."""
-
-    def __init__(self, service: str, method: str, grpc_type: str) -> None:
-        self.labels = (service, method, grpc_type)
-        self.started = metrics.client_started.labels(*self.labels)
-        self.in_flight = metrics.client_in_flight.labels(*self.labels)
-        self.seconds = metrics.client_handling_seconds.labels(*self.labels)
-        self._handled: dict[grpc.StatusCode, Any] = {}
-
-    def start(self) -> float:
-        self.started.inc()
-        self.in_flight.inc()
-        return time.perf_counter()
-
-    def finish(self, started: float, code: grpc.StatusCode) -> None:
-        self.in_flight.dec()
-        self.seconds.observe(time.perf_counter() - started)
-        handled = self._handled.get(code)
-        if handled is None:
-            handled = self._handled[code] = metrics.client_handled.labels(*self.labels, code.name)
-        handled.inc()
-
-
 @dataclass(frozen=True)
 class Route:
     path: str
     grpc_service: str
     pool: BackendPool
-    client: ClientMetrics
+    client: RedChildren
+    """The grpc_client_* children of this method (one per attempt)."""
 
 
 class Forwarder:
@@ -374,7 +352,7 @@ def forwarding_handler(
             f"/{service.full_name}/{method.name}",
             service.full_name,
             pool,
-            ClientMetrics(service.full_name, method.name, grpc_type),
+            RedChildren(metrics.CLIENT, service.full_name, method.name, grpc_type),
         )
         if method.client_streaming:
             raise ValueError(f"{route.path}: client streaming is not part of genmedia's API")
