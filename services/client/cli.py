@@ -11,6 +11,7 @@ from pathlib import Path
 from genmedia.v1 import text_generation_pb2 as text_pb
 from services.client.fetch import (
     MIRROR_ENV,
+    MODELS_ENV,
     FetchError,
     FetchOptions,
     catalogue_lines,
@@ -123,9 +124,14 @@ def models_fetch(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         force=args.force,
     )
-    for name in args.names:  # every name checked before anything is downloaded
+    names = args.names or os.environ.get(MODELS_ENV, "").replace(",", " ").split()
+    if not names:
+        raise FetchError(
+            f"name the models to fetch (or set {MODELS_ENV}); see `genmedia models list`"
+        )
+    for name in names:  # every name checked before anything is downloaded
         lookup(name)
-    for name in args.names:
+    for name in names:
         for line in fetch_lines(fetch_model(name, options)):
             print(line, flush=True)
 
@@ -230,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = models_group.add_parser(
         "fetch", help="download, verify and install published checkpoints (resumable)"
     )
-    fetch.add_argument("names", nargs="+", metavar="NAME", help="see `genmedia models list`")
+    fetch.add_argument("names", nargs="*", metavar="NAME",
+                       help=f"see `genmedia models list`; none: env {MODELS_ENV}")  # fmt: skip
     fetch.add_argument("--into", type=Path, metavar="DIR", default=default_into(), help=into_help)
     fetch.add_argument("--mirror", metavar="URL", default=default_mirror(),
                        help=f"http(s)://host[:port][/prefix] replacing every URL's scheme://host "

@@ -50,6 +50,8 @@ from services.client.published import CATALOGUE, PublishedFile, PublishedModel
 
 INTO_ENV = "GENMEDIA_WEIGHTS_DIR"
 MIRROR_ENV = "GENMEDIA_FETCH_MIRROR"
+MODELS_ENV = "GENMEDIA_MODELS"
+"""Models to fetch when the command names none (comma- or space-separated): set by a ConfigMap."""
 DEFAULT_INTO = Path("var/published")
 STAGING_DIR = ".genmedia-fetch"
 MANIFEST_NAME = "genmedia.json"

@@ -40,6 +40,8 @@ def _message_limits(settings: ServerSettings) -> list[tuple[str, int]]:
 
 # Pings every 30 s keep idle connections alive through load balancers that
 # drop them after a few minutes; both ends must agree on the rate.
+LIVENESS_SERVICE = "liveness"
+"""Health service name that is SERVING for as long as the process runs (until shutdown)."""
 KEEPALIVE_TIME_MS = 30_000
 KEEPALIVE_TIMEOUT_MS = 10_000
 
@@ -129,6 +131,9 @@ async def run_server(settings: ServerSettings, process: ServedProcess) -> None:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *process.service_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    # SERVING while the process answers at all, whatever its upstreams say:
+    # what a liveness probe should ask, so a Triton outage never restarts it.
+    await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
         (*process.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )

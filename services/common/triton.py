@@ -76,6 +76,9 @@ class TritonClient:
             # No client keepalive pings: Triton's defaults (pings at most every
             # 5 min, none without calls) answer more frequent ones with GOAWAY.
             channel_args=[
+                # Spread calls over every address the name resolves to: a
+                # headless Service gives one per Triton pod (k8s/base/triton.yaml).
+                ("grpc.lb_policy_name", "round_robin"),
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.max_receive_message_length", max_message_bytes),
             ],

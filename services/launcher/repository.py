@@ -13,7 +13,10 @@ dataset, classes). The services read them back from Triton
 (``get_model_config``), so what they report is what Triton loaded.
 
 ``python -m services.launcher.repository --weights DIR --out DIR`` builds one
-(the Kubernetes init step runs the same command).
+(the Kubernetes init step runs the same command). ``--instance-kind`` and
+``--instance-count`` (or ``GENMEDIA_TRITON_INSTANCE_KIND`` / ``_COUNT``)
+replace every model's instance group, e.g. ``KIND_GPU`` x2 on a GPU node; by
+default the sources' ``KIND_AUTO`` x1 stays.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +37,31 @@ CYCLEGAN_REFERENCE = "cyclegan_horse2zebra"
 METADATA_FILE = "genmedia.json"
 MANIFEST_FILE = "MANIFEST.sha256"
 PARAMETER_PREFIX = "genmedia_"
+INSTANCE_KIND_ENV = "GENMEDIA_TRITON_INSTANCE_KIND"
+INSTANCE_COUNT_ENV = "GENMEDIA_TRITON_INSTANCE_COUNT"
+INSTANCE_KINDS = ("KIND_AUTO", "KIND_GPU", "KIND_CPU")
+_INSTANCE_GROUP_BLOCK = re.compile(r"^instance_group \[\n.*?^\]\n", re.MULTILINE | re.DOTALL)
 
 
 class WeightsError(RuntimeError):
     """The weights directory cannot be served as it is."""
+
+
+@dataclass(frozen=True)
+class InstanceGroup:
+    """Where and how many copies of each model Triton runs."""
+
+    kind: str = "KIND_AUTO"
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in INSTANCE_KINDS:
+            raise WeightsError(f"instance kind {self.kind!r} is not one of {INSTANCE_KINDS}")
+        if self.count < 1:
+            raise WeightsError(f"instance count must be at least 1, not {self.count}")
+
+    def block(self) -> str:
+        return f"instance_group [\n  {{\n    count: {self.count}\n    kind: {self.kind}\n  }}\n]\n"
 
 
 @dataclass(frozen=True)
@@ -115,6 +141,15 @@ def _with_parameters(config: str, metadata: dict[str, object]) -> str:
     return config.rstrip("\n") + "\n" + (header + "".join(blocks) if blocks else "")
 
 
+def _with_instance_group(config: str, group: InstanceGroup | None) -> str:
+    if group is None:
+        return config
+    replaced, count = _INSTANCE_GROUP_BLOCK.subn(group.block(), config)
+    if count != 1:
+        raise WeightsError(f"expected one instance_group block in the config, found {count}")
+    return replaced
+
+
 def _add_model(out_dir: Path, name: str, source: Path, config: str) -> None:
     target = out_dir / name
     target.mkdir(parents=True)
@@ -122,7 +157,9 @@ def _add_model(out_dir: Path, name: str, source: Path, config: str) -> None:
     (target / "1").symlink_to(source / "1", target_is_directory=True)
 
 
-def build_repository(weights_dir: Path, out_dir: Path) -> ServedModels:
+def build_repository(
+    weights_dir: Path, out_dir: Path, instance_group: InstanceGroup | None = None
+) -> ServedModels:
     """Writes the served repository for ``weights_dir`` into ``out_dir`` (replaced)."""
     served = discover(weights_dir)
     if not served.triton_models:
@@ -132,12 +169,14 @@ def build_repository(weights_dir: Path, out_dir: Path) -> ServedModels:
     for name, present in (("biggan", served.biggan), ("gpt2", served.gpt2)):
         if present:
             source = SOURCE_REPOSITORY / name
-            config = (source / "config.pbtxt").read_text()
+            config = _with_instance_group((source / "config.pbtxt").read_text(), instance_group)
             _add_model(
                 out_dir, name, source, _with_parameters(config, _metadata(weights_dir / name))
             )
     reference = SOURCE_REPOSITORY / CYCLEGAN_REFERENCE
-    reference_config = (reference / "config.pbtxt").read_text()
+    reference_config = _with_instance_group(
+        (reference / "config.pbtxt").read_text(), instance_group
+    )
     for direction in served.directions:
         name = f"cyclegan_{direction}"
         config = reference_config.replace(f'name: "{CYCLEGAN_REFERENCE}"', f'name: "{name}"')
@@ -150,9 +189,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", type=Path, required=True, help="weights root")
     parser.add_argument("--out", type=Path, required=True, help="repository to write")
+    parser.add_argument(
+        "--instance-kind",
+        choices=INSTANCE_KINDS,
+        default=os.environ.get(INSTANCE_KIND_ENV) or None,
+        help=f"replace every model's instance group kind (env {INSTANCE_KIND_ENV})",
+    )
+    parser.add_argument(
+        "--instance-count",
+        type=int,
+        default=int(os.environ.get(INSTANCE_COUNT_ENV) or 1),
+        help=f"instances per model with --instance-kind (env {INSTANCE_COUNT_ENV})",
+    )
     args = parser.parse_args()
-    verify_manifest(args.weights)
-    served = build_repository(args.weights, args.out)
+    try:
+        group = (
+            InstanceGroup(args.instance_kind, args.instance_count) if args.instance_kind else None
+        )
+        verify_manifest(args.weights)
+        served = build_repository(args.weights, args.out, group)
+    except WeightsError as exc:
+        raise SystemExit(f"error: {exc}") from None
     print(f"{args.out}: {', '.join(served.triton_models)}")
 
 

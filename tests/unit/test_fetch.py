@@ -180,6 +180,7 @@ def server(checkpoints: Path) -> Iterator[MirrorServer]:
 def _no_environment_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(fetch.INTO_ENV, raising=False)
     monkeypatch.delenv(fetch.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(fetch.MODELS_ENV, raising=False)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -482,6 +483,27 @@ def test_mirror_and_weights_root_come_from_the_environment(
     code, _, err = run(capsys, "models", "fetch", "horse2zebra", "--quiet")
     assert code == 0, err
     assert (tmp_path / "weights" / "cyclegan" / "horse2zebra" / "latest_net_G.pth").is_file()
+
+
+def test_model_names_come_from_the_environment_when_none_are_given(
+    server: MirrorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # What the Kubernetes init step does: names from a ConfigMap, no shell.
+    monkeypatch.setenv(fetch.MODELS_ENV, "horse2zebra, style_monet")
+    code, out, err = run(capsys, *fetch_args(server, tmp_path))
+    assert code == 0, err
+    for direction in ("horse2zebra", "style_monet"):
+        assert (tmp_path / "cyclegan" / direction / "latest_net_G.pth").is_file()
+    assert "horse2zebra: installed" in out
+
+
+def test_no_names_and_no_environment_is_an_error_that_says_what_to_set(
+    server: MirrorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, *fetch_args(server, tmp_path))
+    assert code == 1 and fetch.MODELS_ENV in err
+    assert server.state.requests == []
 
 
 # --- catalogue ---------------------------------------------------------------------------

@@ -1,10 +1,16 @@
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
 from services.launcher.repository import (
     MANIFEST_FILE,
+    InstanceGroup,
     WeightsError,
     build_repository,
     discover,
@@ -64,3 +70,78 @@ def test_manifest_detects_a_changed_or_missing_file(tmp_path: Path) -> None:
 
 def test_no_manifest_means_nothing_to_verify(tmp_path: Path) -> None:
     assert verify_manifest(fake_weights(tmp_path / "w")) == 0
+
+
+def parsed_config(path: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def test_instance_group_override_reaches_every_model(tmp_path: Path) -> None:
+    weights = fake_weights(tmp_path / "w")
+    (weights / "gpt2").mkdir()
+    (weights / "gpt2" / "config.json").write_text("{}")
+    served = build_repository(weights, tmp_path / "repo", InstanceGroup("KIND_GPU", 2))
+    kind_gpu = model_config_pb2.ModelInstanceGroup.Kind.KIND_GPU
+    for name in served.triton_models:
+        config = parsed_config(tmp_path / "repo" / name / "config.pbtxt")
+        assert [(g.kind, g.count) for g in config.instance_group] == [(kind_gpu, 2)], name
+        assert config.name == name
+
+
+def test_without_override_the_sources_instance_group_stays(tmp_path: Path) -> None:
+    build_repository(fake_weights(tmp_path / "w"), tmp_path / "repo")
+    config = parsed_config(tmp_path / "repo" / "biggan" / "config.pbtxt")
+    kind_auto = model_config_pb2.ModelInstanceGroup.Kind.KIND_AUTO
+    assert [(g.kind, g.count) for g in config.instance_group] == [(kind_auto, 1)]
+
+
+@pytest.mark.parametrize(("kind", "count"), [("KIND_TPU", 1), ("KIND_GPU", 0)])
+def test_bad_instance_group_is_refused(kind: str, count: int) -> None:
+    with pytest.raises(WeightsError, match="instance"):
+        InstanceGroup(kind, count)
+
+
+def test_command_line_reads_the_instance_group_from_the_environment(tmp_path: Path) -> None:
+    weights = fake_weights(tmp_path / "w")
+    env = os.environ | {
+        "GENMEDIA_TRITON_INSTANCE_KIND": "KIND_CPU",
+        "GENMEDIA_TRITON_INSTANCE_COUNT": "3",
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.launcher.repository",
+            "--weights",
+            str(weights),
+            "--out",
+            str(tmp_path / "repo"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    config = (tmp_path / "repo" / "biggan" / "config.pbtxt").read_text()
+    assert "count: 3\n    kind: KIND_CPU" in config
+    env["GENMEDIA_TRITON_INSTANCE_COUNT"] = "0"
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.launcher.repository",
+            "--weights",
+            str(weights),
+            "--out",
+            str(tmp_path / "repo2"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "instance count must be at least 1" in refused.stderr

@@ -1,0 +1,42 @@
+# syntax=docker/dockerfile:1
+# genmedia's Triton: NVIDIA's Triton container in the flavour that carries the
+# PyTorch and Python backends, plus the model repository sources, the model
+# code it imports, the pinned Python packages of that code and the demo pack.
+# From the repository root:
+#
+#   docker build -f deploy/docker/triton.Dockerfile -t genmedia/triton:0.1.0 .
+#
+# The served repository is built at start-up from the weights that are there
+# (`python3 -m services.launcher.repository`, run by the Kubernetes init step
+# and by compose's triton-repository service); see deploy/README.md.
+FROM nvcr.io/nvidia/tritonserver:26.06-pyt-python-py3
+
+LABEL org.opencontainers.image.title="genmedia-triton" \
+      org.opencontainers.image.description="Triton Inference Server with genmedia's BigGAN, CycleGAN and GPT-2 models" \
+      org.opencontainers.image.version="0.1.0"
+
+# The python backend runs the system interpreter: the model code's packages
+# go there. Weights are read from a mounted path, never downloaded, so the
+# Hugging Face libraries are told to stay offline.
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_BREAK_SYSTEM_PACKAGES=1 \
+    PYTHONDONTWRITEBYTECODE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+    HOME=/tmp GENMEDIA_WEIGHTS_DIR=/opt/genmedia/models/demo
+COPY requirements/triton.txt /opt/genmedia/requirements/triton.txt
+RUN pip install -r /opt/genmedia/requirements/triton.txt
+
+# Same layout as the repository: each model.py finds genmedia_models beside
+# `repository/`, and the repository builder finds its sources from services/.
+COPY models/genmedia_models/ /opt/genmedia/models/genmedia_models/
+COPY models/repository/ /opt/genmedia/models/repository/
+COPY models/demo/ /opt/genmedia/models/demo/
+COPY services/__init__.py /opt/genmedia/services/__init__.py
+COPY services/launcher/__init__.py services/launcher/repository.py services/launcher/triton.py \
+     /opt/genmedia/services/launcher/
+WORKDIR /opt/genmedia
+
+# triton-server (uid 1000) is the unprivileged user of NVIDIA's image.
+USER 1000:1000
+EXPOSE 8000 8001 8002
+HEALTHCHECK --interval=15s --timeout=5s --start-period=300s --retries=3 \
+    CMD ["python3", "-c", "import urllib.request as u; u.urlopen('http://localhost:8000/v2/health/ready', timeout=4)"]
+CMD ["sh", "-c", "python3 -m services.launcher.repository --weights \"$GENMEDIA_WEIGHTS_DIR\" --out /tmp/genmedia/repository && exec tritonserver --model-repository=/tmp/genmedia/repository --disable-auto-complete-config --strict-readiness=true --exit-on-error=true"]
