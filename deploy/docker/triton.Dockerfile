@@ -34,8 +34,8 @@ COPY services/launcher/__init__.py services/launcher/repository.py services/laun
      /opt/genmedia/services/launcher/
 WORKDIR /opt/genmedia
 
-# triton-server (uid 1000) is the unprivileged user of NVIDIA's image.
-USER 1000:1000
+# Any unprivileged uid works: the image's files are world-readable and HOME is /tmp.
+USER 10001:10001
 EXPOSE 8000 8001 8002
 HEALTHCHECK --interval=15s --timeout=5s --start-period=300s --retries=3 \
     CMD ["python3", "-c", "import urllib.request as u; u.urlopen('http://localhost:8000/v2/health/ready', timeout=4)"]

@@ -72,7 +72,10 @@ def scrape_config(stack: Stack, rules_dir: Path) -> dict:
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert sorted(jobs) == sorted(JOBS), "the config must scrape every process and Triton"
     for name, job in jobs.items():
-        job["static_configs"] = [{"targets": [f"127.0.0.1:{ports[name]}"]}]
+        # The labels a ServiceMonitor gives every series in the cluster, which
+        # prometheus-adapter's rules select on.
+        labels = {"namespace": "genmedia", "pod": f"{name}-0"}
+        job["static_configs"] = [{"targets": [f"127.0.0.1:{ports[name]}"], "labels": labels}]
     return config
 
 
@@ -229,3 +232,33 @@ def test_dashboard_queries_parse_and_name_only_metrics_the_stack_exports(
         names = set(re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{", expr))
         assert names, expr
         assert names <= known, f"{expr} names {sorted(names - known)}"
+
+
+def adapter_query(template: str, series: str) -> str:
+    """A prometheus-adapter metricsQuery as the adapter fills it in for the genmedia namespace."""
+    return (
+        template.replace("<<.Series>>", series)
+        .replace("<<.LabelMatchers>>", 'namespace="genmedia"')
+        .replace("<<.GroupBy>>", "pod")
+    )
+
+
+def test_prometheus_adapter_rules_give_a_value_per_pod(
+    prometheus: Prometheus, gateway: grpc.Channel
+) -> None:
+    values = yaml.safe_load((REPO_ROOT / "k8s/prometheus-adapter/values.yaml").read_text())
+    rules = values["rules"]["custom"]
+    assert len(rules) == 2
+    gen_grpc.ImageGenerationServiceStub(gateway).GenerateImages(
+        gen_pb.GenerateImagesRequest(classes=[gen_pb.ClassSelector(id=3)], seed=11), timeout=60
+    )
+    for rule in rules:
+        series = rule["name"]["matches"].strip("^$")
+        assert prometheus.wait_for(f"count({rule['seriesQuery']})", lambda v: bool(v)), series
+        query = adapter_query(rule["metricsQuery"], series)
+        deadline = time.monotonic() + 30
+        while not (result := prometheus.query(query)) and time.monotonic() < deadline:
+            time.sleep(1)  # rate() needs two scrapes
+        assert result, f"{rule['name']['as']}: {query} returned nothing"
+        assert all(r["metric"].keys() == {"pod"} for r in result), result
+        assert all(float(r["value"][1]) >= 0 for r in result), result

@@ -1,0 +1,69 @@
+"""A short locust run through the real gateway (the smoke of `make load` and the k8s load test)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.common.registry import GATEWAY
+from services.launcher.stack import Stack
+from services.launcher.triton import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+LOCUSTFILE = REPO_ROOT / "tests" / "load" / "locustfile.py"
+EVERY_CALL = {
+    "GenerateImages",
+    "ListClasses",
+    "TranslateImage",
+    "ListModels",
+    "GenerateText",
+    "StreamText",
+    "StreamText (first token)",
+}
+
+
+def run_locust(stack: Stack, out: Path, seconds: int, **env: str) -> None:
+    """Headless locust against the stack's gateway; CSVs at out_*.csv."""
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "locust", "-f", str(LOCUSTFILE),
+            "--host", stack.ports.address(GATEWAY), "--headless",
+            "-u", "8", "-r", "8", "-t", f"{seconds}s",
+            "--csv", str(out), "--only-summary", "--loglevel", "WARNING",
+        ],
+        env=os.environ | {"PYTHONPATH": f"{REPO_ROOT}"} | env,
+        capture_output=True, text=True, timeout=seconds + 60, check=False,
+    )  # fmt: skip
+    # Locust exits 1 when any request failed; the CSVs say which.
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def test_locust_users_call_every_rpc_through_the_gateway(stack: Stack, tmp_path: Path) -> None:
+    run_locust(stack, tmp_path / "run", 12, GENMEDIA_LOADTEST_WAIT_S="0,0.05")
+    stats = {row["Name"]: row for row in rows(tmp_path / "run_stats.csv")}
+    assert set(stats) == EVERY_CALL | {"Aggregated"}
+    for name in EVERY_CALL:
+        assert int(stats[name]["Request Count"]) > 0, name
+        assert int(stats[name]["Failure Count"]) == 0, rows(tmp_path / "run_failures.csv")
+    first_token = float(stats["StreamText (first token)"]["Median Response Time"])
+    assert first_token <= float(stats["StreamText"]["Median Response Time"])
+
+
+def test_failures_are_recorded_by_status_code(stack: Stack, tmp_path: Path) -> None:
+    run_locust(stack, tmp_path / "run", 4, GENMEDIA_LOADTEST_TIMEOUT_S="0.000001")
+    failures = rows(tmp_path / "run_failures.csv")
+    assert failures, "a microsecond deadline must fail calls"
+    assert all(row["Error"].startswith("StatusError('DEADLINE_EXCEEDED") for row in failures), (
+        failures
+    )
