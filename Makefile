@@ -9,18 +9,22 @@ WEIGHTS_DIR ?= var/weights
 PROTOS := $(wildcard protos/genmedia/v1/*.proto)
 GENERATED := genmedia/v1/.generated
 VENV_STAMP := $(VENV)/.installed
+DEPLOY_TOOLS ?= .venv-deploy
+DEPLOY_TOOLS_STAMP := $(DEPLOY_TOOLS)/.installed
 WEIGHTS_STAMP := $(WEIGHTS_DIR)/.complete
 PYTEST ?= $(PY) -m pytest
 
 export PYTHONPATH := $(CURDIR):$(CURDIR)/models
 
-.PHONY: help setup venv protos weights demo-models run test test-unit test-integration bench lint format clean prometheus-tools
+.PHONY: help setup venv protos weights demo-models run test test-unit test-integration test-deploy deploy-tools bench lint format clean prometheus-tools
 
 help:
 	@echo "make run               set up and serve Triton + services + gateway until Ctrl-C"
 	@echo "make test              set up and run lint, unit and integration tests"
 	@echo "make test-unit         unit tests only (no Triton)"
 	@echo "make test-integration  integration tests (real tritonserver, real gRPC servers)"
+	@echo "make test-deploy       images, compose and Kubernetes manifests: render, validate, scan"
+	@echo "make deploy-tools      the checkers tests/deploy runs, in $(DEPLOY_TOOLS) (make test does it)"
 	@echo "make protos            generate Python code from protos/ into genmedia/"
 	@echo "make weights           write small random test checkpoints into $(WEIGHTS_DIR)"
 	@echo "make demo-models       retrain the demo pack into models/demo (~12 min on 2 cores)"
@@ -59,8 +63,21 @@ demo-models: venv protos
 run: setup
 	$(PY) -m services.launcher
 
-test: setup lint prometheus-tools
+test: setup lint prometheus-tools deploy-tools
 	$(PYTEST) tests
+
+deploy-tools: $(DEPLOY_TOOLS_STAMP)
+
+# kubernetes-validate, checkov, hadolint and docker compose, apart from the
+# project's environment (checkov's pins would fight ours).
+$(DEPLOY_TOOLS_STAMP): requirements/deploy-tools.txt
+	$(PYTHON) -m venv $(DEPLOY_TOOLS)
+	$(DEPLOY_TOOLS)/bin/python -m pip install --quiet --upgrade pip
+	$(DEPLOY_TOOLS)/bin/python -m pip install --quiet -r requirements/deploy-tools.txt
+	touch $@
+
+test-deploy: setup prometheus-tools deploy-tools
+	$(PYTEST) tests/deploy
 
 # Debian's prometheus package: promtool checks the rules, and an integration
 # test scrapes the running stack with a real server.
@@ -88,4 +105,4 @@ format: venv
 	$(VENV)/bin/ruff format services models tests bench deploy
 
 clean:
-	rm -rf genmedia var .pytest_cache .ruff_cache
+	rm -rf genmedia var .pytest_cache .ruff_cache $(DEPLOY_TOOLS)

@@ -6,8 +6,11 @@ balancing image generation over the stack's replica and a second one.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +30,7 @@ from genmedia.v1 import text_generation_pb2 as text_pb
 from genmedia.v1 import text_generation_pb2_grpc as text_grpc
 from services.client import cli
 from services.common.registry import GATEWAY, IMAGE_GENERATION, TEXT_GENERATION
+from services.common.server import LIVENESS_SERVICE
 from services.launcher.stack import Stack, free_port
 from tests.certs import Pki, make_pki
 from tests.integration.conftest import metric_value, scrape
@@ -465,12 +469,25 @@ def test_service_is_not_serving_when_no_backend_is_healthy(stack: Stack, work: P
         with open_channel(gateway.address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             assert health.Check(health_pb2.HealthCheckRequest(service=IMAGES)).status == NOT_SERVING
+            # What the liveness probes ask: a backend outage never restarts the gateway.
+            liveness = health.Check(health_pb2.HealthCheckRequest(service=LIVENESS_SERVICE))
+            assert liveness.status == SERVING
             with pytest.raises(grpc.RpcError) as error:
                 gen_grpc.ImageGenerationServiceStub(channel).ListClasses(
                     gen_pb.ListClassesRequest(), timeout=10
                 )
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "no healthy image-generation backend" in error.value.details()
+        # The container health check command (compose) says the same.
+        port = {"GENMEDIA_GRPC_PORT": gateway.address.rsplit(":", 1)[1]}
+        check = [sys.executable, "-m", "services", "healthcheck", "gateway"]
+        env = os.environ | port
+        overall = subprocess.run(check, env=env, capture_output=True, text=True, timeout=30)
+        alive = subprocess.run(
+            [*check, "--service", "liveness"], env=env, capture_output=True, text=True, timeout=30
+        )
+        assert (overall.returncode, alive.returncode) == (1, 0), overall.stdout + alive.stdout
+        assert "gateway on :" in alive.stdout and "SERVING" in alive.stdout
     finally:
         gateway.stop()
 

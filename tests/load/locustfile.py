@@ -9,7 +9,8 @@ reported with its status code name, so the failures table groups them by
 code. StreamText reports two entries: the time to its first token and the
 time to its last. Settings come from the environment:
 
-- ``GENMEDIA_API_KEY``: sent as ``authorization: Bearer <key>``;
+- ``GENMEDIA_API_KEY`` (or a file named by ``GENMEDIA_API_KEY_FILE``, a
+  mounted Secret): sent as ``authorization: Bearer <key>``;
 - ``GENMEDIA_LOADTEST_TLS=1``: TLS with the system roots (an Ingress);
 - ``GENMEDIA_LOADTEST_TIMEOUT_S``: deadline of each call (default 60);
 - ``GENMEDIA_LOADTEST_WAIT_S``: ``min,max`` think time between a user's calls
@@ -53,6 +54,14 @@ def timeout_s() -> float:
     return float(os.environ.get("GENMEDIA_LOADTEST_TIMEOUT_S", "60"))
 
 
+def api_key() -> str:
+    key_file = os.environ.get("GENMEDIA_API_KEY_FILE")
+    if key_file:
+        with open(key_file, encoding="utf-8") as file:
+            return file.read().strip()
+    return os.environ.get("GENMEDIA_API_KEY", "")
+
+
 def think_time() -> Callable[[User], float]:
     low, high = (float(v) for v in os.environ.get("GENMEDIA_LOADTEST_WAIT_S", "0.5,2").split(","))
     return between(low, high)
@@ -70,7 +79,7 @@ class GrpcUser(User):
             self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials())
         else:
             self.channel = grpc.insecure_channel(target)
-        key = os.environ.get("GENMEDIA_API_KEY", "")
+        key = api_key()
         self.metadata = (("authorization", f"Bearer {key}"),) if key else ()
 
     def on_stop(self) -> None:
