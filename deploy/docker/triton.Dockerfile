@@ -7,8 +7,9 @@
 #   docker build -f deploy/docker/triton.Dockerfile -t genmedia/triton:0.1.0 .
 #
 # The served repository is built at start-up from the weights that are there
-# (`python3 -m services.launcher.repository`, run by the Kubernetes init step
-# and by compose's triton-repository service); see deploy/README.md.
+# (`python3 -m services.launcher.repository`: the Kubernetes init step runs
+# it, and so does this image's default command, which compose uses); see
+# deploy/README.md.
 FROM nvcr.io/nvidia/tritonserver:26.06-pyt-python-py3
 
 LABEL org.opencontainers.image.title="genmedia-triton" \

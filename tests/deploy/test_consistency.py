@@ -252,12 +252,29 @@ def test_every_variable_a_container_gets_is_read_by_it(objects: list[Obj]) -> No
                 )
 
 
-def test_compose_sets_only_variables_the_processes_read() -> None:
+def required_env(process: str) -> set[str]:
+    fields = SETTINGS[process].model_fields
+    return {ENV_PREFIX + name.upper() for name, field in fields.items() if field.is_required()}
+
+
+def test_every_process_gets_its_required_settings(objects: list[Obj]) -> None:
+    maps = config_maps(objects)
+    for _, template in pod_templates(objects):
+        for container in containers(template, init=False):
+            args = container.get("args", [])
+            if args and args[0] in SETTINGS:
+                missing = required_env(args[0]) - set(environment(container, maps))
+                assert not missing, f"{args[0]} lacks {missing}"
+
+
+def test_compose_sets_only_variables_the_processes_read_and_all_they_need() -> None:
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
     for name, service in compose["services"].items():
         command = service.get("command", [])
         if command and command[0] in SETTINGS:
-            assert set(service.get("environment", {})) <= settings_env(command[0]), name
+            environment_names = set(service.get("environment", {}))
+            assert environment_names <= settings_env(command[0]), name
+            assert required_env(command[0]) <= environment_names, name
             assert service["healthcheck"]["test"][1:4] == [
                 "genmedia-serve",
                 "healthcheck",
@@ -428,12 +445,12 @@ def test_network_policies_let_only_the_gateway_reach_services_and_only_services_
         labels = pods[target]["metadata"]["labels"]
         sources = []
         for policy in policies:
-            if not policy["spec"]["podSelector"] or not selects(
-                policy["spec"]["podSelector"]["matchLabels"], labels
-            ):
+            selector = policy["spec"]["podSelector"].get("matchLabels", {})
+            if not selects(selector, labels):  # an empty selector selects every pod
                 continue
             for rule in policy["spec"].get("ingress", []):
-                if any(p["port"] == port_name for p in rule.get("ports", [])):
+                # A rule without ports admits every port.
+                if not rule.get("ports") or any(p["port"] == port_name for p in rule["ports"]):
                     sources.append(rule.get("from", "anyone"))
         return sources
 
