@@ -9,6 +9,7 @@ repository builder, the tritonserver binary's own --help.
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 import sys
@@ -53,6 +54,8 @@ PROCESSES: dict[str, ProcessSpec] = {p.name: p for p in ALL_PROCESSES}
 MODEL_CODE_ENV = {"GENMEDIA_WEIGHTS_DIR"}  # models/genmedia_models/weights.py
 LOCUSTFILE = REPO_ROOT / "tests" / "load" / "locustfile.py"
 SETS = ["gpu", "cpu", "loadtest", "all-components"]
+CLUSTER_SETS = ["gpu", "cpu", "all-components"]
+"""The sets that deploy genmedia itself (the load test deploys only locust)."""
 VERSION = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
@@ -60,7 +63,8 @@ def settings_env(process: str) -> set[str]:
     return {ENV_PREFIX + name.upper() for name in SETTINGS[process].model_fields}
 
 
-def locust_env() -> set[str]:
+@functools.cache
+def locust_env() -> frozenset[str]:
     """LOCUST_* for each of locust's options, and the variables the locustfile reads."""
     done = subprocess.run(
         [sys.executable, "-m", "locust", "--help"], capture_output=True, text=True, timeout=60
@@ -68,7 +72,7 @@ def locust_env() -> set[str]:
     options = set(re.findall(r"--([a-z][a-z0-9-]+)", done.stdout))
     assert "expect-workers" in options, done.stdout[-2000:]
     own = set(re.findall(r'"(GENMEDIA_[A-Z_]+)"', LOCUSTFILE.read_text()))
-    return {"LOCUST_" + o.upper().replace("-", "_") for o in options} | own
+    return frozenset({"LOCUST_" + o.upper().replace("-", "_") for o in options} | own)
 
 
 def reads(container: Obj) -> set[str]:
@@ -84,7 +88,7 @@ def reads(container: Obj) -> set[str]:
     if command[:1] == ["tritonserver"]:
         return MODEL_CODE_ENV
     if image == "loadtest":
-        return locust_env()
+        return set(locust_env())
     if command[:2] == ["sh", "-c"]:
         return set(re.findall(r"\$\{?([A-Z_]+)", command[2]))
     if command[:1] == ["cp"]:
@@ -121,6 +125,11 @@ def objects(request: pytest.FixtureRequest) -> list[Obj]:
     return rendered_sets()[request.param]
 
 
+@pytest.fixture(scope="module", params=CLUSTER_SETS)
+def cluster(request: pytest.FixtureRequest) -> list[Obj]:
+    return rendered_sets()[request.param]
+
+
 # --- selectors and ports -------------------------------------------------------------------
 
 
@@ -142,29 +151,28 @@ def test_service_selectors_match_exactly_one_workload_and_its_named_ports(
             assert port["targetPort"] in ports, f"{service['metadata']['name']}: {port}"
 
 
-def test_pod_disruption_budgets_and_autoscalers_point_at_workloads(objects: list[Obj]) -> None:
-    deployments = {d["metadata"]["name"]: d for d in of_kind(objects, "Deployment")}
-    for budget in of_kind(objects, "PodDisruptionBudget"):
+def test_pod_disruption_budgets_and_autoscalers_point_at_workloads(cluster: list[Obj]) -> None:
+    deployments = {d["metadata"]["name"]: d for d in of_kind(cluster, "Deployment")}
+    for budget in of_kind(cluster, "PodDisruptionBudget"):
         labels = [d["spec"]["template"]["metadata"]["labels"] for d in deployments.values()]
         selector = budget["spec"]["selector"]["matchLabels"]
         assert sum(selects(selector, lab) for lab in labels) == 1, budget["metadata"]["name"]
-    for scaler in of_kind(objects, "HorizontalPodAutoscaler"):
+    for scaler in of_kind(cluster, "HorizontalPodAutoscaler"):
         assert scaler["spec"]["scaleTargetRef"]["name"] in deployments
-    if deployments:
-        assert set(deployments) == {
-            h["metadata"]["name"] for h in of_kind(objects, "HorizontalPodAutoscaler")
-        }
-        assert set(deployments) == {
-            b["metadata"]["name"] for b in of_kind(objects, "PodDisruptionBudget")
-        }
+    assert set(deployments) == {
+        h["metadata"]["name"] for h in of_kind(cluster, "HorizontalPodAutoscaler")
+    }
+    assert set(deployments) == {
+        b["metadata"]["name"] for b in of_kind(cluster, "PodDisruptionBudget")
+    }
 
 
 def test_container_and_probe_ports_are_the_ones_the_processes_listen_on(
-    objects: list[Obj],
+    cluster: list[Obj],
 ) -> None:
-    maps = config_maps(objects)
+    maps = config_maps(cluster)
     checked = 0
-    for _, template in pod_templates(objects):
+    for _, template in pod_templates(cluster):
         for container in containers(template, init=False):
             args = container.get("args", [])
             if not args or args[0] not in SETTINGS:
@@ -180,14 +188,11 @@ def test_container_and_probe_ports_are_the_ones_the_processes_listen_on(
                 assert probe["grpc"]["port"] == grpc_port, f"{process.name} {kind}"
             assert probes["livenessProbe"]["grpc"]["service"] == LIVENESS_SERVICE
             checked += 1
-    if of_kind(objects, "Deployment"):
-        assert checked == len(PROCESSES)
+    assert checked == len(PROCESSES)
 
 
-def test_triton_ports_probes_and_flags_match_the_binary(objects: list[Obj]) -> None:
-    if not of_kind(objects, "Deployment"):
-        return
-    triton = named(objects, "Deployment", "triton")["spec"]["template"]
+def test_triton_ports_probes_and_flags_match_the_binary(cluster: list[Obj]) -> None:
+    triton = named(cluster, "Deployment", "triton")["spec"]["template"]
     server = next(c for c in triton["spec"]["containers"] if c["name"] == "triton")
     flags = dict(
         a.removeprefix("--").split("=", 1) if "=" in a else (a[2:], "") for a in server["args"]
@@ -208,18 +213,16 @@ def test_triton_ports_probes_and_flags_match_the_binary(objects: list[Obj]) -> N
     known = set(re.findall(r"--([a-z][a-z0-9-]+)", help_text.stdout + help_text.stderr))
     assert "model-repository" in known
     assert set(flags) <= known, sorted(set(flags) - known)
-    host, port = config_map(objects, "genmedia-model-services")["GENMEDIA_TRITON_URL"].split(":")
+    host, port = config_map(cluster, "genmedia-model-services")["GENMEDIA_TRITON_URL"].split(":")
     assert (host, int(port)) == ("triton", ports["grpc"])
 
 
-def test_the_gateway_reaches_each_backend_at_its_service_and_port(objects: list[Obj]) -> None:
-    if not of_kind(objects, "Deployment"):
-        return
-    services = {s["metadata"]["name"]: s for s in of_kind(objects, "Service")}
+def test_the_gateway_reaches_each_backend_at_its_service_and_port(cluster: list[Obj]) -> None:
+    services = {s["metadata"]["name"]: s for s in of_kind(cluster, "Service")}
     for process in ALL_PROCESSES:
         if process.name == "gateway":
             continue
-        host, port = config_map(objects, "genmedia-gateway")[process.addr_setting].split(":")
+        host, port = config_map(cluster, "genmedia-gateway")[process.addr_setting].split(":")
         service = services[host]
         assert service["spec"]["clusterIP"] == "None", "headless: the gateway balances per call"
         grpc_port = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
@@ -257,9 +260,9 @@ def required_env(process: str) -> set[str]:
     return {ENV_PREFIX + name.upper() for name, field in fields.items() if field.is_required()}
 
 
-def test_every_process_gets_its_required_settings(objects: list[Obj]) -> None:
-    maps = config_maps(objects)
-    for _, template in pod_templates(objects):
+def test_every_process_gets_its_required_settings(cluster: list[Obj]) -> None:
+    maps = config_maps(cluster)
+    for _, template in pod_templates(cluster):
         for container in containers(template, init=False):
             args = container.get("args", [])
             if args and args[0] in SETTINGS:
@@ -297,24 +300,22 @@ def volume_of(path: str, container: Obj) -> str:
     raise AssertionError(f"{path} is on no volume of {container['name']}")
 
 
-def test_the_repository_triton_serves_is_the_one_the_init_step_builds(objects: list[Obj]) -> None:
-    if not of_kind(objects, "Deployment"):
-        return
-    spec = named(objects, "Deployment", "triton")["spec"]["template"]["spec"]
+def test_the_repository_triton_serves_is_the_one_the_init_step_builds(cluster: list[Obj]) -> None:
+    spec = named(cluster, "Deployment", "triton")["spec"]["template"]["spec"]
     init = {c["name"]: c for c in spec["initContainers"]}
     build, server = init["build-repository"], spec["containers"][0]
     built = dict(a[2:].split("=", 1) for a in build["command"] if a.startswith("--"))
     served = next(a.split("=", 1)[1] for a in server["args"] if a.startswith("--model-repository="))
     assert built["out"] == served
     assert volume_of(built["out"], build) == volume_of(served, server)
-    weights = config_map(objects, "genmedia-triton")["GENMEDIA_WEIGHTS_DIR"]
+    weights = config_map(cluster, "genmedia-triton")["GENMEDIA_WEIGHTS_DIR"]
     assert built["weights"] == weights
     installer = spec["initContainers"][0]  # fetch (gpu) or the demo pack (cpu)
     assert installer["name"] in ("fetch-weights", "install-demo-weights")
     for container in (installer, build, server):
         assert volume_of(weights, container) == "weights", container["name"]
     if installer["name"] == "fetch-weights":
-        assert config_map(objects, "genmedia-fetch")["GENMEDIA_WEIGHTS_DIR"] == weights
+        assert config_map(cluster, "genmedia-fetch")["GENMEDIA_WEIGHTS_DIR"] == weights
     else:
         assert installer["command"][-1].rstrip("/") == weights
     # The builder runs where the Triton image puts the sources.
@@ -326,8 +327,8 @@ def test_the_repository_triton_serves_is_the_one_the_init_step_builds(objects: l
         r"services/launcher/repository\.py .*\n?.*/opt/genmedia/services/launcher/", dockerfile
     )
     # Text generation reads the tokenizer from the same volume.
-    text = named(objects, "Deployment", "text-generation")["spec"]["template"]["spec"]
-    tokenizer = config_map(objects, "genmedia-text-generation")["GENMEDIA_TOKENIZER_DIR"]
+    text = named(cluster, "Deployment", "text-generation")["spec"]["template"]["spec"]
+    tokenizer = config_map(cluster, "genmedia-text-generation")["GENMEDIA_TOKENIZER_DIR"]
     assert volume_of(tokenizer, text["containers"][0]) == "weights"
     claim = {v["name"]: v for v in text["volumes"]}["weights"]["persistentVolumeClaim"]
     assert (
@@ -433,13 +434,11 @@ def test_custom_metrics_of_the_autoscalers_are_served_by_the_adapter_rules() -> 
 
 
 def test_network_policies_let_only_the_gateway_reach_services_and_only_services_reach_triton(
-    objects: list[Obj],
+    cluster: list[Obj],
 ) -> None:
-    if not of_kind(objects, "Deployment"):
-        return
-    policies = of_kind(objects, "NetworkPolicy")
+    policies = of_kind(cluster, "NetworkPolicy")
     assert any(p["spec"]["podSelector"] == {} and not p["spec"].get("ingress") for p in policies)
-    pods = {d["metadata"]["name"]: d["spec"]["template"] for d in of_kind(objects, "Deployment")}
+    pods = {d["metadata"]["name"]: d["spec"]["template"] for d in of_kind(cluster, "Deployment")}
 
     def allowed_sources(target: str, port_name: str) -> list[Any]:
         labels = pods[target]["metadata"]["labels"]

@@ -101,47 +101,27 @@ def test_bad_instance_group_is_refused(kind: str, count: int) -> None:
         InstanceGroup(kind, count)
 
 
+def build_with_instance_env(
+    weights: Path, out: Path, kind: str, count: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m services.launcher.repository` as the Kubernetes init step runs it."""
+    env = os.environ | {
+        "GENMEDIA_TRITON_INSTANCE_KIND": kind,
+        "GENMEDIA_TRITON_INSTANCE_COUNT": count,
+    }
+    command = [sys.executable, "-m", "services.launcher.repository"]
+    return subprocess.run(
+        [*command, "--weights", str(weights), "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
 def test_command_line_reads_the_instance_group_from_the_environment(tmp_path: Path) -> None:
     weights = fake_weights(tmp_path / "w")
-    env = os.environ | {
-        "GENMEDIA_TRITON_INSTANCE_KIND": "KIND_CPU",
-        "GENMEDIA_TRITON_INSTANCE_COUNT": "3",
-    }
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "services.launcher.repository",
-            "--weights",
-            str(weights),
-            "--out",
-            str(tmp_path / "repo"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = build_with_instance_env(weights, tmp_path / "repo", "KIND_CPU", "3")
     assert done.returncode == 0, done.stderr
     config = (tmp_path / "repo" / "biggan" / "config.pbtxt").read_text()
     assert "count: 3\n    kind: KIND_CPU" in config
-    env["GENMEDIA_TRITON_INSTANCE_COUNT"] = "0"
-    refused = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "services.launcher.repository",
-            "--weights",
-            str(weights),
-            "--out",
-            str(tmp_path / "repo2"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    refused = build_with_instance_env(weights, tmp_path / "repo2", "KIND_CPU", "0")
     assert refused.returncode != 0
     assert "instance count must be at least 1" in refused.stderr
