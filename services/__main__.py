@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         from services.common.healthcheck import is_serving
 
         process = PROCESSES[args.process]
-        serving = is_serving(_port(process), args.service)
-        print(f"{process.name} on :{_port(process)}: {'SERVING' if serving else 'not serving'}")
+        port = _port(process)
+        serving = is_serving(port, args.service)
+        print(f"{process.name} on :{port}: {'SERVING' if serving else 'not serving'}")
         return 0 if serving else 1
     process = PROCESSES[args.command]
     sys.argv = [process.package]
