@@ -21,12 +21,9 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -36,6 +33,7 @@ import grpc
 from grpc import aio
 from tqdm import tqdm
 
+from bench.common import RESULTS_DIR, bench_stack, machine, percentile
 from genmedia.v1 import image_generation_pb2 as gen_pb
 from genmedia.v1 import image_generation_pb2_grpc as gen_grpc
 from genmedia.v1 import image_translation_pb2 as trans_pb
@@ -49,11 +47,9 @@ from services.common.registry import (
     IMAGE_TRANSLATION,
     TEXT_GENERATION,
 )
-from services.gateway.keys import hash_key, new_key
-from services.launcher.stack import Stack, StackPorts, free_port
+from services.launcher.stack import Stack, free_port
 from services.launcher.triton import REPO_ROOT
 
-RESULTS_DIR = Path(__file__).parent / "results"
 SIDES = ("direct", "passthrough", "gateway")
 
 
@@ -95,11 +91,6 @@ class SideFigures:
     first_token_ms: list[float] = field(default_factory=list)
     stream_tokens: int = 0
     stream_seconds: float = 0.0
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 class Bench:
@@ -202,8 +193,8 @@ class Bench:
 
     def summary(self) -> dict[str, object]:
         sides, figures = self.sides, self.figures
-        p50 = {s: _percentile(figures[s].cheap_ms, 50) for s in sides}
-        p99 = {s: _percentile(figures[s].cheap_ms, 99) for s in sides}
+        p50 = {s: percentile(figures[s].cheap_ms, 50) for s in sides}
+        p99 = {s: percentile(figures[s].cheap_ms, 99) for s in sides}
         images_per_s = {s: figures[s].images / figures[s].images_seconds for s in sides}
         tokens_per_s = {s: figures[s].stream_tokens / figures[s].stream_seconds for s in sides}
         first_token = {s: statistics.median(figures[s].first_token_ms) for s in sides}
@@ -242,22 +233,6 @@ class Bench:
             "gateway_auth": "api-key" if self.endpoints.gateway_metadata else "open",
             "raw_cheap_ms": {s: figures[s].cheap_ms for s in sides},
         }
-
-
-def machine() -> dict[str, object]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": model,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "grpcio": grpc.__version__,
-        "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-    }
 
 
 def report(results: dict[str, object]) -> str:
@@ -365,28 +340,9 @@ def main() -> None:
     args = parser.parse_args()
     sizes = Sizes.quick() if args.quick else Sizes()
 
-    with tempfile.TemporaryDirectory(prefix="genmedia-bench-") as scratch:
-        key = new_key()
-        keys_file = Path(scratch) / "keys.json"
-        keys_file.write_text(json.dumps({"keys": [{"name": "bench", "sha256": hash_key(key)}]}))
-        stack = Stack(
-            weights_dir=args.weights,
-            work_dir=Path(scratch),
-            ports=StackPorts.free(),
-            extra_env={
-                "GENMEDIA_AUTH_MODE": "api-keys",
-                "GENMEDIA_API_KEYS_FILE": str(keys_file),
-                "GENMEDIA_LOG_LEVEL": "warning",
-            },
-        )
-        print(f"starting the stack on {args.weights}...", flush=True)
-        stack.start(timeout_s=300)
-        try:
-            with passthrough_beside(stack) as passthrough:
-                metadata = (("authorization", f"Bearer {key}"),)
-                results = measure(stack_endpoints(stack, passthrough, metadata), sizes, args.out)
-        finally:
-            stack.stop()
+    with bench_stack(args.weights) as running, passthrough_beside(running.stack) as passthrough:
+        endpoints = stack_endpoints(running.stack, passthrough, running.gateway_metadata)
+        results = measure(endpoints, sizes, args.out)
     print(report(results))
     print(f"written: {args.out / 'gateway.json'}, {args.out / 'gateway.png'}")
 

@@ -16,9 +16,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+from genmedia_models.runtime import signed_unit_to_uint8, uint8_to_signed_unit
 from genmedia_models.weights import CheckpointError, read_state_dict
 
 # Index of the first residual block in `model`: pad, conv, norm, relu, then two
@@ -188,3 +190,11 @@ def load_generator(path: Path, device: torch.device | str = "cpu") -> ResnetGene
     except RuntimeError as error:
         raise CheckpointError(f"{path} does not fit a ResnetGenerator: {error}") from error
     return net.to(device).eval()
+
+
+@torch.inference_mode()
+def translate(net: ResnetGenerator, images: np.ndarray) -> np.ndarray:
+    """Run uint8 images [B, H, W, 3] through the generator; returns uint8 of the same shape."""
+    device = next(net.parameters()).device
+    batch = uint8_to_signed_unit(torch.from_numpy(np.ascontiguousarray(images)).to(device))
+    return signed_unit_to_uint8(net(batch)).cpu().numpy()

@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -52,10 +53,13 @@ CORPUS_MODULES = (
 )  # fmt: skip
 
 
-def write_biggan(directory: Path) -> None:
-    """BigGAN-deep 128x128 layer layout with channel_width 4 and 1000 ImageNet classes."""
+def write_biggan(
+    directory: Path, config: BigGANConfig | None = None, settle_steps: int = 15
+) -> None:
+    """BigGAN-deep weights for ``config``; by default the 128x128 layer layout with
+    channel_width 4 and 1000 ImageNet classes."""
     torch.manual_seed(SEED)
-    config = BigGANConfig(channel_width=BIGGAN_CHANNEL_WIDTH, num_classes=1000)
+    config = config or BigGANConfig(channel_width=BIGGAN_CHANNEL_WIDTH, num_classes=1000)
     model = BigGAN(config)
     generator = model.generator
     # The unconditional final batch norm allocates its affine parameters uninitialised.
@@ -75,7 +79,7 @@ def write_biggan(directory: Path) -> None:
     with torch.no_grad():
         z = torch.randn(4, config.z_dim)
         classes = torch.eye(config.num_classes)[:4]
-        for _ in range(15):
+        for _ in range(settle_steps):
             model(z, classes, 1.0)
     model.eval()
     directory.mkdir(parents=True, exist_ok=True)
@@ -83,10 +87,10 @@ def write_biggan(directory: Path) -> None:
     torch.save(model.state_dict(), directory / biggan.WEIGHTS_NAME)
 
 
-def write_cyclegan(directory: Path, direction: str, seed: int) -> None:
-    """The original 9-block ResNet generator, ngf 8, with the original init N(0, 0.02)."""
+def write_cyclegan(directory: Path, direction: str, seed: int, ngf: int = CYCLEGAN_NGF) -> None:
+    """The original 9-block ResNet generator (ngf 8 here, 64 published), init N(0, 0.02)."""
     torch.manual_seed(seed)
-    net = cyclegan.ResnetGenerator(cyclegan.ResnetGeneratorConfig(ngf=CYCLEGAN_NGF, n_blocks=9))
+    net = cyclegan.ResnetGenerator(cyclegan.ResnetGeneratorConfig(ngf=ngf, n_blocks=9))
     for module in net.modules():
         if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
             torch.nn.init.normal_(module.weight, 0.0, 0.02)
@@ -118,8 +122,23 @@ def corpus() -> Iterator[str]:
                         yield inspect.getdoc(value) or ""
 
 
-def write_gpt2(directory: Path) -> None:
-    """A byte-level BPE tokenizer trained on docstrings and a 2-layer GPT-2 sized to it."""
+@dataclass(frozen=True)
+class GPT2Size:
+    """Layer sizes; the default is tiny, ``GPT2Size.published_124m()`` is GPT-2 small."""
+
+    n_embd: int = 64
+    n_layer: int = 2
+    n_head: int = 2
+    vocab_size: int | None = None
+    """None: the trained tokenizer's size. Larger: unused tokens pad the tokenizer to it."""
+
+    @classmethod
+    def published_124m(cls) -> GPT2Size:
+        return cls(n_embd=768, n_layer=12, n_head=12, vocab_size=50257)
+
+
+def write_gpt2(directory: Path, size: GPT2Size = GPT2Size()) -> None:
+    """A byte-level BPE tokenizer trained on docstrings and a GPT-2 of ``size`` sized to it."""
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = ByteLevelBPETokenizer(add_prefix_space=False)
     tokenizer.train_from_iterator(
@@ -129,6 +148,10 @@ def write_gpt2(directory: Path) -> None:
         special_tokens=[END_OF_TEXT],
         show_progress=False,
     )
+    if size.vocab_size is not None and size.vocab_size > tokenizer.get_vocab_size():
+        # Every id the model can sample must decode: pad with tokens no text produces.
+        padding = size.vocab_size - tokenizer.get_vocab_size()
+        tokenizer.add_tokens([f"<|unused{number}|>" for number in range(padding)])
     save_tokenizer_files(tokenizer, directory, END_OF_TEXT, 1024)
     end_of_text = tokenizer.token_to_id(END_OF_TEXT)
 
@@ -136,9 +159,9 @@ def write_gpt2(directory: Path) -> None:
     config = GPT2Config(
         vocab_size=tokenizer.get_vocab_size(),
         n_positions=1024,
-        n_embd=64,
-        n_layer=2,
-        n_head=2,
+        n_embd=size.n_embd,
+        n_layer=size.n_layer,
+        n_head=size.n_head,
         bos_token_id=end_of_text,
         eos_token_id=end_of_text,
     )

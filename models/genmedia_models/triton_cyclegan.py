@@ -17,16 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import triton_python_backend_utils as pb_utils
 
-from genmedia_models.cyclegan import ResnetGenerator, load_generator
+from genmedia_models.cyclegan import load_generator, translate
 from genmedia_models.runtime import (
     InvalidInputError,
     configure_torch_threads,
     select_device,
-    signed_unit_to_uint8,
-    uint8_to_signed_unit,
 )
 from genmedia_models.triton_utils import error_response, input_array, internal_error_response
 from genmedia_models.weights import weights_path_from_config
@@ -68,14 +65,6 @@ def validate_images(images: np.ndarray) -> None:
             f"image height and width must be multiples of 4 and at least {MIN_SIDE}, "
             f"got {height}x{width}"
         )
-
-
-@torch.inference_mode()
-def translate(net: ResnetGenerator, images: np.ndarray) -> np.ndarray:
-    """Run uint8 images [B, H, W, 3] through the generator; returns uint8 of the same shape."""
-    device = next(net.parameters()).device
-    batch = uint8_to_signed_unit(torch.from_numpy(np.ascontiguousarray(images)).to(device))
-    return signed_unit_to_uint8(net(batch)).cpu().numpy()
 
 
 class TritonPythonModel:

@@ -21,7 +21,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.registry import ALL_PROCESSES, BACKENDS, GATEWAY, ProcessSpec
-from services.launcher.repository import ServedModels, build_repository, verify_manifest
+from services.launcher.repository import (
+    InstanceGroup,
+    ServedModels,
+    build_repository,
+    verify_manifest,
+)
 from services.launcher.triton import REPO_ROOT, TritonPorts, TritonServer
 
 
@@ -68,6 +73,8 @@ class Stack:
     extra_env: dict[str, str] = field(default_factory=dict)
     """Added to every process's environment (e.g. settings under test)."""
     triton_env: dict[str, str] = field(default_factory=dict)
+    instance_group: InstanceGroup | None = None
+    """Replaces every model's instance group (e.g. KIND_GPU); None keeps the sources' KIND_AUTO."""
     _triton: TritonServer | None = None
     _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
@@ -116,7 +123,7 @@ class Stack:
         """Checks the weights, builds the served repository, starts Triton on it."""
         verify_manifest(self.weights_dir)
         repository = self.work_dir / "repository"
-        served = build_repository(self.weights_dir, repository)
+        served = build_repository(self.weights_dir, repository, self.instance_group)
         self._triton = TritonServer(
             weights_dir=self.weights_dir,
             work_dir=self.work_dir / "triton",

@@ -1,15 +1,20 @@
-"""A short run of the gateway bench against the session stack (the full one is `make bench`)."""
+"""Short runs of every bench (the full ones are `make bench` and bench/gpu/run.sh)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from bench.gateway import Sizes, measure, passthrough_beside, report, stack_endpoints
+from bench.serving import MODEL_CALLS
+from bench.workloads import SIDES
 from services.launcher.stack import Stack
+from services.launcher.triton import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -34,3 +39,77 @@ def test_gateway_bench_measures_every_side_and_writes_json_and_png(
         assert plot.width > 800
     table = report(results)
     assert "ListModels p50" in table and "gateway vs direct" in table
+
+
+def run_bench(module: str, *arguments: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--quick", *arguments],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def assert_png(path: Path) -> None:
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width >= 800 and image.height >= 300, path
+
+
+def test_make_bench_runs_every_part_and_judges_every_target(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    stdout = run_bench("bench", "--out", str(out), "--full-size-weights", str(tmp_path / "full"))
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["targets"]) == 4
+    for row in summary["targets"]:
+        assert isinstance(row["met"], bool) and row["figure"]
+        assert ("met    " if row["met"] else "NOT MET") + f"  {row['target']}" in stdout
+
+    serving = json.loads((out / "serving.json").read_text())
+    for call in ("ListModels", *MODEL_CALLS):
+        p50 = serving["demo"]["calls"][call]["p50_ms"]
+        assert set(p50) == (set(SIDES) - {"in-process"} if call == "ListModels" else set(SIDES))
+        assert all(value > 0 for value in p50.values())
+    assert set(serving["full_size"]["calls"]) == {"GenerateImages", "TranslateImage"}
+
+    batching = json.loads((out / "batching.json").read_text())
+    for rpc in ("GenerateImages", "TranslateImage"):
+        levels = batching["rpcs"][rpc]["levels"]
+        assert set(levels) == {"1", "4", "16"}
+        for level in levels.values():
+            # Triton's statistics account for every execution the level caused.
+            assert level["executions"] == sum(level["batch_sizes"].values()) > 0
+        assert levels["1"]["batch_sizes"] == {"1": levels["1"]["executions"]}
+
+    streams = json.loads((out / "text.json").read_text())
+    assert all(streams["tokens_per_s"][side] > 0 for side in SIDES)
+
+    memory = json.loads((out / "resources.json").read_text())
+    assert set(memory["memory"]["services"]) == {
+        "gateway", "image-generation", "image-translation", "text-generation",
+    }  # fmt: skip
+    stubs = [name for name in memory["memory"]["triton"] if name.startswith("stub ")]
+    assert "stub biggan" in stubs and "stub gpt2" in stubs
+    assert set(memory["cold_start"]) == {"demo models", "full-size"}
+    for started in memory["cold_start"].values():
+        assert started["all_healthy_s"] >= started["milestones_s"]["Triton"] > 0
+
+    for name in ("serving-demo", "serving-full-size", "batching", "text", "resources"):
+        assert_png(out / f"{name}.png")
+
+
+def test_gpu_bench_runs_its_cpu_path(tmp_path: Path) -> None:
+    out = tmp_path / "gpu"
+    stdout = run_bench(
+        "bench.gpu", "--device", "cpu", "--out", str(out), "--weights", str(tmp_path / "w")
+    )
+    results = json.loads((out / "gpu.json").read_text())
+    assert results["triton_instance_kind"] == "KIND_CPU"
+    assert set(results["figures"]) == {
+        "GenerateImages (images/s)", "TranslateImage (images/s)", "StreamText (tokens/s)",
+    }  # fmt: skip
+    for row in results["figures"].values():
+        assert row["stack"] > 0 and row["raw_pytorch"] > 0
+        assert row["stack_vs_raw"] == pytest.approx(row["stack"] / row["raw_pytorch"])
+    assert "stack/raw" in stdout
+    assert_png(out / "gpu.png")

@@ -244,7 +244,7 @@ def _served_tensor(images: np.ndarray) -> torch.Tensor:
 def translate(net: ResnetGenerator, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Greyscale [N, 32, 32] in [0, 1] through `net` as served: uint8 RGB in, uint8 RGB out.
 
-    Same conversions as the Triton model (genmedia_models.triton_cyclegan.translate),
+    Same conversions as the Triton model (genmedia_models.cyclegan.translate),
     which cannot be imported outside Triton; returns greyscale [N, 32, 32] in [0, 1].
     """
     outputs = []

@@ -130,10 +130,11 @@ class TritonPythonModel:
     ) -> None:
         """Send one response per token, then the final flag, whatever happens."""
         tokens = generate_tokens(self.model, input_ids, params, self.stop_token_ids)
+        sent = 0
         try:
             while True:
                 if request.is_cancelled():
-                    self._count(self.requests_cancelled)
+                    self._count(self.requests_cancelled, 1)
                     break
                 if self.unloading.is_set():
                     sender.send(
@@ -145,7 +146,7 @@ class TritonPythonModel:
                     break
                 output = pb_utils.Tensor("token_id", np.array([token], dtype=np.int64))
                 sender.send(pb_utils.InferenceResponse(output_tensors=[output]))
-                self._count(self.tokens_generated)
+                sent += 1
         except InvalidInputError as error:
             sender.send(error_response(str(error)))
         except Exception as error:  # noqa: BLE001 - the stream must still end with the final flag
@@ -153,6 +154,8 @@ class TritonPythonModel:
         finally:
             tokens.close()
             sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            # Counted once per stream: each metric update is a round trip to Triton.
+            self._count(self.tokens_generated, sent)
 
     def _log_worker_failure(self, worker: Future[None]) -> None:
         # _stream answers its own errors; this catches failures to send at all.
@@ -160,9 +163,10 @@ class TritonPythonModel:
         if error is not None:
             pb_utils.Logger.log_error(f"{self.model_name}: generation worker failed: {error!r}")
 
-    def _count(self, metric: Any) -> None:
-        with self.metrics_lock:
-            metric.increment(1)
+    def _count(self, metric: Any, amount: int) -> None:
+        if amount:
+            with self.metrics_lock:
+                metric.increment(amount)
 
     def finalize(self) -> None:
         # Running and queued generations end at their next step with UNAVAILABLE.

@@ -1,0 +1,139 @@
+"""What every bench shares: the machine, percentiles, results files, a stack with an API key."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from services.gateway.keys import hash_key, new_key
+from services.launcher.repository import InstanceGroup
+from services.launcher.stack import Stack, StackPorts
+from services.launcher.triton import REPO_ROOT
+
+RESULTS_DIR = Path(__file__).parent / "results"
+DEMO_WEIGHTS = REPO_ROOT / "models" / "demo"
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+
+
+def machine() -> dict[str, object]:
+    """The CPU and library versions a figure was measured with (README quotes them)."""
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile; NaN for no values (a side that never ran)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def write_json(results: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (benches run headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+@dataclass
+class ColdStart:
+    """Seconds from launching the stack to each milestone (Triton ready, each process SERVING)."""
+
+    milestones: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def all_healthy_s(self) -> float:
+        return max(self.milestones.values())
+
+
+@dataclass
+class BenchStack:
+    """A started stack and how to call its gateway (an API key, as in production)."""
+
+    stack: Stack
+    gateway_metadata: tuple[tuple[str, str], ...]
+    cold_start: ColdStart
+
+
+@contextlib.contextmanager
+def bench_stack(
+    weights: Path,
+    extra_env: dict[str, str] | None = None,
+    say: Callable[[str], None] = print,
+    instance_group: InstanceGroup | None = None,
+) -> Iterator[BenchStack]:
+    """Starts Triton, the services and the gateway (API keys on) on free ports; stops them after."""
+    with tempfile.TemporaryDirectory(prefix="genmedia-bench-") as scratch:
+        key = new_key()
+        keys_file = Path(scratch) / "keys.json"
+        keys_file.write_text(json.dumps({"keys": [{"name": "bench", "sha256": hash_key(key)}]}))
+        stack = Stack(
+            weights_dir=weights,
+            work_dir=Path(scratch),
+            ports=StackPorts.free(),
+            extra_env={
+                "GENMEDIA_AUTH_MODE": "api-keys",
+                "GENMEDIA_API_KEYS_FILE": str(keys_file),
+                "GENMEDIA_LOG_LEVEL": "warning",
+                **(extra_env or {}),
+            },
+            instance_group=instance_group,
+        )
+        cold_start = ColdStart()
+        started = time.monotonic()
+
+        def milestone(message: str) -> None:
+            # Stack.start reports "<part>: ... (<seconds> s)" at each milestone.
+            say(message)
+            part = message.split(":", 1)[0]
+            if message.endswith(" s)"):
+                cold_start.milestones[part] = time.monotonic() - started
+
+        say(f"starting the stack on {weights}...")
+        try:
+            stack.start(timeout_s=600, progress=milestone)
+        except BaseException:
+            stack.stop()
+            for log in sorted((Path(scratch) / "logs").glob("*.log")):
+                say(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+            raise
+        try:
+            yield BenchStack(stack, (("authorization", f"Bearer {key}"),), cold_start)
+        finally:
+            stack.stop()

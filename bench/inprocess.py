@@ -1,0 +1,80 @@
+"""The models run in the bench process with the code Triton runs: the baseline with no serving.
+
+Same loaders (``genmedia_models``), same weights, same inputs as the
+tensors the services send, same torch thread count as Triton's instances
+(``GENMEDIA_TORCH_THREADS`` or torch's default), so the difference to a call
+through Triton is the serving path alone. Only benches import this module:
+it pulls in torch.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.workloads import ImageCall, StreamTiming, TextCall, TranslateCall
+from genmedia_models.biggan import generate_images, load_biggan
+from genmedia_models.cyclegan import load_generator, translate
+from genmedia_models.gpt2 import SamplingParams, eos_token_ids, generate_tokens, load_gpt2
+from genmedia_models.runtime import configure_torch_threads
+
+
+class InProcessModels:
+    """Each model loaded on first use, on ``device`` (``cpu`` here, ``cuda`` on a GPU machine)."""
+
+    def __init__(self, weights: Path, device: str = "cpu") -> None:
+        self.weights = weights
+        self.device = torch.device(device)
+        self._cyclegans: dict[str, torch.nn.Module] = {}
+        configure_torch_threads()
+
+    @cached_property
+    def biggan(self) -> torch.nn.Module:
+        return load_biggan(self.weights / "biggan", self.device)
+
+    def cyclegan(self, direction: str) -> torch.nn.Module:
+        if direction not in self._cyclegans:
+            path = self.weights / "cyclegan" / direction / "latest_net_G.pth"
+            self._cyclegans[direction] = load_generator(path, self.device)
+        return self._cyclegans[direction]
+
+    @cached_property
+    def gpt2(self) -> torch.nn.Module:
+        return load_gpt2(self.weights / "gpt2", self.device)
+
+    def _synchronize(self) -> None:
+        # CUDA runs asynchronously: a timing must wait for the work to finish.
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def generate_images(self, call: ImageCall, seed: int, count: int = 1) -> np.ndarray:
+        tensors = call.tensors(seed)
+        if count > 1:
+            tensors = {name: np.repeat(array, count, axis=0) for name, array in tensors.items()}
+        images = generate_images(
+            self.biggan, tensors["z"], tensors["class_vector"], tensors["truncation"]
+        )
+        self._synchronize()
+        return images
+
+    def translate(self, call: TranslateCall, count: int = 1) -> np.ndarray:
+        pixels = np.repeat(call.pixels, count, axis=0) if count > 1 else call.pixels
+        translated = translate(self.cyclegan(call.direction), pixels)
+        self._synchronize()
+        return translated
+
+    def stream(self, call: TextCall, seed: int) -> StreamTiming:
+        """The generate loop Triton's gpt2 model runs, timed like a stream."""
+        params = SamplingParams(max_new_tokens=call.max_new_tokens, temperature=1.0, seed=seed)
+        model = self.gpt2
+        started = time.perf_counter()
+        first: float | None = None
+        tokens = 0
+        for _ in generate_tokens(model, call.prompt_ids, params, eos_token_ids(model)):
+            first = time.perf_counter() - started if first is None else first
+            tokens += 1
+        return StreamTiming(first or 0.0, time.perf_counter() - started, tokens)

@@ -1,0 +1,238 @@
+"""What serving costs per call: each call in-process, through Triton, the service and the gateway.
+
+One call at a time (concurrency 1), the same inputs on every side, sides
+interleaved round by round so machine noise hits them alike. For each call
+the p50 on each side gives the cost of each hop:
+
+- Triton hop: triton - in-process (gRPC to Triton, its scheduler, the python
+  backend's shared memory, the tensors back);
+- service hop: service - triton (gRPC, validation, noise or decoding, image
+  encoding with provenance, detokenizing);
+- gateway hop: gateway - service (auth, quotas, routing, one more gRPC hop);
+- serving overhead: gateway - in-process, also as a share of the model time.
+
+ListModels (a call that never reaches a model) is the cheap call; its Triton
+side is a model readiness check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from bench.common import median, percentile, pyplot
+from bench.inprocess import InProcessModels
+from bench.workloads import SIDES, Addresses, Clients, Workloads
+from genmedia.v1 import image_translation_pb2 as trans_pb
+
+CHEAP = "ListModels"
+MODEL_CALLS = ("GenerateImages", "TranslateImage", "GenerateText")
+
+
+@dataclass(frozen=True)
+class ServingSizes:
+    rounds: int = 5
+    calls: int = 30
+    """Per model call, side and round."""
+    cheap_calls: int = 100
+    """ListModels calls per side and round."""
+    text_tokens: int = 16
+    cheap: bool = True
+    """Measure ListModels too (the full-size run skips it: it does not touch a model)."""
+    model_calls: tuple[str, ...] = MODEL_CALLS
+
+    @classmethod
+    def quick(cls) -> ServingSizes:
+        return cls(rounds=1, calls=3, cheap_calls=10, text_tokens=4)
+
+
+@dataclass
+class ServingBench:
+    clients: Clients
+    models: InProcessModels
+    work: Workloads
+    sizes: ServingSizes
+    samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+    def _runner(self, call: str, side: str) -> Callable[[int], Awaitable[Any]] | None:
+        """The coroutine that makes ``call`` on ``side`` with a seed; None where it has no side."""
+        clients, work, models = self.clients, self.work, self.models
+        if call == CHEAP:
+            if side == "in-process":
+                return None
+            if side == "triton":
+                return lambda _: clients.triton.is_model_ready(work.translate.triton_model)
+            stub, metadata = clients.translation(side)
+            return lambda _: stub.ListModels(trans_pb.ListModelsRequest(), metadata=metadata)
+        if call == "GenerateImages":
+            if side == "in-process":
+                return _sync(lambda seed: models.generate_images(work.images, seed))
+            if side == "triton":
+                return lambda seed: clients.triton.infer(
+                    "biggan", work.images.tensors(seed), ["image"], "bench", 600
+                )
+            stub, metadata = clients.images(side)
+            return lambda seed: stub.GenerateImages(
+                work.images.request(seed), metadata=metadata, timeout=600
+            )
+        if call == "TranslateImage":
+            if side == "in-process":
+                return _sync(lambda _: models.translate(work.translate))
+            if side == "triton":
+                return lambda _: clients.triton.infer(
+                    work.translate.triton_model, {"image": work.translate.pixels}, ["image"],
+                    "bench", 600,
+                )  # fmt: skip
+            stub, metadata = clients.translation(side)
+            return lambda _: stub.TranslateImage(
+                work.translate.request(), metadata=metadata, timeout=600
+            )
+        if call == "GenerateText":
+            if side == "in-process":
+                return _sync(lambda seed: models.stream(work.text, seed))
+            if side == "triton":
+                return lambda seed: clients.stream("triton", work.text, seed)
+            stub, metadata = clients.text(side)
+            return lambda seed: stub.GenerateText(
+                work.text.request(seed), metadata=metadata, timeout=600
+            )
+        raise ValueError(f"unknown call {call!r}")
+
+    def calls(self) -> tuple[str, ...]:
+        return ((CHEAP,) if self.sizes.cheap else ()) + self.sizes.model_calls
+
+    async def run(self, progress: bool = True) -> dict[str, Any]:
+        await self.clients.ready()
+        plan = [
+            (call, side, runner)
+            for call in self.calls()
+            for side in SIDES
+            if (runner := self._runner(call, side)) is not None
+        ]
+        for call, side, runner in plan:
+            await runner(0)  # warm: connections, caches, lazy model loads
+            self.samples.setdefault(call, {})[side] = []
+        with tqdm(total=self.sizes.rounds * len(plan), desc="serving", disable=not progress) as bar:
+            for round_number in range(self.sizes.rounds):
+                # Alternate the order of the sides, so drift affects them alike.
+                ordered = plan if round_number % 2 == 0 else plan[::-1]
+                for call, side, runner in ordered:
+                    bar.set_postfix_str(f"{call} {side}")
+                    count = self.sizes.cheap_calls if call == CHEAP else self.sizes.calls
+                    for number in range(count):
+                        seed = 1 + round_number * count + number
+                        started = time.perf_counter()
+                        await runner(seed)
+                        self.samples[call][side].append((time.perf_counter() - started) * 1000)
+                    bar.update()
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        calls: dict[str, Any] = {}
+        for call, by_side in self.samples.items():
+            p50 = {side: median(values) for side, values in by_side.items()}
+            p90 = {side: percentile(values, 90) for side, values in by_side.items()}
+            figures: dict[str, Any] = {"p50_ms": p50, "p90_ms": p90, "hops_ms": {}}
+            chain = [side for side in SIDES if side in p50]
+            for before, after in itertools.pairwise(chain):
+                figures["hops_ms"][after] = p50[after] - p50[before]
+            if "in-process" in p50:
+                model_ms = p50["in-process"]
+                overhead = p50["gateway"] - model_ms
+                figures["overhead_ms"] = overhead
+                figures["overhead_percent"] = 100 * overhead / model_ms
+                figures["triton_vs_in_process"] = p50["triton"] / model_ms
+            calls[call] = figures
+        return {
+            "calls": calls,
+            "sizes": asdict(self.sizes),
+            "image_side": self.work.translate.side,
+            "text_tokens": self.work.text.max_new_tokens,
+            "raw_ms": self.samples,
+        }
+
+
+def _sync(function: Callable[[int], Any]) -> Callable[[int], Awaitable[Any]]:
+    """An in-process call as a coroutine; it runs on the loop's thread, alone, like the others."""
+
+    async def call(seed: int) -> Any:
+        return function(seed)
+
+    return call
+
+
+def measure(
+    addresses: Addresses,
+    models: InProcessModels,
+    work: Workloads,
+    sizes: ServingSizes,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Runs the bench against a running stack; returns its figures."""
+
+    async def run() -> dict[str, Any]:
+        clients = Clients(addresses)  # grpc.aio channels belong to the running loop
+        try:
+            return await ServingBench(clients, models, work, sizes).run(progress)
+        finally:
+            await clients.close()
+
+    return asyncio.run(run())
+
+
+def report(results: dict[str, Any], title: str) -> str:
+    lines = [
+        f"{title}: p50 ms per call, one at a time",
+        f"{'':16s}" + "".join(f"{side:>12s}" for side in SIDES)
+        + f"{'Triton hop':>12s}{'service':>10s}{'gateway':>10s}{'overhead':>12s}{'share':>9s}",
+    ]  # fmt: skip
+    for call, figures in results["calls"].items():
+        p50, hops = figures["p50_ms"], figures["hops_ms"]
+        line = f"{call:16s}" + "".join(
+            f"{p50[side]:12.2f}" if side in p50 else f"{'-':>12s}" for side in SIDES
+        )
+        line += f"{hops['triton']:12.2f}" if "triton" in hops else f"{'-':>12s}"
+        line += f"{hops['service']:10.2f}{hops['gateway']:10.2f}"
+        if "overhead_ms" in figures:
+            line += f"{figures['overhead_ms']:12.2f}{figures['overhead_percent']:8.1f}%"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path, title: str) -> None:
+    """One stacked bar per call: model time, then what each hop adds (p50)."""
+    plt = pyplot()
+    calls = [c for c in results["calls"] if "in-process" in results["calls"][c]["p50_ms"]]
+    parts = [
+        ("model (in-process)", "#999", lambda f: f["p50_ms"]["in-process"]),
+        ("Triton hop", "#e8a33d", lambda f: f["hops_ms"]["triton"]),
+        ("service hop", "#5b8fd1", lambda f: f["hops_ms"]["service"]),
+        ("gateway hop", "#3b5aa0", lambda f: f["hops_ms"]["gateway"]),
+    ]
+    figure, axes = plt.subplots(len(calls), 1, figsize=(10, 1.3 + 1.1 * len(calls)), squeeze=False)
+    for axis, call in zip(axes[:, 0], calls, strict=True):
+        figures = results["calls"][call]
+        left = 0.0
+        for label, colour, value in parts:
+            width = max(value(figures), 0.0)
+            axis.barh([0], [width], left=left, color=colour, label=label)
+            left += width
+        axis.set_yticks([0], [call])
+        axis.set_xlabel("ms (p50)")
+        axis.set_title(
+            f"{call}: overhead {figures['overhead_ms']:.2f} ms "
+            f"({figures['overhead_percent']:.1f}% of the model time)",
+            fontsize=9,
+        )
+    axes[0, 0].legend(loc="lower right", fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,149 @@
+"""The arithmetic behind the bench figures, on samples made up for the purpose."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytorch_pretrained_biggan import BigGANConfig
+
+from bench import batching
+from bench.__main__ import verdicts
+from bench.full_size import BIGGAN_DEEP_LAYERS, FullSizeSet, biggan_config, write_full_size
+from bench.serving import ServingBench, ServingSizes
+from bench.workloads import StreamTiming, Workloads, gradient_image
+
+
+def test_stream_inter_token_latency_is_the_time_after_the_first_token_per_later_token() -> None:
+    timing = StreamTiming(first_s=0.010, total_s=0.100, tokens=10)
+    assert timing.inter_token_s == pytest.approx(0.010)
+    assert StreamTiming(first_s=0.01, total_s=0.01, tokens=1).inter_token_s == 0.0
+
+
+def serving_summary(samples: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    bench = ServingBench(clients=None, models=None, work=None, sizes=ServingSizes())  # type: ignore[arg-type]
+    bench.samples = samples
+    bench.work = type("Work", (), {"translate": type("T", (), {"side": 32}),
+                                   "text": type("X", (), {"max_new_tokens": 16})})  # fmt: skip
+    return bench.summary()["calls"]
+
+
+def test_each_hop_is_the_difference_of_p50s_and_overhead_is_gateway_minus_in_process() -> None:
+    calls = serving_summary(
+        {
+            "GenerateImages": {
+                "in-process": [10.0, 10.0, 30.0],
+                "triton": [12.0, 12.0, 90.0],
+                "service": [15.0, 15.0, 15.0],
+                "gateway": [17.0, 18.0, 17.0],
+            },
+            "ListModels": {"triton": [0.5], "service": [2.0], "gateway": [4.0]},
+        }
+    )
+    images = calls["GenerateImages"]
+    assert images["p50_ms"]["triton"] == 12.0
+    assert images["hops_ms"] == {"triton": 2.0, "service": 3.0, "gateway": 2.0}
+    assert images["overhead_ms"] == 7.0
+    assert images["overhead_percent"] == pytest.approx(70.0)
+    assert images["triton_vs_in_process"] == pytest.approx(1.2)
+    # A call that never reaches a model has no in-process side and no overhead share.
+    assert calls["ListModels"]["hops_ms"] == {"service": 1.5, "gateway": 2.0}
+    assert "overhead_ms" not in calls["ListModels"]
+
+
+class FakeStatistics:
+    def __init__(self, answers: list[dict[str, Any]]) -> None:
+        self.answers = answers
+
+    async def get_inference_statistics(self, model: str, as_json: bool) -> dict[str, Any]:
+        assert as_json
+        return self.answers.pop(0)
+
+
+def stats(*batches: tuple[int, int]) -> dict[str, Any]:
+    """Triton's statistics as JSON: executions per batch size (int64 counts come as strings)."""
+    rows = [{"batch_size": str(size), "compute_infer": {"count": str(n)}} for size, n in batches]
+    return {"model_stats": [{"name": "biggan", "batch_stats": rows}]}
+
+
+def test_batch_counts_read_tritons_executions_per_batch_size() -> None:
+    fake = FakeStatistics([stats((1, 3), (16, 2)), {"model_stats": [{"name": "biggan"}]}])
+    assert asyncio.run(batching.batch_counts(fake, "biggan")) == Counter({1: 3, 16: 2})  # type: ignore[arg-type]
+    assert asyncio.run(batching.batch_counts(fake, "biggan")) == Counter()  # type: ignore[arg-type]
+
+
+def test_batching_summary_gives_rates_gains_and_the_mean_batch() -> None:
+    bench = batching.BatchingBench.__new__(batching.BatchingBench)
+    bench.sizes = batching.BatchingSizes(levels=(1, 16))
+    bench.work = type("Work", (), {"translate": type("T", (), {"triton_model": "cyclegan_x"})})
+    one = batching.LevelFigures(calls=10, seconds=2.0, latencies_ms=[5.0], batches=Counter({1: 10}))
+    many = batching.LevelFigures(
+        calls=40, seconds=2.0, latencies_ms=[20.0], batches=Counter({16: 2, 8: 1})
+    )
+    bench.figures = {rpc: {1: one, 16: many} for rpc in batching.RPCS}
+    levels = bench.summary()["rpcs"]["GenerateImages"]["levels"]
+    assert levels["1"]["images_per_s"] == 5.0
+    assert levels["16"]["vs_concurrency_1"] == 4.0
+    assert levels["16"]["executions"] == 3
+    assert levels["16"]["mean_batch"] == pytest.approx(40 / 3)
+    assert levels["16"]["batch_sizes"] == {"8": 1, "16": 2}
+
+
+def demo_results(overhead_ms: float, gain: float, peak_mb: float) -> dict[str, Any]:
+    calls = {c: {"overhead_ms": overhead_ms / 2} for c in ("GenerateImages", "TranslateImage")}
+    calls["GenerateText"] = {"overhead_ms": overhead_ms}
+    return {
+        "serving": {"calls": calls},
+        "batching": {"rpcs": {"GenerateImages": {"levels": {"16": {"vs_concurrency_1": gain}}}}},
+        "memory": {"services": {"gateway": {"peak_mb": 50.0}, "text": {"peak_mb": peak_mb}}},
+    }
+
+
+def test_verdicts_judge_the_worst_figure_against_each_target() -> None:
+    full = {"serving": {"calls": {"GenerateImages": {"overhead_percent": 4.0},
+                                  "TranslateImage": {"overhead_percent": 6.0}}}}  # fmt: skip
+    rows = verdicts(demo_results(4.9, 1.5, 149.0), full)
+    assert [row["met"] for row in rows] == [True, False, True, True]
+    assert "GenerateText" in rows[0]["figure"] and "TranslateImage" in rows[1]["figure"]
+    assert "text" in rows[3]["figure"]
+    rows = verdicts(demo_results(5.0, 1.49, 150.0), None)
+    assert [row["met"] for row in rows] == [False, False, False]
+
+
+def test_biggan_deep_layouts_up_sample_once_per_doubling_from_4x4() -> None:
+    assert biggan_config(128, 128).layers == BigGANConfig().layers  # the package's own 128 layout
+    for resolution, layers in BIGGAN_DEEP_LAYERS.items():
+        assert 4 * 2 ** sum(up for up, _, _ in layers) == resolution
+        # Each block's input channels are the previous block's output channels.
+        assert all(a[2] == b[1] for a, b in itertools.pairwise(layers))
+    with pytest.raises(ValueError, match="not 64"):
+        biggan_config(64, 128)
+
+
+def test_full_size_set_is_written_once_in_the_published_formats(tmp_path: Path) -> None:
+    spec = FullSizeSet(biggan_channel_width=4, cyclegan_ngf=8)
+    write_full_size(tmp_path, spec, progress=False)
+    config = json.loads((tmp_path / "biggan" / "config.json").read_text())
+    assert (config["output_dim"], config["channel_width"], config["num_classes"]) == (128, 4, 1000)
+    assert (tmp_path / "cyclegan" / "horse2zebra" / "latest_net_G.pth").is_file()
+    assert (tmp_path / "gpt2" / "tokenizer.json").is_file()
+    work = Workloads.for_weights(tmp_path)
+    assert work.translate.side == 256 and work.translate.pixels.shape == (1, 256, 256, 3)
+    assert work.images.num_classes == 1000
+    marker = tmp_path / "biggan" / "untouched"
+    marker.write_text("")
+    write_full_size(tmp_path, spec, progress=False)
+    assert marker.exists(), "the same set must not be written again"
+    write_full_size(tmp_path, FullSizeSet(biggan_channel_width=8, cyclegan_ngf=8), progress=False)
+    assert not marker.exists(), "another set replaces the old one"
+
+
+def test_gradient_image_is_a_png_of_the_pixels_it_returns() -> None:
+    png, pixels = gradient_image(32)
+    assert png.startswith(b"\x89PNG") and pixels.shape == (1, 32, 32, 3)
+    assert pixels[0, 0, 0, 0] < pixels[0, -1, 0, 0]
