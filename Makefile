@@ -16,7 +16,7 @@ PYTEST ?= $(PY) -m pytest
 
 export PYTHONPATH := $(CURDIR):$(CURDIR)/models
 
-.PHONY: help setup venv protos weights demo-models run test test-unit test-integration test-deploy deploy-tools bench lint format clean prometheus-tools
+.PHONY: help setup venv protos weights demo-models run test test-unit test-integration test-deploy deploy-tools bench bench-gpu lint format clean prometheus-tools
 
 help:
 	@echo "make run               set up and serve Triton + services + gateway until Ctrl-C"
@@ -29,6 +29,7 @@ help:
 	@echo "make weights           write small random test checkpoints into $(WEIGHTS_DIR)"
 	@echo "make demo-models       retrain the demo pack into models/demo (~12 min on 2 cores)"
 	@echo "make bench             benchmarks: figures side by side, JSON + PNG in bench/results/"
+	@echo "make bench-gpu         full-size models on a GPU against raw PyTorch (bench/gpu/run.sh)"
 	@echo "make prometheus-tools  install Debian's prometheus/promtool if missing (make test does it)"
 	@echo "make lint / format     ruff"
 
@@ -93,8 +94,14 @@ test-unit: setup
 test-integration: setup prometheus-tools
 	$(PYTEST) tests/integration
 
+# The demo and full-size benches (about 10 minutes), then the gateway's (about 2).
 bench: setup
+	$(PY) -m bench
 	$(PY) -m bench.gateway
+
+# On a machine with an NVIDIA GPU and a CUDA build of torch in the venv.
+bench-gpu: setup
+	bench/gpu/run.sh
 
 lint: venv
 	$(VENV)/bin/ruff check services models tests bench deploy

@@ -41,6 +41,8 @@ from genmedia_models.triton_utils import (
 from genmedia_models.weights import model_parameter, weights_path_from_config
 
 DEFAULT_MAX_CONCURRENT_GENERATIONS = 4
+# Each metric update is a round trip to Triton: count tokens in chunks, and at the end.
+TOKENS_PER_METRIC_UPDATE = 32
 
 
 def read_request(request: Any) -> tuple[list[int], SamplingParams]:
@@ -130,7 +132,7 @@ class TritonPythonModel:
     ) -> None:
         """Send one response per token, then the final flag, whatever happens."""
         tokens = generate_tokens(self.model, input_ids, params, self.stop_token_ids)
-        sent = 0
+        sent = counted = 0
         try:
             while True:
                 if request.is_cancelled():
@@ -147,6 +149,9 @@ class TritonPythonModel:
                 output = pb_utils.Tensor("token_id", np.array([token], dtype=np.int64))
                 sender.send(pb_utils.InferenceResponse(output_tensors=[output]))
                 sent += 1
+                if sent - counted == TOKENS_PER_METRIC_UPDATE:
+                    self._count(self.tokens_generated, sent - counted)
+                    counted = sent
         except InvalidInputError as error:
             sender.send(error_response(str(error)))
         except Exception as error:  # noqa: BLE001 - the stream must still end with the final flag
@@ -154,8 +159,7 @@ class TritonPythonModel:
         finally:
             tokens.close()
             sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-            # Counted once per stream: each metric update is a round trip to Triton.
-            self._count(self.tokens_generated, sent)
+            self._count(self.tokens_generated, sent - counted)
 
     def _log_worker_failure(self, worker: Future[None]) -> None:
         # _stream answers its own errors; this catches failures to send at all.
