@@ -16,7 +16,7 @@ PYTEST ?= $(PY) -m pytest
 
 export PYTHONPATH := $(CURDIR):$(CURDIR)/models
 
-.PHONY: help setup venv protos weights demo-models run test test-unit test-integration test-deploy deploy-tools bench bench-gpu lint format clean prometheus-tools
+.PHONY: help setup venv protos weights demo-models run test test-unit test-integration test-deploy deploy-tools bench bench-gpu load lint format clean prometheus-tools
 
 help:
 	@echo "make run               set up and serve Triton + services + gateway until Ctrl-C"
@@ -30,6 +30,7 @@ help:
 	@echo "make demo-models       retrain the demo pack into models/demo (~12 min on 2 cores)"
 	@echo "make bench             benchmarks: figures side by side, JSON + PNG in bench/results/"
 	@echo "make bench-gpu         full-size models on a GPU against raw PyTorch (bench/gpu/run.sh)"
+	@echo "make load              locust against a local stack (GENMEDIA_LOAD_*): CSV, HTML, PNG in out/load/"
 	@echo "make prometheus-tools  install Debian's prometheus/promtool if missing (make test does it)"
 	@echo "make lint / format     ruff"
 
@@ -98,6 +99,11 @@ test-integration: setup prometheus-tools
 bench: setup
 	$(PY) -m bench
 	$(PY) -m bench.gateway
+
+# A bounded locust run against a local stack on the demo pack, or GENMEDIA_LOAD_TARGET;
+# GENMEDIA_LOAD_* from the environment or the command line (make load GENMEDIA_LOAD_USERS=50).
+load: setup
+	$(PY) -m tests.load
 
 # On a machine with an NVIDIA GPU and a CUDA build of torch in the venv.
 bench-gpu: setup

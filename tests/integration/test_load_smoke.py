@@ -1,4 +1,5 @@
-"""A short locust run through the real gateway (the smoke of `make load` and the k8s load test)."""
+"""Short locust runs through the real gateway: the locustfile (the k8s load test runs it)
+and the runner behind `make load` (``python -m tests.load``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from services.common.registry import GATEWAY
 from services.launcher.stack import Stack
@@ -67,3 +69,36 @@ def test_failures_are_recorded_by_status_code(stack: Stack, tmp_path: Path) -> N
     assert all(row["Error"].startswith("StatusError('DEADLINE_EXCEEDED") for row in failures), (
         failures
     )
+
+
+def test_load_runner_writes_reports_and_a_plot_and_prints_every_rpc(
+    stack: Stack, tmp_path: Path
+) -> None:
+    out = tmp_path / "load"
+    settings = {
+        "GENMEDIA_LOAD_TARGET": stack.ports.address(GATEWAY),
+        "GENMEDIA_LOAD_USERS": "8",
+        "GENMEDIA_LOAD_SPAWN_RATE": "8",
+        "GENMEDIA_LOAD_RUN_TIME_S": "8",
+        "GENMEDIA_LOAD_OUT_DIR": str(out),
+        # Any failed call fails the run (exit 3), so exit 0 says none failed.
+        "GENMEDIA_LOAD_MAX_FAILURE_PERCENT": "0",
+        "GENMEDIA_LOADTEST_WAIT_S": "0,0.05",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.load"],
+        env=os.environ | {"PYTHONPATH": f"{REPO_ROOT}:{REPO_ROOT / 'models'}"} | settings,
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=90, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    for name in ("locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv"):
+        assert (out / name).stat().st_size > 0, name
+    assert {row["Name"] for row in rows(out / "locust_stats.csv")} == EVERY_CALL | {"Aggregated"}
+    assert "<html" in (out / "report.html").read_text()[:2000].lower()
+    with Image.open(out / "load.png") as plot:
+        assert plot.format == "PNG" and plot.width >= 800 and plot.height >= 600
+    table = [line for line in done.stdout.splitlines() if line.startswith(tuple(EVERY_CALL))]
+    named = {name for name in EVERY_CALL for line in table if line.split("  ")[0] == name}
+    assert named == EVERY_CALL, done.stdout
+    assert "no failures" in done.stdout
