@@ -65,7 +65,7 @@ def run_full_size(weights: Path, quick: bool, out: Path) -> dict[str, Any]:
         sizes = (
             serving.ServingSizes.quick()
             if quick
-            else serving.ServingSizes(rounds=3, calls=4, text_tokens=16)
+            else serving.ServingSizes(rounds=4, calls=6, text_tokens=16)
         )
         # Text stays on the demo model here; the GPU bench runs GPT-2 124M.
         sizes = serving.ServingSizes(

@@ -1,8 +1,9 @@
 """What serving costs per call: each call in-process, through Triton, the service and the gateway.
 
-One call at a time (concurrency 1), the same inputs on every side, sides
-interleaved round by round so machine noise hits them alike. For each call
-the p50 on each side gives the cost of each hop:
+One call at a time (concurrency 1), the same inputs on every side: each
+seed is sent to every side back to back, so the samples pair up and a hop's
+cost is the median of the paired differences (slow drift of a noisy machine
+cancels out). The hops:
 
 - Triton hop: triton - in-process (gRPC to Triton, its scheduler, the python
   backend's shared memory, the tensors back);
@@ -119,18 +120,25 @@ class ServingBench:
         for call, side, runner in plan:
             await runner(0)  # warm: connections, caches, lazy model loads
             self.samples.setdefault(call, {})[side] = []
-        with tqdm(total=self.sizes.rounds * len(plan), desc="serving", disable=not progress) as bar:
+        calls = self.calls()
+        runners = {(call, side): runner for call, side, runner in plan}
+        with tqdm(
+            total=self.sizes.rounds * len(calls), desc="serving", disable=not progress
+        ) as bar:
             for round_number in range(self.sizes.rounds):
-                # Alternate the order of the sides, so drift affects them alike.
-                ordered = plan if round_number % 2 == 0 else plan[::-1]
-                for call, side, runner in ordered:
-                    bar.set_postfix_str(f"{call} {side}")
+                for call in calls if round_number % 2 == 0 else calls[::-1]:
+                    bar.set_postfix_str(call)
+                    sides = [side for side in SIDES if (call, side) in runners]
                     count = self.sizes.cheap_calls if call == CHEAP else self.sizes.calls
                     for number in range(count):
                         seed = 1 + round_number * count + number
-                        started = time.perf_counter()
-                        await runner(seed)
-                        self.samples[call][side].append((time.perf_counter() - started) * 1000)
+                        # Every side makes the same call back to back, in alternating
+                        # order: the samples pair up, so drift cancels out of each hop.
+                        for side in sides if number % 2 == 0 else sides[::-1]:
+                            started = time.perf_counter()
+                            await runners[call, side](seed)
+                            elapsed = (time.perf_counter() - started) * 1000
+                            self.samples[call][side].append(elapsed)
                     bar.update()
         return self.summary()
 
@@ -142,10 +150,10 @@ class ServingBench:
             figures: dict[str, Any] = {"p50_ms": p50, "p90_ms": p90, "hops_ms": {}}
             chain = [side for side in SIDES if side in p50]
             for before, after in itertools.pairwise(chain):
-                figures["hops_ms"][after] = p50[after] - p50[before]
+                figures["hops_ms"][after] = _paired_median(by_side[after], by_side[before])
             if "in-process" in p50:
                 model_ms = p50["in-process"]
-                overhead = p50["gateway"] - model_ms
+                overhead = _paired_median(by_side["gateway"], by_side["in-process"])
                 figures["overhead_ms"] = overhead
                 figures["overhead_percent"] = 100 * overhead / model_ms
                 figures["triton_vs_in_process"] = p50["triton"] / model_ms
@@ -157,6 +165,11 @@ class ServingBench:
             "text_tokens": self.work.text.max_new_tokens,
             "raw_ms": self.samples,
         }
+
+
+def _paired_median(after: list[float], before: list[float]) -> float:
+    """Median of the differences of samples taken back to back (same call, same seed)."""
+    return median([a - b for a, b in zip(after, before, strict=True)])
 
 
 def _sync(function: Callable[[int], Any]) -> Callable[[int], Awaitable[Any]]:

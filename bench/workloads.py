@@ -133,7 +133,7 @@ def gradient_image(side: int) -> tuple[bytes, np.ndarray]:
     image = Image.linear_gradient("L").resize((side, side)).convert("RGB")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return buffer.getvalue(), np.asarray(image, dtype=np.uint8)[None, ...]
+    return buffer.getvalue(), np.array(image, dtype=np.uint8)[None, ...]  # writable, as torch wants
 
 
 @dataclass(frozen=True)

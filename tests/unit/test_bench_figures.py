@@ -33,7 +33,7 @@ def serving_summary(samples: dict[str, dict[str, list[float]]]) -> dict[str, Any
     return bench.summary()["calls"]
 
 
-def test_each_hop_is_the_difference_of_p50s_and_overhead_is_gateway_minus_in_process() -> None:
+def test_each_hop_is_the_median_paired_difference_and_overhead_is_gateway_minus_model() -> None:
     calls = serving_summary(
         {
             "GenerateImages": {
