@@ -62,14 +62,9 @@ def run_demo(weights: Path, quick: bool, out: Path) -> dict[str, Any]:
 def run_full_size(weights: Path, quick: bool, out: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with bench_stack(weights) as running:
-        sizes = (
-            serving.ServingSizes.quick()
-            if quick
-            else serving.ServingSizes(rounds=4, calls=6, text_tokens=16)
-        )
         # Text stays on the demo model here; the GPU bench runs GPT-2 124M.
         sizes = serving.ServingSizes(
-            rounds=sizes.rounds, calls=sizes.calls, cheap=False,
+            rounds=1 if quick else 4, calls=3 if quick else 6, cheap=False,
             model_calls=("GenerateImages", "TranslateImage"),
         )  # fmt: skip
         results["serving"] = serving.measure(

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from tritonclient.grpc import aio as triton_aio
 
 from bench.common import median, pyplot
-from bench.workloads import Addresses, Clients, Workloads
+from bench.workloads import Addresses, Clients, Workloads, run_with_clients
 
 RPCS = ("GenerateImages", "TranslateImage")
 
@@ -135,14 +135,9 @@ class BatchingBench:
 def measure(
     addresses: Addresses, work: Workloads, sizes: BatchingSizes, progress: bool = True
 ) -> dict[str, Any]:
-    async def run() -> dict[str, Any]:
-        clients = Clients(addresses)
-        try:
-            return await BatchingBench(clients, work, sizes).run(progress)
-        finally:
-            await clients.close()
-
-    return asyncio.run(run())
+    return run_with_clients(
+        addresses, lambda clients: BatchingBench(clients, work, sizes).run(progress)
+    )
 
 
 def report(results: dict[str, Any]) -> str:

@@ -10,15 +10,14 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from services.gateway.keys import hash_key, new_key
 from services.launcher.repository import InstanceGroup
-from services.launcher.stack import Stack, StackPorts
+from services.launcher.stack import Stack, stack_with_api_key
 from services.launcher.triton import REPO_ROOT
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -72,68 +71,28 @@ def pyplot() -> Any:
 
 
 @dataclass
-class ColdStart:
-    """Seconds from launching the stack to each milestone (Triton ready, each process SERVING)."""
-
-    milestones: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def all_healthy_s(self) -> float:
-        return max(self.milestones.values())
-
-
-@dataclass
 class BenchStack:
     """A started stack and how to call its gateway (an API key, as in production)."""
 
     stack: Stack
     gateway_metadata: tuple[tuple[str, str], ...]
-    cold_start: ColdStart
+
+    @property
+    def cold_start(self) -> dict[str, float]:
+        """Seconds from launch to Triton ready and to each process SERVING."""
+        return self.stack.milestones
 
 
 @contextlib.contextmanager
 def bench_stack(
     weights: Path,
-    extra_env: dict[str, str] | None = None,
     say: Callable[[str], None] = print,
     instance_group: InstanceGroup | None = None,
 ) -> Iterator[BenchStack]:
     """Starts Triton, the services and the gateway (API keys on) on free ports; stops them after."""
     with tempfile.TemporaryDirectory(prefix="genmedia-bench-") as scratch:
-        key = new_key()
-        keys_file = Path(scratch) / "keys.json"
-        keys_file.write_text(json.dumps({"keys": [{"name": "bench", "sha256": hash_key(key)}]}))
-        stack = Stack(
-            weights_dir=weights,
-            work_dir=Path(scratch),
-            ports=StackPorts.free(),
-            extra_env={
-                "GENMEDIA_AUTH_MODE": "api-keys",
-                "GENMEDIA_API_KEYS_FILE": str(keys_file),
-                "GENMEDIA_LOG_LEVEL": "warning",
-                **(extra_env or {}),
-            },
-            instance_group=instance_group,
-        )
-        cold_start = ColdStart()
-        started = time.monotonic()
-
-        def milestone(message: str) -> None:
-            # Stack.start reports "<part>: ... (<seconds> s)" at each milestone.
-            say(message)
-            part = message.split(":", 1)[0]
-            if message.endswith(" s)"):
-                cold_start.milestones[part] = time.monotonic() - started
-
         say(f"starting the stack on {weights}...")
-        try:
-            stack.start(timeout_s=600, progress=milestone)
-        except BaseException:
-            stack.stop()
-            for log in sorted((Path(scratch) / "logs").glob("*.log")):
-                say(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
-            raise
-        try:
-            yield BenchStack(stack, (("authorization", f"Bearer {key}"),), cold_start)
-        finally:
-            stack.stop()
+        with stack_with_api_key(
+            weights, Path(scratch), timeout_s=600, progress=say, instance_group=instance_group
+        ) as (stack, key):
+            yield BenchStack(stack, (("authorization", f"Bearer {key}"),))

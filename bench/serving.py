@@ -18,7 +18,6 @@ side is a model readiness check.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from collections.abc import Awaitable, Callable
@@ -30,7 +29,7 @@ from tqdm import tqdm
 
 from bench.common import median, percentile, pyplot
 from bench.inprocess import InProcessModels
-from bench.workloads import SIDES, Addresses, Clients, Workloads
+from bench.workloads import SIDES, Addresses, Clients, Workloads, run_with_clients
 from genmedia.v1 import image_translation_pb2 as trans_pb
 
 CHEAP = "ListModels"
@@ -189,15 +188,9 @@ def measure(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Runs the bench against a running stack; returns its figures."""
-
-    async def run() -> dict[str, Any]:
-        clients = Clients(addresses)  # grpc.aio channels belong to the running loop
-        try:
-            return await ServingBench(clients, models, work, sizes).run(progress)
-        finally:
-            await clients.close()
-
-    return asyncio.run(run())
+    return run_with_clients(
+        addresses, lambda clients: ServingBench(clients, models, work, sizes).run(progress)
+    )
 
 
 def report(results: dict[str, Any], title: str) -> str:

@@ -9,7 +9,6 @@ a stream's time after its first token over the tokens that followed.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,15 @@ from tqdm import tqdm
 
 from bench.common import median, pyplot
 from bench.inprocess import InProcessModels
-from bench.workloads import SIDES, Addresses, Clients, StreamTiming, TextCall, Workloads
+from bench.workloads import (
+    SIDES,
+    Addresses,
+    Clients,
+    StreamTiming,
+    TextCall,
+    Workloads,
+    run_with_clients,
+)
 
 
 @dataclass(frozen=True)
@@ -87,15 +94,9 @@ def measure(
     progress: bool = True,
 ) -> dict[str, Any]:
     call = TextCall(work.text.prompt_ids, sizes.tokens)
-
-    async def run() -> dict[str, Any]:
-        clients = Clients(addresses)
-        try:
-            return await TextBench(clients, models, call, sizes).run(progress)
-        finally:
-            await clients.close()
-
-    return asyncio.run(run())
+    return run_with_clients(
+        addresses, lambda clients: TextBench(clients, models, call, sizes).run(progress)
+    )
 
 
 def report(results: dict[str, Any]) -> str:

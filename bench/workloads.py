@@ -18,8 +18,10 @@ import asyncio
 import io
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from grpc import aio
@@ -37,6 +39,7 @@ from services.common.registry import GATEWAY, IMAGE_GENERATION, IMAGE_TRANSLATIO
 from services.common.triton import TritonClient
 from services.image_generation.noise import truncated_noise
 
+T = TypeVar("T")
 SIDES = ("in-process", "triton", "service", "gateway")
 Z_DIM = 128
 TRUNCATION = 0.4
@@ -239,3 +242,16 @@ class Clients:
     async def close(self) -> None:
         await asyncio.gather(*(channel.close() for channel in self._channels.values()))
         await self.triton.close()
+
+
+def run_with_clients(addresses: Addresses, body: Callable[[Clients], Awaitable[T]]) -> T:
+    """Runs ``body`` in a new event loop with clients opened in it (grpc.aio needs that)."""
+
+    async def run() -> T:
+        clients = Clients(addresses)
+        try:
+            return await body(clients)
+        finally:
+            await clients.close()
+
+    return asyncio.run(run())

@@ -6,21 +6,24 @@ integration tests, which give it free loopback ports.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.registry import ALL_PROCESSES, BACKENDS, GATEWAY, ProcessSpec
+from services.gateway.keys import hash_key, new_key
 from services.launcher.repository import (
     InstanceGroup,
     ServedModels,
@@ -75,6 +78,8 @@ class Stack:
     triton_env: dict[str, str] = field(default_factory=dict)
     instance_group: InstanceGroup | None = None
     """Replaces every model's instance group (e.g. KIND_GPU); None keeps the sources' KIND_AUTO."""
+    milestones: dict[str, float] = field(default_factory=dict)
+    """Seconds from start() to Triton ready and to each process SERVING (the cold start)."""
     _triton: TritonServer | None = None
     _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
@@ -154,14 +159,16 @@ class Stack:
         started = time.monotonic()
         progress(f"Triton: loading models from {self.weights_dir}...")
         served = self.start_triton(timeout_s)
+        self.milestones["Triton"] = time.monotonic() - started
         progress(
-            f"Triton: {', '.join(served.triton_models)} ready ({time.monotonic() - started:.1f} s)"
+            f"Triton: {', '.join(served.triton_models)} ready ({self.milestones['Triton']:.1f} s)"
         )
         for process in (*BACKENDS, GATEWAY):
             self.start_process(process)
         for process in (*BACKENDS, GATEWAY):
             self.wait_serving(process, timeout_s=60.0)
-            progress(f"{process.name}: SERVING ({time.monotonic() - started:.1f} s)")
+            self.milestones[process.name] = time.monotonic() - started
+            progress(f"{process.name}: SERVING ({self.milestones[process.name]:.1f} s)")
 
     def wait_serving(self, process: ProcessSpec, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -210,3 +217,42 @@ class Stack:
         for log in self._logs:
             log.close()
         self._logs.clear()
+
+
+@contextlib.contextmanager
+def stack_with_api_key(
+    weights_dir: Path,
+    work_dir: Path,
+    timeout_s: float = 300.0,
+    progress: Callable[[str], None] = lambda _: None,
+    **options: Any,
+) -> Iterator[tuple[Stack, str]]:
+    """A started stack on free ports whose gateway requires API keys, and one new key without
+    limits (a run measures the stack, not the quotas); stopped at the end. If it fails to
+    start, the tail of each log goes to ``progress`` before the error is raised."""
+    key = new_key()
+    keys_file = work_dir / "keys.json"
+    keys_file.write_text(json.dumps({"keys": [{"name": "local-run", "sha256": hash_key(key)}]}))
+    stack = Stack(
+        weights_dir=weights_dir,
+        work_dir=work_dir,
+        ports=StackPorts.free(),
+        extra_env={
+            "GENMEDIA_AUTH_MODE": "api-keys",
+            "GENMEDIA_API_KEYS_FILE": str(keys_file),
+            "GENMEDIA_LOG_LEVEL": "warning",
+        },
+        **options,
+    )
+    try:
+        stack.start(timeout_s=timeout_s, progress=progress)
+    except BaseException as error:  # Ctrl-C included: nothing may outlive the caller
+        stack.stop()
+        if isinstance(error, RuntimeError | TimeoutError):
+            for log in sorted((work_dir / "logs").glob("*.log")):
+                progress(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+        raise
+    try:
+        yield stack, key
+    finally:
+        stack.stop()

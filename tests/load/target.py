@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
 from services.common.registry import GATEWAY
-from services.gateway.keys import hash_key, new_key
 from services.launcher.repository import discover
-from services.launcher.stack import Stack, StackPorts
+from services.launcher.stack import stack_with_api_key
 from tests.load.settings import LoadSettings
 
 
@@ -50,31 +49,15 @@ def local_stack(weights_dir: Path) -> Iterator[Target]:
     weights_dir = weights_dir.resolve()  # the stack's processes run from the repository root
     if not discover(weights_dir).triton_models:
         raise TargetError(f"no model weights in {weights_dir}")
-    with tempfile.TemporaryDirectory(prefix="genmedia-load-") as scratch:
-        work_dir = Path(scratch)
-        key = new_key()
-        keys_file = work_dir / "keys.json"
-        # No limits on this key: the run measures the stack, not the quotas.
-        keys_file.write_text(json.dumps({"keys": [{"name": "load", "sha256": hash_key(key)}]}))
-        stack = Stack(
-            weights_dir=weights_dir,
-            work_dir=work_dir,
-            ports=StackPorts.free(),
-            extra_env={
-                "GENMEDIA_AUTH_MODE": "api-keys",
-                "GENMEDIA_API_KEYS_FILE": str(keys_file),
-                "GENMEDIA_LOG_LEVEL": "warning",
-            },
-        )
+    with tempfile.TemporaryDirectory(prefix="genmedia-load-") as scratch, ExitStack() as running:
         print(f"starting the local stack on {weights_dir}...", flush=True)
         try:
-            stack.start(timeout_s=300, progress=lambda line: print(f"  {line}", flush=True))
-        except BaseException as exc:  # Ctrl-C included: nothing may outlive the runner
-            stack.stop()
-            if not isinstance(exc, RuntimeError | TimeoutError):  # start-up failures
-                raise
-            for log in sorted((work_dir / "logs").glob("*.log")):
-                print(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}", flush=True)
+            stack, key = running.enter_context(
+                stack_with_api_key(
+                    weights_dir, Path(scratch), progress=lambda line: print(f"  {line}", flush=True)
+                )
+            )
+        except (RuntimeError, TimeoutError) as exc:  # start-up failures; their logs are printed
             raise TargetError(f"the local stack did not start: {exc}") from None
         try:
             # The key file variable would win over the key in the locustfile; TLS is off here.
@@ -88,7 +71,6 @@ def local_stack(weights_dir: Path) -> Iterator[Target]:
             )
         finally:
             print("stopping the local stack...", flush=True)
-            stack.stop()
 
 
 @contextlib.contextmanager
