@@ -19,8 +19,10 @@ import torch
 from bench.workloads import ImageCall, StreamTiming, TextCall, TranslateCall
 from genmedia_models.biggan import generate_images, load_biggan
 from genmedia_models.cyclegan import load_generator, translate
-from genmedia_models.gpt2 import SamplingParams, eos_token_ids, generate_tokens, load_gpt2
+from genmedia_models.continuous_batching import generate_one
+from genmedia_models.gpt2 import eos_token_ids, load_gpt2
 from genmedia_models.runtime import configure_torch_threads
+from genmedia_models.sampling import SamplingParams
 
 
 class InProcessModels:
@@ -74,7 +76,7 @@ class InProcessModels:
         started = time.perf_counter()
         first: float | None = None
         tokens = 0
-        for _ in generate_tokens(model, call.prompt_ids, params, eos_token_ids(model)):
+        for _ in generate_one(model, call.prompt_ids, params, eos_token_ids(model)):
             first = time.perf_counter() - started if first is None else first
             tokens += 1
         return StreamTiming(first or 0.0, time.perf_counter() - started, tokens)

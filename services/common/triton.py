@@ -3,6 +3,7 @@ deadlines, metrics and Triton's errors turned into domain errors."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -17,6 +18,7 @@ from services.common import metrics, tracing
 from services.common.errors import (
     DeadlineExceeded,
     GenmediaError,
+    ResourceExhausted,
     Unavailable,
     UpstreamError,
 )
@@ -29,9 +31,20 @@ VERSION_CACHE_S = 30.0
 READINESS_TIMEOUT_S = 2.0
 
 
+# Triton streams a model's error as a bare message, without its code: our
+# models start such messages with the gRPC status meant (models/repository/gpt2).
+_STATUS_PREFIX = re.compile(r"^(RESOURCE_EXHAUSTED|UNAVAILABLE): ")
+
+
 def _to_domain_error(model: str, exc: InferenceServerException) -> GenmediaError:
     status = (exc.status() or "").removeprefix("StatusCode.")
     message = exc.message() or str(exc)
+    prefixed = _STATUS_PREFIX.match(message)
+    if not status and prefixed:
+        detail = message[prefixed.end() :]
+        if prefixed.group(1) == "RESOURCE_EXHAUSTED":
+            return ResourceExhausted(f"model {model} is at capacity: {detail}")
+        return Unavailable(f"model {model} is unavailable ({detail}); retry later")
     if status == "UNAVAILABLE":
         return Unavailable(f"Triton is unavailable ({message}); retry later")
     if status == "DEADLINE_EXCEEDED":

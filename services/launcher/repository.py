@@ -16,7 +16,9 @@ dataset, classes). The services read them back from Triton
 (the Kubernetes init step runs the same command). ``--instance-kind`` and
 ``--instance-count`` (or ``GENMEDIA_TRITON_INSTANCE_KIND`` / ``_COUNT``)
 replace every model's instance group, e.g. ``KIND_GPU`` x2 on a GPU node; by
-default the sources' ``KIND_AUTO`` x1 stays.
+default the sources' ``KIND_AUTO`` x1 stays. ``--parameter MODEL.KEY=VALUE``
+(repeatable) replaces a string parameter a model's config already declares,
+e.g. ``gpt2.max_sequences=32``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +65,25 @@ class InstanceGroup:
 
     def block(self) -> str:
         return f"instance_group [\n  {{\n    count: {self.count}\n    kind: {self.kind}\n  }}\n]\n"
+
+
+def parse_parameter(text: str) -> tuple[str, str, str]:
+    """``MODEL.KEY=VALUE`` -> (model, key, value)."""
+    target, equals, value = text.partition("=")
+    model, dot, key = target.partition(".")
+    if not (equals and dot and model and key):
+        raise WeightsError(f"parameter {text!r} is not MODEL.KEY=VALUE (e.g. gpt2.max_sequences=8)")
+    return model, key, value
+
+
+def _with_overrides(config: str, model: str, overrides: Mapping[str, str]) -> str:
+    for key, value in overrides.items():
+        prefix = r'(parameters \{\n  key: "' + re.escape(key) + r'"\n  value: \{ string_value: )'
+        replacement = json.dumps(value).replace("\\", "\\\\")
+        config, count = re.subn(prefix + r'"[^"\n]*"', r"\g<1>" + replacement, config)
+        if count != 1:
+            raise WeightsError(f"model {model} has no parameter {key!r} to replace")
+    return config
 
 
 @dataclass(frozen=True)
@@ -158,10 +180,21 @@ def _add_model(out_dir: Path, name: str, source: Path, config: str) -> None:
 
 
 def build_repository(
-    weights_dir: Path, out_dir: Path, instance_group: InstanceGroup | None = None
+    weights_dir: Path,
+    out_dir: Path,
+    instance_group: InstanceGroup | None = None,
+    parameters: Mapping[str, Mapping[str, str]] | None = None,
 ) -> ServedModels:
-    """Writes the served repository for ``weights_dir`` into ``out_dir`` (replaced)."""
+    """Writes the served repository for ``weights_dir`` into ``out_dir`` (replaced).
+
+    ``parameters`` maps a model name to replacements of its config's string
+    parameters.
+    """
+    parameters = parameters or {}
     served = discover(weights_dir)
+    unknown = sorted(set(parameters) - set(served.triton_models))
+    if unknown:
+        raise WeightsError(f"parameters given for models not served: {', '.join(unknown)}")
     if not served.triton_models:
         raise WeightsError(f"no model weights under {weights_dir}")
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -170,6 +203,7 @@ def build_repository(
         if present:
             source = SOURCE_REPOSITORY / name
             config = _with_instance_group((source / "config.pbtxt").read_text(), instance_group)
+            config = _with_overrides(config, name, parameters.get(name, {}))
             _add_model(
                 out_dir, name, source, _with_parameters(config, _metadata(weights_dir / name))
             )
@@ -180,6 +214,7 @@ def build_repository(
     for direction in served.directions:
         name = f"cyclegan_{direction}"
         config = reference_config.replace(f'name: "{CYCLEGAN_REFERENCE}"', f'name: "{name}"')
+        config = _with_overrides(config, name, parameters.get(name, {}))
         metadata = _metadata(weights_dir / "cyclegan" / direction)
         _add_model(out_dir, name, reference, _with_parameters(config, metadata))
     return served
@@ -201,13 +236,24 @@ def main() -> None:
         default=int(os.environ.get(INSTANCE_COUNT_ENV) or 1),
         help=f"instances per model with --instance-kind (env {INSTANCE_COUNT_ENV})",
     )
+    parser.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="MODEL.KEY=VALUE",
+        help="replace a string parameter of a model's config (repeatable)",
+    )
     args = parser.parse_args()
     try:
         group = (
             InstanceGroup(args.instance_kind, args.instance_count) if args.instance_kind else None
         )
+        overrides: dict[str, dict[str, str]] = {}
+        for text in args.parameter:
+            model, key, value = parse_parameter(text)
+            overrides.setdefault(model, {})[key] = value
         verify_manifest(args.weights)
-        served = build_repository(args.weights, args.out, group)
+        served = build_repository(args.weights, args.out, group, overrides)
     except WeightsError as exc:
         raise SystemExit(f"error: {exc}") from None
     print(f"{args.out}: {', '.join(served.triton_models)}")

@@ -78,6 +78,8 @@ class Stack:
     triton_env: dict[str, str] = field(default_factory=dict)
     instance_group: InstanceGroup | None = None
     """Replaces every model's instance group (e.g. KIND_GPU); None keeps the sources' KIND_AUTO."""
+    model_parameters: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Replacements of models' config parameters, e.g. {"gpt2": {"max_sequences": "2"}}."""
     milestones: dict[str, float] = field(default_factory=dict)
     """Seconds from start() to Triton ready and to each process SERVING (the cold start)."""
     _triton: TritonServer | None = None
@@ -128,7 +130,9 @@ class Stack:
         """Checks the weights, builds the served repository, starts Triton on it."""
         verify_manifest(self.weights_dir)
         repository = self.work_dir / "repository"
-        served = build_repository(self.weights_dir, repository, self.instance_group)
+        served = build_repository(
+            self.weights_dir, repository, self.instance_group, self.model_parameters
+        )
         self._triton = TritonServer(
             weights_dir=self.weights_dir,
             work_dir=self.work_dir / "triton",

@@ -1,14 +1,17 @@
 """Text generation, independent of gRPC.
 
-Validates the request, tokenizes the prompt, streams token ids from Triton's
-decoupled ``gpt2`` model and turns them into whole-character text deltas,
-ending at max_new_tokens, the end-of-text token or a stop sequence. Closing
-the stream early (stop sequence, caller cancelled, deadline) cancels the
-Triton request so the model stops generating.
+Validates the request, tokenizes the prompt (truncating it from the start if
+asked), streams token ids from Triton's decoupled ``gpt2`` model and turns
+them into whole-character text deltas, ending at max_new_tokens, the
+end-of-text token or a stop sequence (matched on decoded text, across token
+boundaries). Closing the stream early (stop sequence, caller cancelled,
+deadline) cancels the Triton request, and the model drops it from its batch
+before its next step.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -23,7 +26,7 @@ from prometheus_client import Counter, Histogram
 from tokenizers import Tokenizer
 
 from genmedia.v1 import text_generation_pb2 as pb
-from services.common.errors import InvalidArgument
+from services.common.errors import DeadlineExceeded, InvalidArgument
 from services.common.metrics import LATENCY_BUCKETS_S
 from services.common.provenance import make_provenance
 from services.common.triton import TritonClient
@@ -36,6 +39,7 @@ logger = logging.getLogger(__name__)
 MAX_SEED = 2**63 - 1
 MAX_TEMPERATURE = 2.0
 MAX_TOP_K = 1000
+MAX_REPETITION_PENALTY = 10.0
 MAX_STOPS = 4
 MAX_STOP_CHARS = 64
 END_OF_TEXT = "<|endoftext|>"
@@ -48,6 +52,11 @@ inter_token = Histogram(
     "Time between two tokens of one text request.",
     ("model",),
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+finished = Counter(
+    "genmedia_text_finished_total",
+    "Text requests by how they ended: length, stop, eos, cancelled (caller or deadline), error.",
+    ("model", "reason"),
 )
 time_to_first_token = Histogram(
     "genmedia_time_to_first_token_seconds",
@@ -82,6 +91,8 @@ class TextPlan:
     top_p: float
     seed: int
     stops: list[str]
+    repetition_penalty: float = 1.0
+    truncated_prompt_tokens: int = 0
 
 
 class TextGenerator:
@@ -130,6 +141,12 @@ class TextGenerator:
             raise InvalidArgument(f"top_p is {top_p}; it must be in (0, 1]")
         if request.HasField("seed") and not 0 <= request.seed <= MAX_SEED:
             raise InvalidArgument(f"seed is {request.seed}; it must be 0..2^63-1")
+        penalty = request.repetition_penalty if request.HasField("repetition_penalty") else 1.0
+        if not (math.isfinite(penalty) and 0 < penalty <= MAX_REPETITION_PENALTY):
+            raise InvalidArgument(
+                f"repetition_penalty is {penalty}; it must be in (0, {MAX_REPETITION_PENALTY}] "
+                "(1 is off)"
+            )
         if len(request.stop) > MAX_STOPS:
             raise InvalidArgument(f"{len(request.stop)} stop sequences; at most {MAX_STOPS}")
         for stop in request.stop:
@@ -137,10 +154,21 @@ class TextGenerator:
                 raise InvalidArgument(f"stop sequences must be 1..{MAX_STOP_CHARS} characters")
         prompt_ids = self._tokenizer.encode(request.prompt).ids
         room = self._info.context_length - max_new_tokens
+        truncated = 0
+        if room < 1:
+            raise InvalidArgument(
+                f"max_new_tokens is {max_new_tokens}; with a prompt of at least one token it "
+                f"must be below the model's context of {self._info.context_length} tokens"
+            )
+        if len(prompt_ids) > room and request.truncate_prompt:
+            truncated = len(prompt_ids) - room
+            prompt_ids = prompt_ids[truncated:]  # keep the end, which the continuation follows
         if len(prompt_ids) > room:
             raise InvalidArgument(
                 f"prompt is {len(prompt_ids)} tokens and max_new_tokens is {max_new_tokens}; "
-                f"together they must fit the model's context of {self._info.context_length} tokens"
+                f"together they must fit the model's context of {self._info.context_length} "
+                f"tokens: shorten the prompt to {room} tokens, lower max_new_tokens, or set "
+                "truncate_prompt"
             )
         seed = (
             request.seed
@@ -155,6 +183,8 @@ class TextGenerator:
             top_p=top_p,
             seed=seed,
             stops=list(request.stop),
+            repetition_penalty=penalty,
+            truncated_prompt_tokens=truncated,
         )
 
     async def stream(
@@ -162,6 +192,23 @@ class TextGenerator:
     ) -> AsyncIterator[pb.StreamTextResponse]:
         """Text deltas as they are produced; the last message carries the finish reason."""
         plan = self.plan(request)
+        reason = "error"
+        try:
+            # Closed at once when the caller goes away, so Triton hears of it now, not at GC.
+            async with contextlib.aclosing(self._stream(plan, request_id, timeout_s)) as messages:
+                async for message in messages:
+                    if message.finish_reason:
+                        reason = pb.FinishReason.Name(message.finish_reason)
+                    yield message
+        except (asyncio.CancelledError, GeneratorExit, DeadlineExceeded):
+            reason = pb.FinishReason.Name(pb.FINISH_REASON_CANCELLED)
+            raise
+        finally:
+            finished.labels(self.model, reason.removeprefix("FINISH_REASON_").lower()).inc()
+
+    async def _stream(
+        self, plan: TextPlan, request_id: str, timeout_s: float | None
+    ) -> AsyncIterator[pb.StreamTextResponse]:
         started = time.perf_counter()
         version = await self._triton.model_version(self.model)
         inputs = {
@@ -171,6 +218,7 @@ class TextGenerator:
             "top_k": np.asarray([plan.top_k], dtype=np.int32),
             "top_p": np.asarray([plan.top_p], dtype=np.float32),
             "seed": np.asarray([plan.seed], dtype=np.int64),
+            "repetition_penalty": np.asarray([plan.repetition_penalty], dtype=np.float32),
         }
         detokenizer = IncrementalDetokenizer(self._tokenizer)
         stops = StopSequenceFilter(plan.stops)
@@ -210,7 +258,11 @@ class TextGenerator:
         yield pb.StreamTextResponse(
             text=tail,
             finish_reason=finish,
-            usage=pb.TextUsage(prompt_tokens=len(plan.prompt_ids), generated_tokens=generated),
+            usage=pb.TextUsage(
+                prompt_tokens=len(plan.prompt_ids),
+                generated_tokens=generated,
+                truncated_prompt_tokens=plan.truncated_prompt_tokens,
+            ),
             provenance=make_provenance(self.model, version, plan.seed, request_id),
         )
 

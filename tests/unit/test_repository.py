@@ -14,6 +14,7 @@ from services.launcher.repository import (
     WeightsError,
     build_repository,
     discover,
+    parse_parameter,
     verify_manifest,
     write_manifest,
 )
@@ -125,3 +126,40 @@ def test_command_line_reads_the_instance_group_from_the_environment(tmp_path: Pa
     refused = build_with_instance_env(weights, tmp_path / "repo2", "KIND_CPU", "0")
     assert refused.returncode != 0
     assert "instance count must be at least 1" in refused.stderr
+
+
+def test_parameter_overrides_replace_a_models_declared_parameters(tmp_path: Path) -> None:
+    weights = fake_weights(tmp_path / "w")
+    (weights / "gpt2").mkdir()
+    (weights / "gpt2" / "config.json").write_text("{}")
+    overrides = {"gpt2": {"max_sequences": "2", "max_queued_requests": "0"}}
+    build_repository(weights, tmp_path / "repo", parameters=overrides)
+    config = parsed_config(tmp_path / "repo" / "gpt2" / "config.pbtxt")
+    values = {key: value.string_value for key, value in config.parameters.items()}
+    assert values["max_sequences"] == "2" and values["max_queued_requests"] == "0"
+    assert values["max_total_tokens"] == "8192"  # the others stay
+    biggan = parsed_config(tmp_path / "repo" / "biggan" / "config.pbtxt")
+    assert "max_sequences" not in biggan.parameters
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"gpt2": {"no_such_parameter": "1"}}, "no parameter 'no_such_parameter'"),
+        ({"gpt3": {"max_sequences": "1"}}, "models not served: gpt3"),
+    ],
+)
+def test_bad_parameter_overrides_are_refused(
+    tmp_path: Path, overrides: dict[str, dict[str, str]], message: str
+) -> None:
+    weights = fake_weights(tmp_path / "w")
+    (weights / "gpt2").mkdir()
+    (weights / "gpt2" / "config.json").write_text("{}")
+    with pytest.raises(WeightsError, match=message):
+        build_repository(weights, tmp_path / "repo", parameters=overrides)
+
+
+def test_parameter_text_is_model_dot_key_equals_value() -> None:
+    assert parse_parameter("gpt2.max_sequences=8") == ("gpt2", "max_sequences", "8")
+    with pytest.raises(WeightsError, match=r"MODEL\.KEY=VALUE"):
+        parse_parameter("max_sequences=8")

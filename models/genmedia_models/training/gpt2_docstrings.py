@@ -43,13 +43,9 @@ from tokenizers import ByteLevelBPETokenizer, Tokenizer
 from tqdm import tqdm
 from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
 
-from genmedia_models.gpt2 import (
-    SamplingParams,
-    eos_token_ids,
-    generate_tokens,
-    load_gpt2,
-    save_tokenizer_files,
-)
+from genmedia_models.continuous_batching import generate_one
+from genmedia_models.gpt2 import eos_token_ids, load_gpt2, save_tokenizer_files
+from genmedia_models.sampling import SamplingParams
 from genmedia_models.training.pacing import steps_that_fit
 from genmedia_models.training.report import QualityReport, TrainingReport
 
@@ -480,7 +476,7 @@ def sample_text(
     params = SamplingParams(
         max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed
     )
-    tokens = list(generate_tokens(model, tokenizer.encode(prompt).ids, params, stops))
+    tokens = list(generate_one(model, tokenizer.encode(prompt).ids, params, stops))
     return tokenizer.decode([token for token in tokens if token not in stops])
 
 

@@ -106,6 +106,9 @@ class FakeMetric:
     def increment(self, value: float) -> None:
         self.total += value
 
+    def set(self, value: float) -> None:
+        self.total = value
+
     def value(self) -> float:
         return self.total
 

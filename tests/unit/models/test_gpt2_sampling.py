@@ -1,23 +1,27 @@
-"""GPT-2 token streaming: determinism, greedy decoding, filters, limits, early stop."""
+"""One GPT-2 sequence through the batcher's decoder and sampler: determinism, agreement
+with Hugging Face's own forward pass and generate(), filters, limits, early stop."""
 
 from __future__ import annotations
 
-import functools
 import itertools
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import GPT2LMHeadModel
+from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
 
-from genmedia_models.gpt2 import (
-    SamplingParams,
-    eos_token_ids,
-    filter_logits,
-    generate_tokens,
-    load_gpt2,
-)
+from genmedia_models.continuous_batching import generate_one
+from genmedia_models.gpt2 import eos_token_ids, load_gpt2
+from genmedia_models.gpt2_decoder import DecodeRow, PooledGPT2
 from genmedia_models.runtime import InvalidInputError
+from genmedia_models.sampling import (
+    SamplerState,
+    SamplingParams,
+    keep_top_k,
+    keep_top_p,
+    penalise_repetitions,
+)
 
 PROMPT = [5, 17, 42, 99, 300]
 
@@ -29,7 +33,7 @@ def model(weights_dir: Path) -> GPT2LMHeadModel:
 
 def sample(model: GPT2LMHeadModel, **overrides: object) -> list[int]:
     params = SamplingParams(**{"max_new_tokens": 24, "temperature": 1.0, "seed": 7, **overrides})
-    return list(generate_tokens(model, PROMPT, params))
+    return list(generate_one(model, PROMPT, params))
 
 
 def test_same_seed_gives_the_same_tokens(model: GPT2LMHeadModel) -> None:
@@ -58,7 +62,7 @@ def test_stops_after_emitting_a_stop_token(model: GPT2LMHeadModel) -> None:
     greedy = sample(model, temperature=0.0)
     stop = greedy[3]
     params = SamplingParams(max_new_tokens=24, temperature=0.0)
-    tokens = list(generate_tokens(model, PROMPT, params, stop_token_ids={stop}))
+    tokens = list(generate_one(model, PROMPT, params, stop_token_ids={stop}))
     assert tokens == greedy[: greedy.index(stop) + 1]
 
 
@@ -68,42 +72,79 @@ def test_eos_comes_from_the_checkpoint(model: GPT2LMHeadModel) -> None:
 
 def test_generation_can_be_stopped_between_steps(model: GPT2LMHeadModel) -> None:
     calls = 0
-    original_forward = model.forward
 
-    @functools.wraps(original_forward)  # keeps the signature generate_tokens inspects
-    def counting_forward(*args: object, **kwargs: object) -> object:
+    def count(*_: object) -> None:
         nonlocal calls
         calls += 1
-        return original_forward(*args, **kwargs)
 
-    model.forward = counting_forward  # type: ignore[method-assign]
+    hook = model.lm_head.register_forward_hook(count)
     try:
-        tokens = generate_tokens(model, PROMPT, SamplingParams(max_new_tokens=500))
+        tokens = generate_one(model, PROMPT, SamplingParams(max_new_tokens=500))
         taken = list(itertools.islice(tokens, 3))
         tokens.close()
     finally:
-        del model.forward
+        hook.remove()
     assert len(taken) == 3
     assert calls == 3  # the prompt pass, then one step per further token; nothing ahead
 
 
-def test_top_k_keeps_only_the_k_largest() -> None:
-    logits = torch.tensor([1.0, 5.0, 3.0, 4.0, 2.0])
-    kept = torch.isfinite(filter_logits(logits, top_k=2, top_p=1.0))
-    assert kept.tolist() == [False, True, False, True, False]
+def test_greedy_tokens_equal_hugging_face_generate(model: GPT2LMHeadModel) -> None:
+    ours = list(generate_one(model, PROMPT, SamplingParams(max_new_tokens=40, temperature=0.0)))
+    theirs = model.generate(
+        torch.tensor([PROMPT]), max_new_tokens=40, do_sample=False, eos_token_id=None
+    )
+    assert ours == theirs[0, len(PROMPT) :].tolist()
 
 
-def test_top_p_keeps_the_smallest_nucleus_and_at_least_one() -> None:
-    probabilities = torch.tensor([0.5, 0.3, 0.15, 0.05])
-    logits = probabilities.log()
-    assert torch.isfinite(filter_logits(logits, 0, 0.75)).tolist() == [True, True, False, False]
-    assert torch.isfinite(filter_logits(logits, 0, 0.01)).tolist() == [True, False, False, False]
-    assert torch.isfinite(filter_logits(logits, 0, 1.0)).all()
+@torch.inference_mode()
+def test_pooled_logits_equal_the_full_forward_pass_at_every_step(model: GPT2LMHeadModel) -> None:
+    decoder = PooledGPT2(model, slots=4)
+    logits = decoder.prefill(0, PROMPT)
+    sequence = list(PROMPT)
+    for token in [7, 300, 7, 12, 1, 0, 250]:
+        full = model(torch.tensor([sequence])).logits[0, -1]
+        torch.testing.assert_close(logits, full, atol=1e-5, rtol=1e-5)
+        logits = decoder.decode([DecodeRow(len(sequence), token)])[0]
+        sequence.append(token)
+
+
+def test_top_k_keeps_only_the_k_largest_per_row() -> None:
+    logits = torch.tensor([[1.0, 5.0, 3.0, 4.0, 2.0], [1.0, 5.0, 3.0, 4.0, 2.0]])
+    kept = torch.isfinite(keep_top_k(logits, torch.tensor([2, 0])))
+    assert kept.tolist() == [[False, True, False, True, False], [True] * 5]
+
+
+def test_top_p_keeps_the_smallest_nucleus_and_at_least_one_per_row() -> None:
+    logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log().repeat(3, 1)
+    kept = torch.isfinite(keep_top_p(logits, torch.tensor([0.75, 0.01, 1.0])))
+    assert kept.tolist() == [[True, True, False, False], [True, False, False, False], [True] * 4]
 
 
 def test_filters_off_leave_logits_untouched() -> None:
-    logits = torch.randn(50)
-    assert torch.equal(filter_logits(logits, 0, 1.0), logits)
+    logits = torch.randn(3, 50)
+    kept = keep_top_p(keep_top_k(logits.clone(), torch.zeros(3, dtype=torch.long)), torch.ones(3))
+    assert torch.equal(kept, logits)
+
+
+def test_repetition_penalty_matches_transformers() -> None:
+    logits = torch.randn(2, 40)
+    seen = [3, 7, 7, 12]
+    cpu = torch.device("cpu")
+    penalised = SamplerState.start(
+        SamplingParams(max_new_tokens=1, repetition_penalty=1.3), seen, 40, cpu
+    )
+    plain = SamplerState.start(SamplingParams(max_new_tokens=1), seen, 40, cpu)
+    ours = penalise_repetitions(logits.clone(), [penalised, plain])
+    theirs = RepetitionPenaltyLogitsProcessor(1.3)(torch.tensor([seen]), logits[:1].clone())
+    assert torch.equal(ours[0], theirs[0])
+    assert torch.equal(ours[1], logits[1])
+
+
+def test_repetition_penalty_changes_what_is_sampled(model: GPT2LMHeadModel) -> None:
+    plain = sample(model, temperature=0.0, max_new_tokens=40)
+    penalised = sample(model, temperature=0.0, max_new_tokens=40, repetition_penalty=5.0)
+    assert penalised != plain
+    assert len(set(penalised)) > len(set(plain))
 
 
 @pytest.mark.parametrize(
@@ -117,16 +158,14 @@ def test_filters_off_leave_logits_untouched() -> None:
 def test_prompts_that_do_not_fit_are_rejected(
     model: GPT2LMHeadModel, prompt_length: int, max_new_tokens: int, message: str
 ) -> None:
-    tokens = generate_tokens(
-        model, [1] * prompt_length, SamplingParams(max_new_tokens=max_new_tokens)
-    )
+    tokens = generate_one(model, [1] * prompt_length, SamplingParams(max_new_tokens=max_new_tokens))
     with pytest.raises(InvalidInputError, match=message):
         next(tokens)
 
 
 def test_prompt_that_exactly_fills_the_window_is_accepted(model: GPT2LMHeadModel) -> None:
     params = SamplingParams(max_new_tokens=2, temperature=0.0)
-    assert len(list(generate_tokens(model, [1] * 1022, params))) == 2
+    assert len(list(generate_one(model, [1] * 1022, params))) == 2
 
 
 @pytest.mark.parametrize(
@@ -137,6 +176,8 @@ def test_prompt_that_exactly_fills_the_window_is_accepted(model: GPT2LMHeadModel
         SamplingParams(max_new_tokens=5, top_k=-1),
         SamplingParams(max_new_tokens=5, top_p=0.0),
         SamplingParams(max_new_tokens=5, top_p=1.5),
+        SamplingParams(max_new_tokens=5, repetition_penalty=0.0),
+        SamplingParams(max_new_tokens=5, repetition_penalty=11.0),
     ],
 )
 def test_invalid_sampling_parameters_are_rejected(params: SamplingParams) -> None:
@@ -145,6 +186,6 @@ def test_invalid_sampling_parameters_are_rejected(params: SamplingParams) -> Non
 
 
 def test_token_ids_outside_the_vocabulary_are_rejected(model: GPT2LMHeadModel) -> None:
-    tokens = generate_tokens(model, [model.config.vocab_size], SamplingParams(max_new_tokens=1))
+    tokens = generate_one(model, [model.config.vocab_size], SamplingParams(max_new_tokens=1))
     with pytest.raises(InvalidInputError, match="input_ids must be in"):
         next(tokens)

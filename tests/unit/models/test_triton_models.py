@@ -95,13 +95,16 @@ def test_cyclegan_takes_its_direction_from_the_model_name(
 
 GPT2_CONFIG = {
     "model_transaction_policy": {"decoupled": True},
-    **parameters(weights_path="gpt2", max_concurrent_generations="2"),
+    **parameters(weights_path="gpt2", max_sequences="2", max_queued_requests="1"),
 }
 
 
 def gpt2_request(pb_utils: types.ModuleType, prompt: list[int], **overrides: float) -> Any:
     values = {"max_new_tokens": 12, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 3}
     values.update(overrides)
+    optional = {}
+    if "repetition_penalty" in values:  # an optional input
+        optional["repetition_penalty"] = np.array([values["repetition_penalty"]], np.float32)
     return pb_utils.InferenceRequest(
         input_ids=np.array(prompt, np.int64),
         max_new_tokens=np.array([values["max_new_tokens"]], np.int32),
@@ -109,6 +112,7 @@ def gpt2_request(pb_utils: types.ModuleType, prompt: list[int], **overrides: flo
         top_k=np.array([values["top_k"]], np.int32),
         top_p=np.array([values["top_p"]], np.float32),
         seed=np.array([values["seed"]], np.int64),
+        **optional,
     )
 
 
@@ -145,13 +149,15 @@ def test_gpt2_stops_when_the_client_cancels(
     pb_utils: types.ModuleType, triton_model: BuildModel
 ) -> None:
     model = triton_model("gpt2", GPT2_CONFIG)
-    model.stop_token_ids = frozenset()  # make sure only cancellation can end it early
+    model.batcher.stop_token_ids = frozenset()  # make sure only cancellation can end it early
     request = gpt2_request(pb_utils, [5, 6, 7], max_new_tokens=1000)
     request.cancel_after_tokens = 4
     model.execute([request])
     wait_closed(request)
 
-    assert len(request.sender.tokens()) == 4
+    # Tokens are sent while the next step runs: at most that one step's token
+    # follows the fourth, after which the request left the batch.
+    assert len(request.sender.tokens()) in (4, 5)
     assert request.sender.sent[-1] == (None, pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
     assert counter(pb_utils, "genmedia_model_requests_cancelled_total") == 1
     family = pb_utils.MetricFamily.created["genmedia_model_requests_cancelled_total"]
@@ -165,6 +171,7 @@ def test_gpt2_stops_when_the_client_cancels(
         ([1] * 1000, {"max_new_tokens": 100}, "context window of 1024"),
         ([1, 2], {"top_p": 0.0}, "top_p"),
         ([1, 2], {"temperature": -1.0}, "temperature"),
+        ([1, 2], {"repetition_penalty": 0.0}, "repetition_penalty"),
     ],
 )
 def test_gpt2_caller_errors_end_the_stream_with_a_triton_error(
@@ -188,7 +195,7 @@ def test_gpt2_unload_ends_running_generations(
     pb_utils: types.ModuleType, triton_model: BuildModel
 ) -> None:
     model = triton_model("gpt2", GPT2_CONFIG)
-    model.stop_token_ids = frozenset()
+    model.batcher.stop_token_ids = frozenset()
     request = gpt2_request(pb_utils, [5, 6, 7], max_new_tokens=1000)
     model.execute([request])
     deadline = time.monotonic() + 30
@@ -198,4 +205,42 @@ def test_gpt2_unload_ends_running_generations(
 
     assert request.sender.closed.is_set()
     assert len(request.sender.tokens()) < 1000
-    assert request.sender.errors() == ["model is unloading"]
+    assert request.sender.errors() == ["UNAVAILABLE: model is unloading"]
+
+
+def test_gpt2_refuses_requests_beyond_its_slots_and_queue_as_resource_exhausted(
+    pb_utils: types.ModuleType, triton_model: BuildModel
+) -> None:
+    model = triton_model("gpt2", GPT2_CONFIG)  # 2 sequences, 1 queued
+    model.batcher.stop_token_ids = frozenset()
+    long = [gpt2_request(pb_utils, [5, 6, 7], max_new_tokens=1000) for _ in range(3)]
+    model.execute(long)  # the batcher has not stepped yet: two will run, one waits
+    refused = gpt2_request(pb_utils, [5, 6, 7])
+    model.execute([refused])
+    wait_closed(refused)
+
+    (message,) = refused.sender.errors()
+    assert message.startswith("RESOURCE_EXHAUSTED: ")
+    assert "max_queued_requests 1" in message
+    assert counter(pb_utils, "genmedia_model_requests_rejected_total") == 1
+    for request in long:
+        request.cancel_after_tokens = 0
+    wait_closed(*long)
+    assert counter(pb_utils, "genmedia_model_running_sequences") == 0
+
+
+def test_gpt2_repetition_penalty_input_is_optional_and_applied(
+    pb_utils: types.ModuleType, triton_model: BuildModel
+) -> None:
+    model = triton_model("gpt2", GPT2_CONFIG)
+    model.batcher.stop_token_ids = frozenset()
+    greedy = {"temperature": 0.0, "max_new_tokens": 30}
+    requests = [
+        gpt2_request(pb_utils, [5, 6, 7], **greedy),
+        gpt2_request(pb_utils, [5, 6, 7], **greedy, repetition_penalty=1.0),
+        gpt2_request(pb_utils, [5, 6, 7], **greedy, repetition_penalty=5.0),
+    ]
+    model.execute(requests)
+    wait_closed(*requests)
+    plain, explicit, penalised = (r.sender.tokens() for r in requests)
+    assert plain == explicit != penalised

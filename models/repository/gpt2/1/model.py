@@ -1,13 +1,23 @@
 """gpt2: decoupled, streaming one response (`token_id` INT64 [1]) per generated token.
 
-execute() hands each request to a worker thread and returns at once; the
-worker streams tokens through the request's response sender and ends every
-stream with an empty TRITONSERVER_RESPONSE_COMPLETE_FINAL response. Before
-each step it checks whether the client cancelled, and stops if so: a client
-that goes away stops the work, not just the transfer.
+All requests share one continuously batched decode loop
+(genmedia_models.continuous_batching): execute() validates each request and
+queues it, then returns at once; the loop thread admits it at its next step,
+streams its tokens through the request's response sender (from a few
+sender threads, while it computes the next step) and ends every stream with
+an empty TRITONSERVER_RESPONSE_COMPLETE_FINAL response. Running
+requests are asked every step whether their client cancelled, so a cancelled
+or expired request leaves the batch before the next forward pass.
+
+Errors a stream can end with start with the gRPC status the service should
+report ("RESOURCE_EXHAUSTED: ...", "UNAVAILABLE: ..."): Triton's streaming API
+passes a model's error on as a bare message, and its own codes have no
+RESOURCE_EXHAUSTED.
 
 Custom metrics (Triton's metrics endpoint, label model=<model name>):
-genmedia_model_tokens_generated_total and genmedia_model_requests_cancelled_total.
+genmedia_model_tokens_generated_total, genmedia_model_requests_cancelled_total,
+genmedia_model_requests_rejected_total, genmedia_model_running_sequences and
+genmedia_model_queued_requests.
 """
 
 from __future__ import annotations
@@ -16,7 +26,6 @@ import importlib.util
 import json
 import sys
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +39,17 @@ from transformers.utils import logging as transformers_logging
 if importlib.util.find_spec("genmedia_models") is None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from genmedia_models.gpt2 import SamplingParams, eos_token_ids, generate_tokens, load_gpt2
+from genmedia_models.continuous_batching import (
+    BatchLimits,
+    BatchState,
+    ContinuousBatcher,
+    FinishReason,
+    GenerationRequest,
+    QueueFull,
+)
+from genmedia_models.gpt2 import eos_token_ids, load_gpt2
 from genmedia_models.runtime import InvalidInputError, configure_torch_threads, select_device
+from genmedia_models.sampling import SamplingParams
 from genmedia_models.triton_utils import (
     error_response,
     input_array,
@@ -40,27 +58,102 @@ from genmedia_models.triton_utils import (
 )
 from genmedia_models.weights import model_parameter, weights_path_from_config
 
-DEFAULT_MAX_CONCURRENT_GENERATIONS = 4
 # Each metric update is a round trip to Triton: count tokens in chunks, and at the end.
 TOKENS_PER_METRIC_UPDATE = 32
+DEFAULT_LIMITS = BatchLimits()
+DEFAULT_SENDER_THREADS = 4
 
 
 def read_request(request: Any) -> tuple[list[int], SamplingParams]:
     """The prompt and sampling parameters of one request; InvalidInputError for bad values."""
     input_ids = input_array(request, "input_ids").reshape(-1).astype(np.int64).tolist()
+    penalty = pb_utils.get_input_tensor_by_name(request, "repetition_penalty")
     params = SamplingParams(
         max_new_tokens=int(scalar_input(request, "max_new_tokens")),
         temperature=float(scalar_input(request, "temperature")),
         top_k=int(scalar_input(request, "top_k")),
         top_p=float(scalar_input(request, "top_p")),
         seed=int(scalar_input(request, "seed")),
+        repetition_penalty=(
+            1.0 if penalty is None else float(scalar_input(request, "repetition_penalty"))
+        ),
     )
     params.validate()
     return input_ids, params
 
 
+def batch_limits(model_config: dict[str, Any]) -> BatchLimits:
+    def setting(key: str, default: int) -> int:
+        value = model_parameter(model_config, key)
+        return default if value is None else int(value)
+
+    return BatchLimits(
+        max_sequences=setting("max_sequences", DEFAULT_LIMITS.max_sequences),
+        max_total_tokens=setting("max_total_tokens", DEFAULT_LIMITS.max_total_tokens),
+        max_queued=setting("max_queued_requests", DEFAULT_LIMITS.max_queued),
+    )
+
+
+class TokenCounter:
+    """Tokens sent, added to Triton's counter in chunks (each update is a round trip).
+
+    Sender threads add concurrently; `metrics_lock` serialises the updates.
+    """
+
+    def __init__(self, metric: Any, metrics_lock: threading.Lock) -> None:
+        self._metric = metric
+        self._metrics_lock = metrics_lock
+        self._lock = threading.Lock()
+        self._pending = 0
+
+    def add(self, amount: int = 1) -> None:
+        with self._lock:
+            self._pending += amount
+            due = self._pending >= TOKENS_PER_METRIC_UPDATE
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            amount, self._pending = self._pending, 0
+        if amount:
+            with self._metrics_lock:
+                self._metric.increment(amount)
+
+
+class TritonSink:
+    """Sends one request's tokens as decoupled responses, then the final flag."""
+
+    def __init__(self, model: TritonPythonModel, request: Any) -> None:
+        self._model = model
+        self._request = request
+        self._sender = request.get_response_sender()
+
+    def emit(self, token: int) -> None:
+        output = pb_utils.Tensor("token_id", np.array([token], dtype=np.int64))
+        self._sender.send(pb_utils.InferenceResponse(output_tensors=[output]))
+        self._model.tokens.add()
+
+    def cancelled(self) -> bool:
+        return bool(self._request.is_cancelled())
+
+    def finish(self, reason: FinishReason, error: BaseException | None = None) -> None:
+        try:
+            if reason is FinishReason.CANCELLED:
+                self._model.count(self._model.requests_cancelled)
+            elif reason is FinishReason.UNLOADING:
+                message = "UNAVAILABLE: model is unloading"
+                self._sender.send(error_response(message, pb_utils.TritonError.UNAVAILABLE))
+            elif reason is FinishReason.FAILED:
+                assert error is not None
+                self._sender.send(internal_error_response(self._model.model_name, error))
+        finally:
+            self._sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            self._model.tokens.flush()
+
+
 class TritonPythonModel:
-    """GPT-2 token streamer."""
+    """GPT-2 token streamer over a continuous batch."""
 
     def initialize(self, args: dict[str, str]) -> None:
         model_config: dict[str, Any] = json.loads(args["model_config"])
@@ -75,105 +168,88 @@ class TritonPythonModel:
         device = select_device(args)
         directory = weights_path_from_config(model_config)
         self.model = load_gpt2(directory, device)
-        self.stop_token_ids = eos_token_ids(self.model)
-        workers = int(
-            model_parameter(model_config, "max_concurrent_generations")
-            or DEFAULT_MAX_CONCURRENT_GENERATIONS
-        )
-        self.executor = ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix=f"{self.model_name}-generate"
-        )
-        self.unloading = threading.Event()
+        limits = batch_limits(model_config)
 
         # Keep the families referenced: a Metric stops working once its
         # MetricFamily object is garbage-collected.
+        counter, gauge = pb_utils.MetricFamily.COUNTER, pb_utils.MetricFamily.GAUGE
         self.metric_families = {
-            "tokens": pb_utils.MetricFamily(
-                name="genmedia_model_tokens_generated_total",
-                description="Tokens generated and sent to clients",
-                kind=pb_utils.MetricFamily.COUNTER,
-            ),
-            "cancelled": pb_utils.MetricFamily(
-                name="genmedia_model_requests_cancelled_total",
-                description="Generations stopped early because the client cancelled",
-                kind=pb_utils.MetricFamily.COUNTER,
-            ),
+            name: pb_utils.MetricFamily(name=name, description=description, kind=kind)
+            for name, description, kind in (
+                ("genmedia_model_tokens_generated_total", "Tokens generated and sent", counter),
+                (
+                    "genmedia_model_requests_cancelled_total",
+                    "Generations stopped early because the client cancelled",
+                    counter,
+                ),
+                (
+                    "genmedia_model_requests_rejected_total",
+                    "Requests refused because every sequence slot and queue place was taken",
+                    counter,
+                ),
+                ("genmedia_model_running_sequences", "Sequences in the decode batch", gauge),
+                ("genmedia_model_queued_requests", "Requests waiting for a sequence slot", gauge),
+            )
         }
         labels = {"model": self.model_name}
-        self.tokens_generated = self.metric_families["tokens"].Metric(labels=labels)
-        self.requests_cancelled = self.metric_families["cancelled"].Metric(labels=labels)
-        # Concurrent metric updates from several worker threads crash Triton
-        # 2.51 (24.10) in the python backend: serialise them.
+        metric = {name: f.Metric(labels=labels) for name, f in self.metric_families.items()}
+        self.requests_cancelled = metric["genmedia_model_requests_cancelled_total"]
+        self.requests_rejected = metric["genmedia_model_requests_rejected_total"]
+        self.running_sequences = metric["genmedia_model_running_sequences"]
+        self.queued_requests = metric["genmedia_model_queued_requests"]
+        # Concurrent metric updates from several threads crash Triton 2.51
+        # (24.10) in the python backend: serialise them.
         self.metrics_lock = threading.Lock()
+        tokens_metric = metric["genmedia_model_tokens_generated_total"]
+        self.tokens = TokenCounter(tokens_metric, self.metrics_lock)
+
+        senders = model_parameter(model_config, "response_sender_threads")
+        self.batcher = ContinuousBatcher(
+            self.model,
+            limits,
+            eos_token_ids(self.model),
+            on_state=self._publish_state,
+            sender_threads=DEFAULT_SENDER_THREADS if senders is None else int(senders),
+        )
+        self.batcher.start(name=f"{self.model_name}-batcher")
         config = self.model.config
         pb_utils.Logger.log_info(
             f"{self.model_name}: loaded {directory} (n_layer={config.n_layer}, "
             f"n_embd={config.n_embd}, vocab={config.vocab_size}, n_positions={config.n_positions}) "
-            f"on {device}, {workers} workers"
+            f"on {device}; up to {limits.max_sequences} sequences and "
+            f"{limits.max_total_tokens} tokens at once, {limits.max_queued} more queued"
         )
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
-            sender = request.get_response_sender()
             try:
                 input_ids, params = read_request(request)
+                self.batcher.submit(GenerationRequest(input_ids, params, TritonSink(self, request)))
             except InvalidInputError as error:
-                sender.send(
-                    error_response(str(error)), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-                )
-                continue
-            worker = self.executor.submit(self._stream, request, sender, input_ids, params)
-            worker.add_done_callback(self._log_worker_failure)
-        # Decoupled: the workers answer; returning lets Triton hand over more requests.
+                self._refuse(request, error_response(str(error)))
+            except QueueFull as error:
+                self.count(self.requests_rejected)
+                message = f"RESOURCE_EXHAUSTED: {error}"
+                self._refuse(request, error_response(message, pb_utils.TritonError.UNAVAILABLE))
+        # Decoupled: the batcher answers; returning lets Triton hand over more requests.
         return None
 
-    def _stream(
-        self, request: Any, sender: Any, input_ids: list[int], params: SamplingParams
-    ) -> None:
-        """Send one response per token, then the final flag, whatever happens."""
-        tokens = generate_tokens(self.model, input_ids, params, self.stop_token_ids)
-        sent = counted = 0
-        try:
-            while True:
-                if request.is_cancelled():
-                    self._count(self.requests_cancelled, 1)
-                    break
-                if self.unloading.is_set():
-                    sender.send(
-                        error_response("model is unloading", pb_utils.TritonError.UNAVAILABLE)
-                    )
-                    break
-                token = next(tokens, None)
-                if token is None:
-                    break
-                output = pb_utils.Tensor("token_id", np.array([token], dtype=np.int64))
-                sender.send(pb_utils.InferenceResponse(output_tensors=[output]))
-                sent += 1
-                if sent - counted == TOKENS_PER_METRIC_UPDATE:
-                    self._count(self.tokens_generated, sent - counted)
-                    counted = sent
-        except InvalidInputError as error:
-            sender.send(error_response(str(error)))
-        except Exception as error:  # noqa: BLE001 - the stream must still end with the final flag
-            sender.send(internal_error_response(self.model_name, error))
-        finally:
-            tokens.close()
-            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-            self._count(self.tokens_generated, sent - counted)
+    @staticmethod
+    def _refuse(request: Any, response: Any) -> None:
+        request.get_response_sender().send(
+            response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        )
 
-    def _log_worker_failure(self, worker: Future[None]) -> None:
-        # _stream answers its own errors; this catches failures to send at all.
-        error = None if worker.cancelled() else worker.exception()
-        if error is not None:
-            pb_utils.Logger.log_error(f"{self.model_name}: generation worker failed: {error!r}")
+    def _publish_state(self, state: BatchState) -> None:
+        with self.metrics_lock:
+            self.running_sequences.set(state.running)
+            self.queued_requests.set(state.queued)
 
-    def _count(self, metric: Any, amount: int) -> None:
-        if amount:
-            with self.metrics_lock:
-                metric.increment(amount)
+    def count(self, metric: Any, amount: int = 1) -> None:
+        with self.metrics_lock:
+            metric.increment(amount)
 
     def finalize(self) -> None:
-        # Running and queued generations end at their next step with UNAVAILABLE.
-        self.unloading.set()
-        self.executor.shutdown(wait=True)
+        # Running and queued generations end now with UNAVAILABLE.
+        self.batcher.close()
         pb_utils.Logger.log_info(f"{self.model_name}: unloaded")
