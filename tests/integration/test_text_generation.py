@@ -69,6 +69,11 @@ def test_stop_sequence_cuts_the_text(text) -> None:
         ({"top_p": 1.5}, "top_p is 1.5"),
         ({"max_new_tokens": 5000}, "max_new_tokens is 5000"),
         ({"prompt": "deep " * 1000, "max_new_tokens": 1000}, "context of 1024 tokens"),
+        ({"prompt": "deep " * 1000, "max_new_tokens": 1000}, "shorten the prompt to 24 tokens"),
+        ({"max_new_tokens": 1024, "truncate_prompt": True}, "must be below the model's context"),
+        ({"repetition_penalty": 0.0}, "repetition_penalty is 0.0"),
+        ({"repetition_penalty": 11.0}, "repetition_penalty is 11.0"),
+        ({"repetition_penalty": float("nan")}, "repetition_penalty is nan"),
     ],
 )
 def test_bad_text_requests_are_invalid_argument(text, fields, message) -> None:
@@ -78,3 +83,33 @@ def test_bad_text_requests_are_invalid_argument(text, fields, message) -> None:
             call(request, timeout=30)
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert message in error.value.details()
+
+
+def test_truncate_prompt_keeps_the_end_that_fits_and_says_how_much_was_dropped(text) -> None:
+    long_prompt = "deep fakes are cheap now. " * 200
+    request = pb.GenerateTextRequest(
+        prompt=long_prompt, max_new_tokens=100, seed=2, truncate_prompt=True
+    )
+    response = text.GenerateText(request, timeout=60)
+    usage = response.usage
+    assert usage.prompt_tokens == 1024 - 100
+    assert usage.truncated_prompt_tokens > 0
+    assert usage.generated_tokens >= 1
+    short = text.GenerateText(
+        pb.GenerateTextRequest(prompt=PROMPT, max_new_tokens=8, seed=2, truncate_prompt=True),
+        timeout=60,
+    )
+    assert short.usage.truncated_prompt_tokens == 0
+
+
+def test_repetition_penalty_changes_the_greedy_text(text) -> None:
+    plain = pb.GenerateTextRequest(prompt=PROMPT, max_new_tokens=40, temperature=0)
+    penalised = pb.GenerateTextRequest(
+        prompt=PROMPT, max_new_tokens=40, temperature=0, repetition_penalty=5.0
+    )
+    one = pb.GenerateTextRequest(
+        prompt=PROMPT, max_new_tokens=40, temperature=0, repetition_penalty=1.0
+    )
+    plain_text = text.GenerateText(plain, timeout=60).text
+    assert text.GenerateText(one, timeout=60).text == plain_text
+    assert text.GenerateText(penalised, timeout=60).text != plain_text
