@@ -6,6 +6,7 @@
 1. The demo stack (``models/demo``, API keys on, as in production):
    cold start to all-healthy; the cost of each hop per call (``bench.serving``);
    token streams against the in-process generate loop (``bench.text``);
+   1, 4 and 16 concurrent streams, what in-flight batching buys (``bench.streams``);
    dynamic batching at concurrency 1, 4 and 16 (``bench.batching``);
    resident memory of every process after that traffic (``bench.resources``).
 2. The full-size architectures with random weights (``bench.full_size``:
@@ -21,7 +22,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from bench import batching, resources, serving, text
+from bench import batching, resources, serving, streams, text
 from bench.common import DEMO_WEIGHTS, RESULTS_DIR, bench_stack, machine, write_json
 from bench.full_size import FullSizeSet, write_full_size
 from bench.inprocess import InProcessModels
@@ -48,6 +49,9 @@ def run_demo(weights: Path, quick: bool, out: Path) -> dict[str, Any]:
         text_sizes = text.TextSizes.quick() if quick else text.TextSizes()
         results["text"] = text.measure(addresses, models, work, text_sizes)
         print(text.report(results["text"]))
+        stream_sizes = streams.StreamSizes.quick() if quick else streams.StreamSizes()
+        results["streams"] = streams.measure(addresses, work, stream_sizes)
+        print(streams.report(results["streams"]))
         batch_sizes = batching.BatchingSizes.quick() if quick else batching.BatchingSizes()
         results["batching"] = batching.measure(addresses, work, batch_sizes)
         print(batching.report(results["batching"]))
@@ -55,6 +59,7 @@ def run_demo(weights: Path, quick: bool, out: Path) -> dict[str, Any]:
         results["cold_start"] = resources.cold_start(running.cold_start)
     serving.plot(results["serving"], out / "serving-demo.png", "demo models, p50 per call")
     text.plot(results["text"], out / "text.png", "token streams (demo GPT-2)")
+    streams.plot(results["streams"], out / "streams.png", "concurrent token streams (demo GPT-2)")
     batching.plot(results["batching"], out / "batching.png", "dynamic batching (demo models)")
     return results
 
@@ -81,7 +86,7 @@ def run_full_size(weights: Path, quick: bool, out: Path) -> dict[str, Any]:
 
 
 def verdicts(demo: dict[str, Any], full: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Each target of issue #7 with the measured figure and whether it is met."""
+    """Each target of issues #7 and #8 with the measured figure and whether it is met."""
     calls = demo["serving"]["calls"]
     worst_demo = max(
         (calls[c]["overhead_ms"], c) for c in serving.MODEL_CALLS if "overhead_ms" in calls[c]
@@ -105,6 +110,7 @@ def verdicts(demo: dict[str, Any], full: dict[str, Any] | None) -> list[dict[str
             "met": largest[1]["peak_mb"] < resources.SERVICE_LIMIT_MB,
         },
     ]
+    rows += streams.verdicts(demo["streams"])
     if full is not None:
         full_calls = full["serving"]["calls"]
         worst_full = max((figures["overhead_percent"], c) for c, figures in full_calls.items())
@@ -160,6 +166,7 @@ def main() -> None:
         args.out / "serving.json",
     )
     write_json(demo["text"], args.out / "text.json")
+    write_json(demo["streams"], args.out / "streams.json")
     write_json(demo["batching"], args.out / "batching.json")
     write_json({**memory, "full_size_memory": full and full["memory"]}, args.out / "resources.json")
     print(f"\nmachine: {summary['machine']['cpu']}, {summary['machine']['cpus']} CPUs")

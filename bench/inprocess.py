@@ -18,8 +18,8 @@ import torch
 
 from bench.workloads import ImageCall, StreamTiming, TextCall, TranslateCall
 from genmedia_models.biggan import generate_images, load_biggan
-from genmedia_models.cyclegan import load_generator, translate
 from genmedia_models.continuous_batching import generate_one
+from genmedia_models.cyclegan import load_generator, translate
 from genmedia_models.gpt2 import eos_token_ids, load_gpt2
 from genmedia_models.runtime import configure_torch_threads
 from genmedia_models.sampling import SamplingParams

@@ -60,7 +60,7 @@ def test_make_bench_runs_every_part_and_judges_every_target(tmp_path: Path) -> N
     stdout = run_bench("bench", "--out", str(out), "--full-size-weights", str(tmp_path / "full"))
 
     summary = json.loads((out / "summary.json").read_text())
-    assert len(summary["targets"]) == 4
+    assert len(summary["targets"]) == 6
     for row in summary["targets"]:
         assert isinstance(row["met"], bool) and row["figure"]
         assert ("met    " if row["met"] else "NOT MET") + f"  {row['target']}" in stdout
@@ -83,6 +83,13 @@ def test_make_bench_runs_every_part_and_judges_every_target(tmp_path: Path) -> N
 
     streams = json.loads((out / "text.json").read_text())
     assert all(streams["tokens_per_s"][side] > 0 for side in SIDES)
+    concurrent = json.loads((out / "streams.json").read_text())
+    for side in ("triton", "gateway"):
+        levels = concurrent["levels"][side]
+        assert set(levels) == {"1", "4"}  # the quick run's levels
+        assert levels["4"]["streams"] == 4 and levels["4"]["tokens"] > 0
+        assert levels["1"]["tokens_per_s_vs_1"] == 1.0
+        assert levels["4"]["first_token_p50_ms"] > 0
 
     memory = json.loads((out / "resources.json").read_text())
     assert set(memory["memory"]["services"]) == {
@@ -94,7 +101,7 @@ def test_make_bench_runs_every_part_and_judges_every_target(tmp_path: Path) -> N
     for started in memory["cold_start"].values():
         assert started["all_healthy_s"] >= started["milestones_s"]["Triton"] > 0
 
-    for name in ("serving-demo", "serving-full-size", "batching", "text", "resources"):
+    for name in ("serving-demo", "serving-full-size", "batching", "text", "streams", "resources"):
         assert_png(out / f"{name}.png")
 
 
