@@ -92,6 +92,8 @@ def text_generate(client: GenmediaClient, args: argparse.Namespace) -> None:
         "top_p": args.top_p,
         "seed": args.seed,
         "stop": args.stop,
+        "repetition_penalty": args.repetition_penalty,
+        "truncate_prompt": args.truncate_prompt,
     }
     if args.stream:
         last = None
@@ -105,6 +107,9 @@ def text_generate(client: GenmediaClient, args: argparse.Namespace) -> None:
         print(final.text)
     if final is not None:
         reason = text_pb.FinishReason.Name(final.finish_reason).removeprefix("FINISH_REASON_")
+        dropped = final.usage.truncated_prompt_tokens
+        if dropped:
+            print(f"[prompt truncated: its first {dropped} tokens were dropped]", file=sys.stderr)
         print(f"[{final.usage.generated_tokens} tokens, finished: {reason.lower()}, "
               f"seed {final.provenance.seed}, model {final.provenance.model}, synthetic]",
               file=sys.stderr)  # fmt: skip
@@ -219,6 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
     text_gen.add_argument("--top-p", type=float)
     text_gen.add_argument("--seed", type=int)
     text_gen.add_argument("--stop", action="append", default=[], help="stop sequence; repeatable")
+    text_gen.add_argument(
+        "--repetition-penalty", type=float, help="(0, 10], above 1 discourages repeats; default 1"
+    )
+    text_gen.add_argument(
+        "--truncate-prompt",
+        action="store_true",
+        help="keep the end of a prompt too long for the context instead of failing",
+    )
     text_gen.set_defaults(run=text_generate)
 
     models_help = "list, download and install the published checkpoints"

@@ -151,9 +151,15 @@ class GenmediaClient:
         top_p: float | None = None,
         seed: int | None = None,
         stop: Sequence[str] = (),
+        repetition_penalty: float | None = None,
+        truncate_prompt: bool = False,
     ) -> text_pb.GenerateTextRequest:
         request = text_pb.GenerateTextRequest(
-            prompt=prompt, max_new_tokens=max_new_tokens, top_k=top_k, stop=list(stop)
+            prompt=prompt,
+            max_new_tokens=max_new_tokens,
+            top_k=top_k,
+            stop=list(stop),
+            truncate_prompt=truncate_prompt,
         )
         if temperature is not None:
             request.temperature = temperature
@@ -161,6 +167,8 @@ class GenmediaClient:
             request.top_p = top_p
         if seed is not None:
             request.seed = seed
+        if repetition_penalty is not None:
+            request.repetition_penalty = repetition_penalty
         return request
 
     def generate_text(self, prompt: str, **options: object) -> text_pb.GenerateTextResponse:

@@ -17,8 +17,9 @@ dataset, classes). The services read them back from Triton
 ``--instance-count`` (or ``GENMEDIA_TRITON_INSTANCE_KIND`` / ``_COUNT``)
 replace every model's instance group, e.g. ``KIND_GPU`` x2 on a GPU node; by
 default the sources' ``KIND_AUTO`` x1 stays. ``--parameter MODEL.KEY=VALUE``
-(repeatable) replaces a string parameter a model's config already declares,
-e.g. ``gpt2.max_sequences=32``.
+(repeatable; or ``GENMEDIA_TRITON_MODEL_PARAMETERS``, space-separated)
+replaces a string parameter a model's config already declares, e.g.
+``gpt2.max_sequences=32``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ MANIFEST_FILE = "MANIFEST.sha256"
 PARAMETER_PREFIX = "genmedia_"
 INSTANCE_KIND_ENV = "GENMEDIA_TRITON_INSTANCE_KIND"
 INSTANCE_COUNT_ENV = "GENMEDIA_TRITON_INSTANCE_COUNT"
+PARAMETERS_ENV = "GENMEDIA_TRITON_MODEL_PARAMETERS"
 INSTANCE_KINDS = ("KIND_AUTO", "KIND_GPU", "KIND_CPU")
 _INSTANCE_GROUP_BLOCK = re.compile(r"^instance_group \[\n.*?^\]\n", re.MULTILINE | re.DOTALL)
 
@@ -239,9 +241,9 @@ def main() -> None:
     parser.add_argument(
         "--parameter",
         action="append",
-        default=[],
+        default=os.environ.get(PARAMETERS_ENV, "").split(),
         metavar="MODEL.KEY=VALUE",
-        help="replace a string parameter of a model's config (repeatable)",
+        help=f"replace a string parameter of a model's config (repeatable; env {PARAMETERS_ENV})",
     )
     args = parser.parse_args()
     try:

@@ -84,7 +84,7 @@ def test_make_bench_runs_every_part_and_judges_every_target(tmp_path: Path) -> N
     streams = json.loads((out / "text.json").read_text())
     assert all(streams["tokens_per_s"][side] > 0 for side in SIDES)
     concurrent = json.loads((out / "streams.json").read_text())
-    for side in ("triton", "gateway"):
+    for side in ("triton", "service", "gateway"):
         levels = concurrent["levels"][side]
         assert set(levels) == {"1", "4"}  # the quick run's levels
         assert levels["4"]["streams"] == 4 and levels["4"]["tokens"] > 0

@@ -51,6 +51,18 @@ def test_cli_generates_translates_and_streams(stack, tmp_path: Path) -> None:
     assert "synthetic" in streamed.stderr
 
 
+def test_cli_passes_repetition_penalty_and_truncation_on(stack, tmp_path: Path) -> None:
+    long_prompt = "deep fakes are cheap now. " * 200
+    truncated = genmedia(
+        stack, tmp_path, "text", "generate", long_prompt, "--max-new-tokens", "8",
+        "--truncate-prompt", "--repetition-penalty", "1.3", "--seed", "4",
+    )  # fmt: skip
+    assert truncated.returncode == 0, truncated.stderr
+    assert "prompt truncated: its first" in truncated.stderr
+    refused = genmedia(stack, tmp_path, "text", "generate", "x", "--repetition-penalty", "0")
+    assert refused.returncode == 1 and "repetition_penalty is 0.0" in refused.stderr
+
+
 def test_cli_reports_caller_errors_with_status_and_exit_code(stack, tmp_path: Path) -> None:
     result = genmedia(stack, tmp_path, "image", "generate", "--class", "cofee mugg")
     assert result.returncode == 1

@@ -163,3 +163,19 @@ def test_parameter_text_is_model_dot_key_equals_value() -> None:
     assert parse_parameter("gpt2.max_sequences=8") == ("gpt2", "max_sequences", "8")
     with pytest.raises(WeightsError, match=r"MODEL\.KEY=VALUE"):
         parse_parameter("max_sequences=8")
+
+
+def test_the_repository_command_takes_parameters_from_the_environment(tmp_path: Path) -> None:
+    weights = fake_weights(tmp_path / "w")
+    (weights / "gpt2").mkdir()
+    (weights / "gpt2" / "config.json").write_text("{}")
+    env = {
+        **os.environ,
+        "GENMEDIA_TRITON_MODEL_PARAMETERS": "gpt2.max_sequences=3 gpt2.max_queued_requests=5",
+    }
+    command = [sys.executable, "-m", "services.launcher.repository"]
+    command += ["--weights", str(weights), "--out", str(tmp_path / "repo")]
+    subprocess.run(command, env=env, check=True, capture_output=True)
+    config = parsed_config(tmp_path / "repo" / "gpt2" / "config.pbtxt")
+    assert config.parameters["max_sequences"].string_value == "3"
+    assert config.parameters["max_queued_requests"].string_value == "5"
