@@ -3,9 +3,9 @@
 Sending a token through Triton is a round trip between the python stub and
 the server that releases the GIL while it waits. With `threads` > 0 a step's
 sends run in parallel across sequences (in order within each) while the
-loop already computes the next step; a step's deliveries start only after
-the previous step's finished, so every sink sees its tokens in order and its
-finish last. With `threads` = 0 everything is sent inline, in order.
+loop already computes the next step; one coordinating thread takes the
+steps in order, so every sink sees its tokens in order and its finish last.
+With `threads` = 0 everything is sent inline, in order.
 """
 
 from __future__ import annotations
@@ -58,12 +58,8 @@ class TokenDelivery:
         if self._steps is None:
             self._send(outbox)
             return
-        self._previous = self._steps.submit(self._after_previous, self._previous, outbox)
-
-    def _after_previous(self, previous: Future[None] | None, outbox: Outbox) -> None:
-        if previous is not None:
-            previous.result()
-        self._send(outbox)
+        # One coordinating thread: a step's sends start after the previous step's.
+        self._previous = self._steps.submit(self._send, outbox)
 
     def _send(self, outbox: Outbox) -> None:
         batches = list(outbox.tokens.items())
@@ -73,6 +69,7 @@ class TokenDelivery:
             # A sink that fails to finish has no way left to reach its caller.
             with contextlib.suppress(Exception):
                 sink.finish(reason, error)
+            self.take_failure(sink)  # it has ended: nothing left to fail
 
     def emit_now(self, sink: TokenSink, token: int) -> None:
         """Send a sequence's first token at once, from the calling thread.
