@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pytorch_pretrained_biggan import BigGANConfig
 
-from bench import batching
+from bench import batching, streams
 from bench.__main__ import verdicts
 from bench.full_size import BIGGAN_DEEP_LAYERS, FullSizeSet, biggan_config, write_full_size
 from bench.serving import ServingBench, ServingSizes
@@ -94,25 +94,63 @@ def test_batching_summary_gives_rates_gains_and_the_mean_batch() -> None:
     assert levels["16"]["batch_sizes"] == {"8": 1, "16": 2}
 
 
-def demo_results(overhead_ms: float, gain: float, peak_mb: float) -> dict[str, Any]:
+def stream_levels(gain: float, slowdown: float) -> dict[str, Any]:
+    """Concurrent-stream results with one and 16 streams on every side."""
+    idle = {"tokens_per_s": 100.0, "first_token_p50_ms": 10.0}
+    loaded = {"tokens_per_s": 100.0 * gain, "first_token_p50_ms": 10.0 * slowdown}
+    levels = {side: {"1": dict(idle), "16": dict(loaded)} for side in streams.STREAM_SIDES}
+    return streams.summarise(levels, streams.StreamSizes())
+
+
+def demo_results(
+    overhead_ms: float, gain: float, peak_mb: float, stream_gain: float = 5.0,
+    first_token_slowdown: float = 2.0,
+) -> dict[str, Any]:  # fmt: skip
     calls = {c: {"overhead_ms": overhead_ms / 2} for c in ("GenerateImages", "TranslateImage")}
     calls["GenerateText"] = {"overhead_ms": overhead_ms}
     return {
         "serving": {"calls": calls},
         "batching": {"rpcs": {"GenerateImages": {"levels": {"16": {"vs_concurrency_1": gain}}}}},
         "memory": {"services": {"gateway": {"peak_mb": 50.0}, "text": {"peak_mb": peak_mb}}},
+        "streams": stream_levels(stream_gain, first_token_slowdown),
     }
 
 
 def test_verdicts_judge_the_worst_figure_against_each_target() -> None:
     full = {"serving": {"calls": {"GenerateImages": {"overhead_percent": 4.0},
                                   "TranslateImage": {"overhead_percent": 6.0}}}}  # fmt: skip
-    rows = verdicts(demo_results(4.9, 1.5, 149.0), full)
-    assert [row["met"] for row in rows] == [True, False, True, True]
+    rows = verdicts(demo_results(4.9, 1.5, 149.0, 4.0, 2.99), full)
+    assert [row["met"] for row in rows] == [True, False, True, True, True, True]
     assert "GenerateText" in rows[0]["figure"] and "TranslateImage" in rows[1]["figure"]
     assert "text" in rows[3]["figure"]
-    rows = verdicts(demo_results(5.0, 1.49, 150.0), None)
-    assert [row["met"] for row in rows] == [False, False, False]
+    assert rows[4]["figure"].startswith("4.00x (400 tokens/s)")
+    assert rows[5]["figure"].startswith("2.99x (29.9 ms p50; triton 2.99x, service 2.99x)")
+    rows = verdicts(demo_results(5.0, 1.49, 150.0, 3.99, 3.0), None)
+    assert [row["met"] for row in rows] == [False, False, False, False, False]
+
+
+def test_stream_summary_compares_every_level_with_one_stream() -> None:
+    levels = {
+        side: {
+            "1": {"tokens_per_s": 50.0, "first_token_p50_ms": 8.0},
+            "4": {"tokens_per_s": 150.0, "first_token_p50_ms": 12.0},
+        }
+        for side in streams.STREAM_SIDES
+    }
+    summary = streams.summarise(levels, streams.StreamSizes(levels=(1, 4)))
+    four = summary["levels"]["gateway"]["4"]
+    assert four["tokens_per_s_vs_1"] == 3.0 and four["first_token_vs_idle"] == 1.5
+    assert summary["levels"]["triton"]["1"]["tokens_per_s_vs_1"] == 1.0
+
+
+def test_a_level_run_adds_tokens_over_the_wall_time() -> None:
+    run = streams.LevelRun(
+        wall_s=2.0,
+        timings=[StreamTiming(0.01, 1.0, 64), StreamTiming(0.03, 1.5, 36)],
+    )
+    figures = run.figures()
+    assert figures["tokens"] == 100 and figures["tokens_per_s"] == 50.0
+    assert figures["first_token_p50_ms"] == pytest.approx(20.0)
 
 
 def test_biggan_deep_layouts_up_sample_once_per_doubling_from_4x4() -> None:
