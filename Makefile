@@ -16,7 +16,7 @@ PYTEST ?= $(PY) -m pytest
 
 export PYTHONPATH := $(CURDIR):$(CURDIR)/models
 
-.PHONY: help setup venv protos weights demo-models run test test-unit test-integration test-deploy deploy-tools bench bench-gpu load lint format clean prometheus-tools
+.PHONY: help setup venv protos weights demo-models run test test-unit test-integration test-deploy deploy-tools bench bench-gpu load fuzz lint format clean prometheus-tools
 
 help:
 	@echo "make run               set up and serve Triton + services + gateway until Ctrl-C"
@@ -31,6 +31,7 @@ help:
 	@echo "make bench             benchmarks: figures side by side, JSON + PNG in bench/results/"
 	@echo "make bench-gpu         full-size models on a GPU against raw PyTorch (bench/gpu/run.sh)"
 	@echo "make load              locust against a local stack (GENMEDIA_LOAD_*): CSV, HTML, PNG in out/load/"
+	@echo "make fuzz              300 random Hypothesis examples per RPC against the real stack (make test runs 15)"
 	@echo "make prometheus-tools  install Debian's prometheus/promtool if missing (make test does it)"
 	@echo "make lint / format     ruff"
 
@@ -88,6 +89,10 @@ prometheus-tools:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
+
+# make test runs 15 derandomized examples per RPC; this runs 300 random ones.
+fuzz: setup
+	GENMEDIA_FUZZ_EXAMPLES=$${GENMEDIA_FUZZ_EXAMPLES:-300} GENMEDIA_FUZZ_RANDOM=1 $(PYTEST) tests/integration/test_fuzz.py
 
 test-unit: setup
 	$(PYTEST) tests/unit
