@@ -40,4 +40,4 @@ USER 10001:10001
 EXPOSE 8000 8001 8002
 HEALTHCHECK --interval=15s --timeout=5s --start-period=300s --retries=3 \
     CMD ["python3", "-c", "import urllib.request as u; u.urlopen('http://localhost:8000/v2/health/ready', timeout=4)"]
-CMD ["sh", "-c", "python3 -m services.launcher.repository --weights \"$GENMEDIA_WEIGHTS_DIR\" --out /tmp/genmedia/repository && exec tritonserver --model-repository=/tmp/genmedia/repository --disable-auto-complete-config --strict-readiness=true --exit-on-error=true"]
+CMD ["sh", "-c", "python3 -m services.launcher.repository --weights \"$GENMEDIA_WEIGHTS_DIR\" --out /tmp/genmedia/repository && exec tritonserver --model-repository=/tmp/genmedia/repository --disable-auto-complete-config --model-control-mode=none --strict-readiness=true --exit-on-error=true"]

@@ -130,6 +130,8 @@ class TritonServer:
             f"--metrics-port={self.ports.metrics}",
             "--allow-metrics=true",
             "--disable-auto-complete-config",
+            # The repository is fixed at start: no loading or unloading over the API.
+            "--model-control-mode=none",
             "--strict-readiness=true",
             "--exit-on-error=true",
             "--allow-gpu-metrics=false",

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,7 +30,7 @@ from genmedia.v1 import image_translation_pb2_grpc as trans_grpc
 from genmedia.v1 import text_generation_pb2 as text_pb
 from genmedia.v1 import text_generation_pb2_grpc as text_grpc
 from services.client import cli
-from services.common.registry import GATEWAY, IMAGE_GENERATION, TEXT_GENERATION
+from services.common.registry import ALL_PROCESSES, GATEWAY, IMAGE_GENERATION, TEXT_GENERATION
 from services.common.server import LIVENESS_SERVICE
 from services.launcher.stack import Stack, free_port
 from tests.certs import Pki, make_pki
@@ -549,3 +550,40 @@ def test_cli_calls_the_secured_gateway_with_key_and_mutual_tls(
     assert "horse2zebra" in capsys.readouterr().out
     assert cli.main([*target, *tls, "image", "models"]) == 1
     assert "UNAUTHENTICATED: missing API key" in capsys.readouterr().err
+
+
+# -- secrets ------------------------------------------------------------------------
+
+
+def test_api_keys_never_reach_logs_metrics_or_error_messages(
+    channel: grpc.Channel, keys: dict[str, ApiKey], secured: Spawned, stack: Stack
+) -> None:
+    stub = gen_grpc.ImageGenerationServiceStub(channel)
+    details = []
+    for key in keys.values():
+        try:
+            stub.ListClasses(gen_pb.ListClassesRequest(), metadata=key.metadata, timeout=10)
+        except grpc.RpcError as error:  # text-only: PERMISSION_DENIED
+            details.append(error.details() or "")
+    bogus = "gm_" + "x" * 40
+    for metadata in ((("authorization", f"Bearer {bogus}"),), (("authorization", bogus),)):
+        with pytest.raises(grpc.RpcError) as error:
+            stub.ListClasses(gen_pb.ListClassesRequest(), metadata=metadata, timeout=10)
+        details.append(error.value.details() or "")
+    time.sleep(0.3)
+
+    places = {
+        "keyed gateway log": secured.log_text(),
+        "keyed gateway metrics": urllib.request.urlopen(secured.metrics_url, timeout=5)
+        .read()
+        .decode(),
+        "error messages": "\n".join(details),
+    }
+    for process in ALL_PROCESSES:
+        path = stack.log_path(process.name)
+        if path.exists():
+            places[f"stack's {process.name} log"] = path.read_text(errors="replace")
+    secrets = [key.key for key in keys.values()] + [bogus]
+    leaks = [f"{name} holds a key" for name, text in places.items() for s in secrets if s in text]
+    assert not leaks, leaks
+    assert "UNAUTHENTICATED" in places["keyed gateway log"]  # the refusals were logged
