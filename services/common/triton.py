@@ -29,6 +29,8 @@ Tensors = Mapping[str, np.ndarray]
 VERSION_CACHE_S = 30.0
 # Readiness and metadata questions: a hung Triton must not stall health checks.
 READINESS_TIMEOUT_S = 2.0
+# First and largest wait between reconnection attempts to Triton.
+RECONNECT_BACKOFF_MS = (250, 1000)
 
 
 # Triton streams a model's error as a bare message, without its code: our
@@ -92,6 +94,11 @@ class TritonClient:
                 # Spread calls over every address the name resolves to: a
                 # headless Service gives one per Triton pod (k8s/base/triton.yaml).
                 ("grpc.lb_policy_name", "round_robin"),
+                # Reconnect within about a second of Triton coming back, not
+                # after gRPC's default backoff, which grows to two minutes.
+                ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+                ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+                ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[1]),
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.max_receive_message_length", max_message_bytes),
             ],
