@@ -44,11 +44,14 @@ def running_stack(weights: Path, work_dir: Path, **options: Any) -> Iterator[Sta
         running.stop()
 
 
+# Quick health polling and a short drain, for every stack the tests start.
+TEST_STACK_ENV = {"GENMEDIA_HEALTH_POLL_S": "0.5", "GENMEDIA_SHUTDOWN_GRACE_S": "5"}
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    extra_env = {"GENMEDIA_HEALTH_POLL_S": "0.5", "GENMEDIA_SHUTDOWN_GRACE_S": "5"}
     with running_stack(
-        weights_dir(), tmp_path_factory.mktemp("stack"), extra_env=extra_env
+        weights_dir(), tmp_path_factory.mktemp("stack"), extra_env=TEST_STACK_ENV
     ) as running:
         yield running
 

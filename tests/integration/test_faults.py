@@ -17,7 +17,7 @@ from genmedia.v1 import image_generation_pb2 as gen_pb
 from genmedia.v1 import image_generation_pb2_grpc as gen_grpc
 from services.common.registry import GATEWAY, IMAGE_GENERATION
 from services.launcher.stack import Stack
-from tests.integration.conftest import channel_to, running_stack, weights_dir
+from tests.integration.conftest import TEST_STACK_ENV, channel_to, running_stack, weights_dir
 
 pytestmark = pytest.mark.integration
 
@@ -30,9 +30,8 @@ OUTAGE_ANSWERS = {grpc.StatusCode.UNAVAILABLE}
 
 @pytest.fixture(scope="module")
 def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    extra_env = {"GENMEDIA_HEALTH_POLL_S": "0.5", "GENMEDIA_SHUTDOWN_GRACE_S": "5"}
     with running_stack(
-        weights_dir(), tmp_path_factory.mktemp("faults"), extra_env=extra_env
+        weights_dir(), tmp_path_factory.mktemp("faults"), extra_env=TEST_STACK_ENV
     ) as running:
         yield running
 
