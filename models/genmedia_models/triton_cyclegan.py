@@ -25,7 +25,14 @@ from genmedia_models.runtime import (
     configure_torch_threads,
     select_device,
 )
-from genmedia_models.triton_utils import error_response, input_array, internal_error_response
+from genmedia_models.triton_utils import (
+    answer_cancelled,
+    cancelled_requests_counter,
+    error_response,
+    injected_delay,
+    input_array,
+    internal_error_response,
+)
 from genmedia_models.weights import weights_path_from_config
 
 MODEL_NAME_PREFIX = "cyclegan_"
@@ -78,6 +85,8 @@ class TritonPythonModel:
         device = select_device(args)
         path = checkpoint_path(weights_path_from_config(model_config), self.direction)
         self.net = load_generator(path, device)
+        self.delay = injected_delay(self.model_name, model_config)
+        self.cancelled_family, self.requests_cancelled = cancelled_requests_counter(self.model_name)
         pb_utils.Logger.log_info(
             f"{self.model_name}: loaded {path} (ngf={self.net.config.ngf}, "
             f"n_blocks={self.net.config.n_blocks}) on {device}"
@@ -85,10 +94,14 @@ class TritonPythonModel:
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
+        self.delay.hold(lambda: all(request.is_cancelled() for request in requests))
+        answer_cancelled(requests, responses, self.requests_cancelled)
         # Requests of equal size share one forward pass; Triton's dynamic
         # batcher normally only groups equal shapes, but do not rely on it.
         by_size: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = defaultdict(list)
         for index, request in enumerate(requests):
+            if responses[index] is not None:
+                continue
             try:
                 images = input_array(request, "image")
                 validate_images(images)

@@ -6,9 +6,13 @@ Importable only inside Triton's python backend stub (it provides
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from genmedia_models.fault_injection import DELAY_PARAMETER, InjectedDelay
 from genmedia_models.runtime import InvalidInputError
 
 
@@ -38,3 +42,50 @@ def internal_error_response(model_name: str, error: BaseException) -> pb_utils.I
     """Log an unexpected failure and answer with a generic INTERNAL error."""
     pb_utils.Logger.log_error(f"{model_name}: {type(error).__name__}: {error}")
     return error_response(f"{model_name} failed to run this request", pb_utils.TritonError.INTERNAL)
+
+
+CANCELLED_METRIC = "genmedia_model_requests_cancelled_total"
+
+
+def cancelled_requests_counter(model_name: str) -> tuple[pb_utils.MetricFamily, pb_utils.Metric]:
+    """The model's count of requests dropped because their caller cancelled or timed out.
+
+    Every model registers the same family (same name and help), labelled by
+    model. Keep the family referenced: its metric stops working once the
+    family is garbage-collected.
+    """
+    family = pb_utils.MetricFamily(
+        name=CANCELLED_METRIC,
+        description="Requests stopped early because the caller cancelled or its deadline passed",
+        kind=pb_utils.MetricFamily.COUNTER,
+    )
+    return family, family.Metric(labels={"model": model_name})
+
+
+def answer_cancelled(
+    requests: list[pb_utils.InferenceRequest],
+    responses: list[pb_utils.InferenceResponse | None],
+    counter: pb_utils.Metric,
+) -> None:
+    """Answers CANCELLED, and counts, every unanswered request whose caller has gone.
+
+    Run before the forward pass: a request whose client cancelled or whose
+    deadline passed while it waited costs nothing more.
+    """
+    for index, request in enumerate(requests):
+        if responses[index] is None and request.is_cancelled():
+            responses[index] = error_response(
+                "the caller cancelled the request", pb_utils.TritonError.CANCELLED
+            )
+            counter.increment(1)
+
+
+def injected_delay(model_name: str, model_config: Mapping[str, Any]) -> InjectedDelay:
+    """The model's test-only delay; a delayed model says so in Triton's log."""
+    delay = InjectedDelay.from_config(model_config)
+    if delay.seconds:
+        pb_utils.Logger.log_warn(
+            f"{model_name}: {DELAY_PARAMETER} holds every batch {delay.seconds:.3f} s "
+            "(for fault tests only)"
+        )
+    return delay

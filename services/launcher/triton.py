@@ -179,6 +179,11 @@ class TritonServer:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
+    def wait_exit(self, timeout_s: float) -> int:
+        """The exit code of a Triton that was told to stop (e.g. SIGTERM by a test)."""
+        assert self._process is not None, "never started"
+        return self._process.wait(timeout=timeout_s)
+
     @property
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid

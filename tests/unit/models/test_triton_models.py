@@ -93,6 +93,59 @@ def test_cyclegan_takes_its_direction_from_the_model_name(
     assert not np.array_equal(*outputs)  # different checkpoints were loaded
 
 
+@pytest.mark.parametrize(
+    ("name", "weights"), [("biggan", "biggan"), ("cyclegan_zebra2horse", "cyclegan")]
+)
+def test_requests_whose_caller_left_are_answered_cancelled_and_counted(
+    pb_utils: types.ModuleType, triton_model: BuildModel, name: str, weights: str
+) -> None:
+    model = triton_model(name, parameters(weights_path=weights))
+    if name == "biggan":
+        requests = [biggan_request(pb_utils, [0.5]) for _ in range(3)]
+    else:
+        image = np.zeros((1, 32, 32, 3), np.uint8)
+        requests = [pb_utils.InferenceRequest(image=image) for _ in range(3)]
+    requests[1].cancel_after_tokens = 0  # cancelled before the batch ran
+
+    responses = model.execute(requests)
+
+    assert [r.error is None for r in responses] == [True, False, True]
+    assert responses[1].error.code() == pb_utils.TritonError.CANCELLED
+    family = pb_utils.MetricFamily.created["genmedia_model_requests_cancelled_total"]
+    assert {labels: m.value() for labels, m in family.metrics.items()} == {(("model", name),): 1.0}
+
+
+@pytest.mark.parametrize(
+    ("name", "weights"), [("biggan", "biggan"), ("cyclegan_horse2zebra", "cyclegan")]
+)
+def test_test_delay_holds_a_batch_until_its_callers_leave(
+    pb_utils: types.ModuleType, triton_model: BuildModel, name: str, weights: str
+) -> None:
+    model = triton_model(name, parameters(weights_path=weights, test_delay_ms="300"))
+    if name == "biggan":
+        request = biggan_request(pb_utils, [0.5])
+    else:
+        request = pb_utils.InferenceRequest(image=np.zeros((1, 32, 32, 3), np.uint8))
+
+    started = time.monotonic()
+    assert model.execute([request])[0].error is None
+    assert time.monotonic() - started >= 0.3
+
+    request.cancel_after_tokens = 0
+    started = time.monotonic()
+    response = model.execute([request])[0]
+    assert time.monotonic() - started < 0.2, "a cancelled batch waited out the delay"
+    assert response.error.code() == pb_utils.TritonError.CANCELLED
+
+
+def test_test_delay_must_be_a_sane_number_of_milliseconds(
+    pb_utils: types.ModuleType, triton_model: BuildModel
+) -> None:
+    for value in ("-1", "soon", "1e9"):
+        with pytest.raises(ValueError, match="test_delay_ms"):
+            triton_model("biggan", parameters(weights_path="biggan", test_delay_ms=value))
+
+
 GPT2_CONFIG = {
     "model_transaction_policy": {"decoupled": True},
     **parameters(weights_path="gpt2", max_sequences="2", max_queued_requests="1"),

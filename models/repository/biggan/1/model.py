@@ -25,7 +25,14 @@ if importlib.util.find_spec("genmedia_models") is None:
 
 from genmedia_models.biggan import generate_images, load_biggan, validate_request
 from genmedia_models.runtime import InvalidInputError, configure_torch_threads, select_device
-from genmedia_models.triton_utils import error_response, input_array, internal_error_response
+from genmedia_models.triton_utils import (
+    answer_cancelled,
+    cancelled_requests_counter,
+    error_response,
+    injected_delay,
+    input_array,
+    internal_error_response,
+)
 from genmedia_models.weights import weights_path_from_config
 
 
@@ -39,6 +46,8 @@ class TritonPythonModel:
         device = select_device(args)
         directory = weights_path_from_config(model_config)
         self.model = load_biggan(directory, device)
+        self.delay = injected_delay(self.model_name, model_config)
+        self.cancelled_family, self.requests_cancelled = cancelled_requests_counter(self.model_name)
         config = self.model.config
         pb_utils.Logger.log_info(
             f"{self.model_name}: loaded {directory} ({config.output_dim}px, "
@@ -47,8 +56,12 @@ class TritonPythonModel:
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
+        self.delay.hold(lambda: all(request.is_cancelled() for request in requests))
+        answer_cancelled(requests, responses, self.requests_cancelled)
         accepted: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
         for index, request in enumerate(requests):
+            if responses[index] is not None:
+                continue
             try:
                 z = input_array(request, "z")
                 class_vector = input_array(request, "class_vector")

@@ -51,6 +51,7 @@ from genmedia_models.gpt2 import eos_token_ids, load_gpt2
 from genmedia_models.runtime import InvalidInputError, configure_torch_threads, select_device
 from genmedia_models.sampling import SamplingParams
 from genmedia_models.triton_utils import (
+    cancelled_requests_counter,
     error_response,
     input_array,
     internal_error_response,
@@ -178,11 +179,6 @@ class TritonPythonModel:
             for name, description, kind in (
                 ("genmedia_model_tokens_generated_total", "Tokens generated and sent", counter),
                 (
-                    "genmedia_model_requests_cancelled_total",
-                    "Generations stopped early because the client cancelled",
-                    counter,
-                ),
-                (
                     "genmedia_model_requests_rejected_total",
                     "Requests refused because every sequence slot and queue place was taken",
                     counter,
@@ -193,7 +189,7 @@ class TritonPythonModel:
         }
         labels = {"model": self.model_name}
         metric = {name: f.Metric(labels=labels) for name, f in self.metric_families.items()}
-        self.requests_cancelled = metric["genmedia_model_requests_cancelled_total"]
+        self.cancelled_family, self.requests_cancelled = cancelled_requests_counter(self.model_name)
         self.requests_rejected = metric["genmedia_model_requests_rejected_total"]
         self.running_sequences = metric["genmedia_model_running_sequences"]
         self.queued_requests = metric["genmedia_model_queued_requests"]
