@@ -16,7 +16,7 @@ PYTEST ?= $(PY) -m pytest
 
 export PYTHONPATH := $(CURDIR):$(CURDIR)/models
 
-.PHONY: help setup venv protos weights demo-models run test test-unit test-integration test-deploy deploy-tools bench bench-gpu load fuzz lint format clean prometheus-tools
+.PHONY: help setup venv protos weights demo-models run test test-unit test-integration test-deploy deploy-tools bench bench-gpu load fuzz soak lint format clean prometheus-tools
 
 help:
 	@echo "make run               set up and serve Triton + services + gateway until Ctrl-C"
@@ -32,6 +32,7 @@ help:
 	@echo "make bench-gpu         full-size models on a GPU against raw PyTorch (bench/gpu/run.sh)"
 	@echo "make load              locust against a local stack (GENMEDIA_LOAD_*): CSV, HTML, PNG in out/load/"
 	@echo "make fuzz              300 random Hypothesis examples per RPC against the real stack (make test runs 15)"
+	@echo "make soak              6 minutes of steady traffic; memory and fds of every process judged (GENMEDIA_SOAK_*)"
 	@echo "make prometheus-tools  install Debian's prometheus/promtool if missing (make test does it)"
 	@echo "make lint / format     ruff"
 
@@ -93,6 +94,10 @@ prometheus-tools:
 # make test runs 15 derandomized examples per RPC; this runs 300 random ones.
 fuzz: setup
 	GENMEDIA_FUZZ_EXAMPLES=$${GENMEDIA_FUZZ_EXAMPLES:-300} GENMEDIA_FUZZ_RANDOM=1 $(PYTEST) tests/integration/test_fuzz.py
+
+# A bounded soak of the local stack: out/soak/soak.json and soak.png (make test runs 28 s of it).
+soak: setup
+	$(PY) -m tests.soak
 
 test-unit: setup
 	$(PYTEST) tests/unit

@@ -39,17 +39,25 @@ def _stub_name(process: psutil.Process) -> str:
     return f"stub {process.pid}"
 
 
-def memory(stack: Stack) -> dict[str, Any]:
-    """RSS of each process of a running stack; Triton's stubs listed apart and summed in."""
-    processes = {
-        process.name: _memory_mb(stack.pid_of(process)) for process in (*BACKENDS, GATEWAY)
-    }
+def triton_pids(stack: Stack) -> dict[str, int]:
+    """tritonserver and each python-backend stub it started, by name."""
     triton_pid = stack.triton.pid
     if triton_pid is None:
         raise RuntimeError("Triton is not running")
-    triton = {"tritonserver": _memory_mb(triton_pid)}
+    pids = {"tritonserver": triton_pid}
     for child in psutil.Process(triton_pid).children(recursive=True):
-        triton[_stub_name(child)] = _memory_mb(child.pid)
+        pids[_stub_name(child)] = child.pid
+    return pids
+
+
+def service_pids(stack: Stack) -> dict[str, int]:
+    return {process.name: stack.pid_of(process) for process in (*BACKENDS, GATEWAY)}
+
+
+def memory(stack: Stack) -> dict[str, Any]:
+    """RSS of each process of a running stack; Triton's stubs listed apart and summed in."""
+    processes = {name: _memory_mb(pid) for name, pid in service_pids(stack).items()}
+    triton = {name: _memory_mb(pid) for name, pid in triton_pids(stack).items()}
     return {
         "services": processes,
         "triton": triton,

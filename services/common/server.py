@@ -3,7 +3,7 @@
 Every process's ``__main__`` builds its servicers and hands them to
 :func:`run_server`, which owns the lifecycle:
 
-start metrics -> bind gRPC -> SERVING once ready -> (SIGTERM) NOT_SERVING ->
+start metrics -> bind gRPC -> SERVING once ready -> (SIGTERM) NOT_SERVING, health watches end ->
 ``server.stop(grace)`` -> close upstream clients.
 """
 
@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from services.common import metrics, tracing
+from services.common.health import StoppableHealthServicer
 from services.common.interceptor import ServerCallInterceptor
 from services.common.settings import ServerSettings
 from services.common.tls import server_credentials
@@ -127,7 +128,7 @@ async def run_server(settings: ServerSettings, process: ServedProcess) -> None:
     )
     process.register(server)
 
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = StoppableHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *process.service_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -172,7 +173,7 @@ async def run_server(settings: ServerSettings, process: ServedProcess) -> None:
     watcher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watcher
-    await health_servicer.enter_graceful_shutdown()
+    await health_servicer.stop_watches()
     await server.stop(settings.shutdown_grace_s)
     if process.on_close is not None:
         await process.on_close()

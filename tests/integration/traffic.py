@@ -17,6 +17,7 @@ import grpc
 # What a call that ended without an error status but without its last
 # message (a stream cut short) is recorded as.
 INCOMPLETE = "INCOMPLETE"
+PAUSE_AFTER_FAILURE_S = 0.01
 
 
 class Incomplete(Exception):
@@ -81,8 +82,11 @@ class Traffic:
             with self._lock:
                 self.calls.append(Call(worker, started, time.monotonic(), code, details))
             n += 1
-            if self.pause_s:
-                time.sleep(self.pause_s)
+            # A refusal comes back at once: do not spin on it while the
+            # process under test drains with the same two cores.
+            pause = self.pause_s if code == "OK" else max(self.pause_s, PAUSE_AFTER_FAILURE_S)
+            if pause:
+                time.sleep(pause)
 
     def snapshot(self) -> list[Call]:
         with self._lock:

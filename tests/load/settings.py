@@ -5,20 +5,18 @@
 
 from __future__ import annotations
 
-import argparse
 import shlex
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.launcher.triton import REPO_ROOT
+from tests import runner_settings
 
 ENV_PREFIX = "GENMEDIA_LOAD_"
-USAGE_ERROR = 2  # as argparse exits on a bad flag
 
 
 class LoadSettings(BaseSettings):
@@ -62,46 +60,21 @@ class LoadSettings(BaseSettings):
 
 
 def parse_args(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Flags named after the settings; only the ones given, so the rest come from the env."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.load",
-        description="Load the gateway with locust for a bounded time; report, plot, summarise.",
-        argument_default=argparse.SUPPRESS,
+    return runner_settings.parse_flags(
+        LoadSettings,
+        "python -m tests.load",
+        "Load the gateway with locust for a bounded time; report, plot, summarise.",
+        argv,
     )
-    for name, info in LoadSettings.model_fields.items():
-        parser.add_argument(
-            "--" + name.replace("_", "-"),
-            dest=name,
-            metavar=ENV_PREFIX + name.upper(),
-            help=info.description,
-        )
-    return vars(parser.parse_args(argv))
 
 
 def load_settings(argv: Sequence[str] | None = None) -> LoadSettings:
     """Flags over environment over defaults; a bad value exits naming the variable."""
-    overrides = parse_args(argv)
-    try:
-        return LoadSettings(**overrides)
-    except ValidationError as exc:
-        problems = [
-            f"{ENV_PREFIX}{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
-            for error in exc.errors()
-        ]
-        print("invalid settings:\n  " + "\n  ".join(problems), file=sys.stderr)
-        raise SystemExit(USAGE_ERROR) from None
+    return runner_settings.settings_from(LoadSettings, parse_args(argv))
 
 
 def markdown() -> str:
-    lines = ["| variable | default | meaning |", "|---|---|---|"]
-    for name, info in LoadSettings.model_fields.items():
-        default = info.default
-        if default is None or default == "":
-            shown = "unset"
-        else:
-            shown = "`" + str(default).replace(str(REPO_ROOT) + "/", "") + "`"
-        lines.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {info.description} |")
-    return "\n".join(lines)
+    return runner_settings.markdown(LoadSettings)
 
 
 if __name__ == "__main__":
