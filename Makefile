@@ -11,12 +11,14 @@ GENERATED := genmedia/v1/.generated
 VENV_STAMP := $(VENV)/.installed
 DEPLOY_TOOLS ?= .venv-deploy
 DEPLOY_TOOLS_STAMP := $(DEPLOY_TOOLS)/.installed
+AUDIT_TOOLS ?= .venv-audit
+AUDIT_TOOLS_STAMP := $(AUDIT_TOOLS)/.installed
 WEIGHTS_STAMP := $(WEIGHTS_DIR)/.complete
 PYTEST ?= $(PY) -m pytest
 
 export PYTHONPATH := $(CURDIR):$(CURDIR)/models
 
-.PHONY: help setup venv protos weights demo-models run test test-unit test-integration test-deploy deploy-tools bench bench-gpu load fuzz soak lint format clean prometheus-tools
+.PHONY: help setup venv protos weights demo-models run test test-unit test-integration test-deploy deploy-tools bench bench-gpu load fuzz soak audit lint format clean prometheus-tools
 
 help:
 	@echo "make run               set up and serve Triton + services + gateway until Ctrl-C"
@@ -34,6 +36,7 @@ help:
 	@echo "make fuzz              300 random Hypothesis examples per RPC against the real stack (make test runs 15)"
 	@echo "make soak              6 minutes of steady traffic; memory and fds of every process judged (GENMEDIA_SOAK_*)"
 	@echo "make prometheus-tools  install Debian's prometheus/promtool if missing (make test does it)"
+	@echo "make audit             pip-audit --strict of every installed dependency (needs pypi.org's JSON API or osv.dev)"
 	@echo "make lint / format     ruff"
 
 setup: venv protos weights
@@ -119,6 +122,19 @@ load: setup
 bench-gpu: setup
 	bench/gpu/run.sh
 
+# Every package in the project's environment against PyPI's advisories;
+# --strict fails on a package it could not check. Accepted advisories, with
+# reasons, in requirements/audit-ignore.txt.
+audit: venv $(AUDIT_TOOLS_STAMP)
+	$(AUDIT_TOOLS)/bin/pip-audit --strict --progress-spinner off \
+	  --path $$(ls -d $(VENV)/lib/python3*/site-packages) \
+	  $$(sed -n 's/^\([A-Z][A-Z]*-[^ ]*\).*/--ignore-vuln \1/p' requirements/audit-ignore.txt)
+
+$(AUDIT_TOOLS_STAMP): requirements/audit.txt
+	$(PYTHON) -m venv $(AUDIT_TOOLS)
+	$(AUDIT_TOOLS)/bin/python -m pip install --quiet -r requirements/audit.txt
+	touch $@
+
 lint: venv
 	$(VENV)/bin/ruff check services models tests bench deploy
 	$(VENV)/bin/ruff format --check services models tests bench deploy
@@ -128,4 +144,4 @@ format: venv
 	$(VENV)/bin/ruff format services models tests bench deploy
 
 clean:
-	rm -rf genmedia var .pytest_cache .ruff_cache $(DEPLOY_TOOLS)
+	rm -rf genmedia var .pytest_cache .ruff_cache $(DEPLOY_TOOLS) $(AUDIT_TOOLS)

@@ -36,6 +36,7 @@ from services.common.request_context import (
     request_id_var,
     trailing_metadata_var,
 )
+from services.common.wire import invalid_utf8_field
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("genmedia.access")
@@ -49,19 +50,28 @@ StreamBehavior = Callable[[Any, aio.ServicerContext], AsyncIterator[Any]]
 class _Undecodable:
     """Stands for a request whose bytes did not parse, so the handler can say so."""
 
-    def __init__(self, error: DecodeError) -> None:
+    def __init__(self, error: DecodeError, invalid_utf8_field: str | None) -> None:
         self.error = error
+        self.invalid_utf8_field = invalid_utf8_field
+
+    def message(self) -> str:
+        if self.invalid_utf8_field is not None:
+            return f"{self.invalid_utf8_field} is not valid UTF-8; send strings as UTF-8 text"
+        return f"request is not a valid protobuf message: {self.error}"
 
 
 def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
     if deserializer is None:
         return None
+    # A generated message class's FromString: its descriptor names the fields.
+    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
 
     def deserialize(data: bytes) -> Any:
         try:
             return deserializer(data)
         except DecodeError as error:
-            return _Undecodable(error)
+            field = None if descriptor is None else invalid_utf8_field(data, descriptor)
+            return _Undecodable(error, field)
 
     return deserialize
 
@@ -109,7 +119,7 @@ class _CallScope:
 
     def check_request(self, request: Any) -> None:
         if isinstance(request, _Undecodable):
-            raise InvalidArgument(f"request is not a valid protobuf message: {request.error}")
+            raise InvalidArgument(request.message())
 
     async def fail(self, exc: BaseException) -> None:
         """Ends the call with the status that ``exc`` stands for."""

@@ -110,6 +110,13 @@ def invalid_utf8_prompt() -> bytes:
     return bytes([0x0A, 3, 0xFF, 0xFE, 0x41])  # field 1 (prompt), 3 bytes, not UTF-8
 
 
+def invalid_utf8_second_class_name() -> bytes:
+    """GenerateImagesRequest.classes (field 1) twice; the second's name (field 1) not UTF-8."""
+    first = bytes([0x0A, 3]) + b"cat"
+    second = bytes([0x0A, 2, 0xC3, 0x28])  # a lead byte without its continuation
+    return b"".join(bytes([0x0A, len(part)]) + part for part in (first, second))
+
+
 CASES = [
     Case("image", "decompression bomb: a 100-byte PNG declaring 100000 x 100000",
          "TranslateImage", translate(png_declaring(100_000, 100_000)), INVALID),
@@ -143,6 +150,8 @@ CASES = [
          translate(b"\x89PNG" + b"\x00" * (33 * 1024 * 1024)), grpc.StatusCode.RESOURCE_EXHAUSTED),
     Case("message", "prompt with invalid UTF-8 (raw wire bytes)", "GenerateText",
          invalid_utf8_prompt, INVALID),
+    Case("message", "second class name with invalid UTF-8 (raw wire bytes)", "GenerateImages",
+         invalid_utf8_second_class_name, INVALID),
     Case("message", "bytes that are no protobuf message", "GenerateImages",
          lambda: b"\xff\xff\xff\xff", INVALID),
     Case("text", "prompt longer than the context", "GenerateText",

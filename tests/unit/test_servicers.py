@@ -232,6 +232,10 @@ async def test_undecodable_request_is_invalid_argument(channel) -> None:
     with pytest.raises(aio.AioRpcError) as error:
         await raw(b"\x0a\x02\xff\xfe")
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details() == "prompt is not valid UTF-8; send strings as UTF-8 text"
+    with pytest.raises(aio.AioRpcError) as error:
+        await raw(b"\xff\xff\xff\xff")  # not protobuf at all
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "not a valid protobuf message" in error.value.details()
 
 
