@@ -142,6 +142,10 @@ def test_gateway_sheds_calls_beyond_its_in_flight_limit_instead_of_queueing(
         # Once the slow calls are done the gateway admits again.
         with open_channel(gateway.address) as channel:
             trans_grpc.ImageTranslationServiceStub(channel).TranslateImage(SLOW_REQUEST, timeout=10)
+        print(
+            f"in-flight limit 2, 8 callers: 2 served in {min(served):.2f}-{max(served):.2f} s, "
+            f"6 refused with RESOURCE_EXHAUSTED within {max(shed):.3f} s"
+        )
     finally:
         gateway.stop()
 
