@@ -8,6 +8,7 @@ import re
 import sys
 from pathlib import Path
 
+from genmedia.v1 import provenance_pb2 as provenance_pb
 from genmedia.v1 import text_generation_pb2 as text_pb
 from services.client.fetch import (
     MIRROR_ENV,
@@ -82,6 +83,23 @@ def image_models(client: GenmediaClient, args: argparse.Namespace) -> None:
     for model in client.list_models().models:
         state = "ready" if model.ready else "NOT READY"
         print(f"{model.name:20s} {model.source_domain} -> {model.target_domain}  {state}")
+
+
+def verify(client: GenmediaClient, args: argparse.Namespace) -> None:
+    """Prints the verdict on a file's Content Credentials, then what they say."""
+    response = client.verify_image(args.file.read_bytes())
+    found = response.content_credentials
+    verdict = provenance_pb.Verdict.Name(response.verdict).removeprefix("VERDICT_")
+    print(f"{args.file}: {verdict}: {response.explanation}")
+    if found.present:
+        print(f"  C2PA: {found.validation_state}; actions {', '.join(found.actions)}; "
+              f"signer {found.signer!r}")  # fmt: skip
+        if found.failures:
+            print(f"  failed checks: {', '.join(found.failures)}")
+        if found.HasField("provenance"):
+            record = found.provenance
+            print(f"  model {record.model} version {record.model_version}, seed {record.seed}, "
+                  f"request {record.request_id}, {record.created_at.ToJsonString()}")  # fmt: skip
 
 
 def text_generate(client: GenmediaClient, args: argparse.Namespace) -> None:
@@ -235,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     text_gen.set_defaults(run=text_generate)
 
     models_help = "list, download and install the published checkpoints"
+    verifying = groups.add_parser(
+        "verify", help="check a file's Content Credentials (no API key needed)"
+    )
+    verifying.add_argument("file", type=Path, help="PNG, JPEG or WebP file")
+    verifying.set_defaults(run=verify)
+
     models_group = groups.add_parser("models", help=models_help).add_subparsers(
         dest="command", required=True
     )

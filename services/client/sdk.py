@@ -13,6 +13,8 @@ from genmedia.v1 import image_generation_pb2 as gen_pb
 from genmedia.v1 import image_generation_pb2_grpc as gen_grpc
 from genmedia.v1 import image_translation_pb2 as trans_pb
 from genmedia.v1 import image_translation_pb2_grpc as trans_grpc
+from genmedia.v1 import provenance_pb2 as provenance_pb
+from genmedia.v1 import provenance_pb2_grpc as provenance_grpc
 from genmedia.v1 import text_generation_pb2 as text_pb
 from genmedia.v1 import text_generation_pb2_grpc as text_grpc
 
@@ -86,6 +88,7 @@ class GenmediaClient:
         self.images = gen_grpc.ImageGenerationServiceStub(self._channel)
         self.translation = trans_grpc.ImageTranslationServiceStub(self._channel)
         self.text = text_grpc.TextGenerationServiceStub(self._channel)
+        self.provenance = provenance_grpc.ProvenanceServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -141,6 +144,11 @@ class GenmediaClient:
 
     def list_models(self) -> trans_pb.ListModelsResponse:
         return self._unary(self.translation.ListModels, trans_pb.ListModelsRequest())
+
+    def verify_image(self, data: bytes) -> provenance_pb.VerifyImageResponse:
+        """What the gateway finds in an image's Content Credentials, and its verdict."""
+        request = provenance_pb.VerifyImageRequest(data=data)
+        return self._unary(self.provenance.VerifyImage, request)
 
     @staticmethod
     def text_request(

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from genmedia.v1 import common_pb2
+from services.common.content_credentials import MIME_TYPES, ContentCredentials, SourceImage
 from services.common.errors import InvalidArgument
 from services.common.provenance import provenance_json
 
@@ -106,8 +107,11 @@ def encode_image(
     image_format: int,
     quality: int,
     provenance: common_pb2.Provenance,
+    credentials: ContentCredentials | None = None,
+    source: SourceImage | None = None,
 ) -> common_pb2.Image:
-    """Encodes an [H, W, 3] uint8 array with its provenance embedded."""
+    """Encodes an [H, W, 3] uint8 array with its provenance embedded, then signs it
+    with Content Credentials (``source``: the input a translation started from)."""
     image_format = image_format or common_pb2.IMAGE_FORMAT_PNG
     label = provenance_json(provenance)
     image = Image.fromarray(pixels, mode="RGB")
@@ -122,8 +126,11 @@ def encode_image(
         image.save(buffer, "PNG", pnginfo=text, exif=exif)
     else:
         image.save(buffer, pil_format, quality=quality or DEFAULT_QUALITY, exif=exif)
+    data = buffer.getvalue()
+    if credentials is not None:
+        data = credentials.sign(data, MIME_TYPES[image_format], provenance, source)
     return common_pb2.Image(
-        data=buffer.getvalue(),
+        data=data,
         format=image_format,
         width=image.width,
         height=image.height,
@@ -137,9 +144,13 @@ def resize_and_encode(
     image_format: int,
     quality: int,
     provenance: common_pb2.Provenance,
+    credentials: ContentCredentials | None = None,
+    source: SourceImage | None = None,
 ) -> common_pb2.Image:
-    """Resizes to (width, height) and encodes: the CPU-heavy tail, run in a thread."""
-    return encode_image(resize(pixels, *size), image_format, quality, provenance)
+    """Resizes to (width, height), encodes and signs: the CPU-heavy tail, run in a thread."""
+    return encode_image(
+        resize(pixels, *size), image_format, quality, provenance, credentials, source
+    )
 
 
 def read_embedded_provenance(data: bytes) -> str | None:

@@ -30,19 +30,20 @@ def make_provenance(
     )
 
 
+def provenance_record(provenance: common_pb2.Provenance) -> dict[str, object]:
+    """The provenance as plain JSON-able fields (embedded in files and manifests)."""
+    return {
+        "synthetic": provenance.synthetic,
+        "digital_source_type": provenance.digital_source_type,
+        "generator": provenance.generator,
+        "model": provenance.model,
+        "model_version": provenance.model_version,
+        "seed": provenance.seed,
+        "request_id": provenance.request_id,
+        "created_at": provenance.created_at.ToJsonString(),
+    }
+
+
 def provenance_json(provenance: common_pb2.Provenance) -> str:
     """The compact JSON embedded in image files."""
-    return json.dumps(
-        {
-            "synthetic": provenance.synthetic,
-            "digital_source_type": provenance.digital_source_type,
-            "generator": provenance.generator,
-            "model": provenance.model,
-            "model_version": provenance.model_version,
-            "seed": provenance.seed,
-            "request_id": provenance.request_id,
-            "created_at": provenance.created_at.ToJsonString(),
-        },
-        separators=(",", ":"),
-        sort_keys=True,
-    )
+    return json.dumps(provenance_record(provenance), separators=(",", ":"), sort_keys=True)

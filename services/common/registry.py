@@ -51,10 +51,16 @@ TEXT_GENERATION = ProcessSpec(
 )
 BACKENDS: tuple[ProcessSpec, ...] = (IMAGE_GENERATION, IMAGE_TRANSLATION, TEXT_GENERATION)
 
+# Served by the gateway itself, not forwarded.
+PROVENANCE_SERVICE = "genmedia.v1.ProvenanceService"
+
 GATEWAY = ProcessSpec(
     name="gateway",
     package="services.gateway",
-    grpc_services=tuple(service for backend in BACKENDS for service in backend.grpc_services),
+    grpc_services=(
+        *(service for backend in BACKENDS for service in backend.grpc_services),
+        PROVENANCE_SERVICE,
+    ),
     grpc_port=50051,
     metrics_port=9101,
 )

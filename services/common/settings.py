@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "GENMEDIA_"
@@ -97,6 +97,30 @@ class TritonBackedSettings(ServerSettings):
     triton_timeout_s: float = Field(
         60.0, gt=0, description="Longest a Triton call may take when the caller set no deadline."
     )
+
+
+class ImageServiceSettings(TritonBackedSettings):
+    """A service whose images carry signed Content Credentials (C2PA)."""
+
+    c2pa_key_file: Path | None = Field(
+        None,
+        description="PEM private key (PKCS#8) that signs every image's Content Credentials; "
+        "unset: a throwaway development key made at start (logged; verifiers will not trust it).",
+    )
+    c2pa_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate chain of that key: the signing certificate first, then its "
+        "issuers (not the root). Set with the key file.",
+    )
+    c2pa_algorithm: Literal["es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519"] = (
+        Field("es256", description="Signature algorithm of the key (es256: EC P-256).")
+    )
+
+    @model_validator(mode="after")
+    def _key_and_chain_together(self) -> ImageServiceSettings:
+        if (self.c2pa_key_file is None) != (self.c2pa_cert_file is None):
+            raise ValueError("set GENMEDIA_C2PA_KEY_FILE and GENMEDIA_C2PA_CERT_FILE together")
+        return self
 
 
 class SettingsError(SystemExit):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import grpc
 from grpc import aio
 
+from genmedia.v1 import provenance_pb2_grpc
 from services.common import tracing
 from services.common.registry import BACKENDS, GATEWAY
 from services.common.request_context import configure_logging
@@ -27,6 +29,7 @@ from services.gateway.backends import (
     parse_targets,
 )
 from services.gateway.keys import KeyFileError
+from services.gateway.provenance import ProvenanceServicer
 from services.gateway.proxy import Forwarder, RetryPolicy, forwarding_handler
 from services.gateway.quotas import Quotas
 from services.gateway.settings import AuthMode, GatewaySettings
@@ -122,6 +125,7 @@ async def main() -> None:
             handlers.append(forwarding_handler(service_name, pool, forwarder))
             readiness[service_name] = _ready_check(pool)
 
+    provenance = ProvenanceServicer(settings.c2pa_trust_anchors_file)
     reloader = (
         asyncio.create_task(reload_keys_forever(auth, settings.api_keys_reload_s))
         if isinstance(auth, ApiKeys)
@@ -139,12 +143,19 @@ async def main() -> None:
         settings,
         ServedProcess(
             service_names=GATEWAY.grpc_services,
-            register=lambda server: server.add_generic_rpc_handlers(handlers),
+            register=lambda server: register(server, handlers, provenance),
             readiness=readiness,
             on_close=close,
             trust_caller_header=False,
         ),
     )
+
+
+def register(
+    server: aio.Server, handlers: list[grpc.GenericRpcHandler], provenance: ProvenanceServicer
+) -> None:
+    server.add_generic_rpc_handlers(handlers)
+    provenance_pb2_grpc.add_ProvenanceServiceServicer_to_server(provenance, server)
 
 
 def _ready_check(pool: BackendPool) -> ReadinessCheck:

@@ -45,6 +45,11 @@ class GatewaySettings(ServerSettings):
     api_keys_reload_s: float = Field(
         10.0, gt=0, description="Seconds between checks of the keys file for changes."
     )
+    c2pa_trust_anchors_file: Path | None = Field(
+        None,
+        description="PEM root certificates whose signers VerifyImage reports as trusted (your "
+        "Content Credentials CA); unset: only c2pa's built-in trust list.",
+    )
     max_in_flight: int = Field(
         256, ge=1, description="Calls the gateway handles at once; more are refused, not queued."
     )

@@ -15,6 +15,7 @@ from prometheus_client import Counter
 
 from genmedia.v1 import image_generation_pb2 as pb
 from services.common import images
+from services.common.content_credentials import ContentCredentials
 from services.common.errors import InvalidArgument
 from services.common.model_info import model_info, model_parameter
 from services.common.provenance import make_provenance
@@ -47,9 +48,15 @@ class GenerationPlan:
 
 
 class ImageGenerator:
-    def __init__(self, settings: ImageGenerationSettings, triton: TritonClient) -> None:
+    def __init__(
+        self,
+        settings: ImageGenerationSettings,
+        triton: TritonClient,
+        credentials: ContentCredentials | None = None,
+    ) -> None:
         self._settings = settings
         self._triton = triton
+        self._credentials = credentials or ContentCredentials.from_settings(settings)
         self._catalogs: dict[Path, ClassCatalog] = {}
 
     @property
@@ -128,6 +135,7 @@ class ImageGenerator:
                 request.format,
                 request.quality,
                 provenance,
+                self._credentials,
             )
             response.images.add(
                 image=encoded,

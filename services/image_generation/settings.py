@@ -7,10 +7,10 @@ from pathlib import Path
 from pydantic import Field
 
 from services.common.registry import IMAGE_GENERATION
-from services.common.settings import TritonBackedSettings, grpc_port_field, metrics_port_field
+from services.common.settings import ImageServiceSettings, grpc_port_field, metrics_port_field
 
 
-class ImageGenerationSettings(TritonBackedSettings):
+class ImageGenerationSettings(ImageServiceSettings):
     grpc_port: int = grpc_port_field(IMAGE_GENERATION.grpc_port)
     metrics_port: int = metrics_port_field(IMAGE_GENERATION.metrics_port)
     generator_model: str = Field("biggan", description="Triton model that generates images.")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field
 
 from services.common.registry import IMAGE_TRANSLATION
-from services.common.settings import MIB, TritonBackedSettings, grpc_port_field, metrics_port_field
+from services.common.settings import MIB, ImageServiceSettings, grpc_port_field, metrics_port_field
 
 
-class ImageTranslationSettings(TritonBackedSettings):
+class ImageTranslationSettings(ImageServiceSettings):
     grpc_port: int = grpc_port_field(IMAGE_TRANSLATION.grpc_port)
     metrics_port: int = metrics_port_field(IMAGE_TRANSLATION.metrics_port)
     translation_models: tuple[str, ...] = Field(

@@ -15,6 +15,7 @@ from prometheus_client import Counter
 
 from genmedia.v1 import image_translation_pb2 as pb
 from services.common import images
+from services.common.content_credentials import ContentCredentials, SourceImage, sniff_mime
 from services.common.errors import InvalidArgument
 from services.common.model_info import model_info
 from services.common.provenance import make_provenance
@@ -31,9 +32,15 @@ pixels_translated = Counter(
 
 
 class ImageTranslator:
-    def __init__(self, settings: ImageTranslationSettings, triton: TritonClient) -> None:
+    def __init__(
+        self,
+        settings: ImageTranslationSettings,
+        triton: TritonClient,
+        credentials: ContentCredentials | None = None,
+    ) -> None:
         self._settings = settings
         self._triton = triton
+        self._credentials = credentials or ContentCredentials.from_settings(settings)
         self._loaded: list[str] = []
         self._loaded_at = -math.inf
         self._limits = images.ImageLimits(
@@ -91,6 +98,8 @@ class ImageTranslator:
             request.format,
             request.quality,
             provenance,
+            self._credentials,
+            SourceImage(request.image, sniff_mime(request.image)),
         )
         pixels_translated.labels(model).inc(width * height)
         return pb.TranslateImageResponse(image=encoded, request_id=request_id)

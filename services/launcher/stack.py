@@ -22,7 +22,15 @@ from typing import IO, Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.registry import ALL_PROCESSES, BACKENDS, GATEWAY, ProcessSpec
+from services.common.registry import (
+    ALL_PROCESSES,
+    BACKENDS,
+    GATEWAY,
+    IMAGE_GENERATION,
+    IMAGE_TRANSLATION,
+    ProcessSpec,
+)
+from services.common.signing_keys import CHAIN_FILE, KEY_FILE, ROOT_FILE, development_credentials
 from services.gateway.keys import hash_key, new_key
 from services.launcher.repository import (
     InstanceGroup,
@@ -31,6 +39,8 @@ from services.launcher.repository import (
     verify_manifest,
 )
 from services.launcher.triton import REPO_ROOT, TritonPorts, TritonServer
+
+IMAGE_SERVICES = (IMAGE_GENERATION, IMAGE_TRANSLATION)
 
 
 def free_port() -> int:
@@ -116,15 +126,29 @@ class Stack:
                 ),
             }
         )
+        signing = self.signing_files()
         if process is GATEWAY:
             for backend in BACKENDS:
                 env[backend.addr_setting] = self.ports.address(backend)
+            env["GENMEDIA_C2PA_TRUST_ANCHORS_FILE"] = str(signing["root"])
+        elif process in IMAGE_SERVICES:
+            env["GENMEDIA_C2PA_KEY_FILE"] = str(signing["key"])
+            env["GENMEDIA_C2PA_CERT_FILE"] = str(signing["chain"])
         env.update(self.extra_env)
         if process is GATEWAY and "GENMEDIA_API_KEYS_FILE" not in env:
             # A local stack without keys is for development: say so explicitly;
             # the gateway logs a warning about it.
             env.setdefault("GENMEDIA_AUTH_MODE", "open")
         return env
+
+    def signing_files(self) -> dict[str, Path]:
+        """The local run's Content Credentials key, chain and root (made once per work dir)."""
+        directory = self.work_dir / "signing"
+        names = {"key": KEY_FILE, "chain": CHAIN_FILE, "root": ROOT_FILE}
+        paths = {role: directory / name for role, name in names.items()}
+        if not all(path.exists() for path in paths.values()):
+            paths = development_credentials("genmedia local signer").write(directory)
+        return paths
 
     def start_triton(self, timeout_s: float = 300.0) -> ServedModels:
         """Checks the weights, builds the served repository, starts Triton on it."""

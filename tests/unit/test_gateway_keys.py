@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from services.common.errors import PermissionDenied, Unauthenticated
-from services.common.registry import GATEWAY, TEXT_GENERATION
+from services.common.registry import BACKENDS, TEXT_GENERATION
 from services.gateway.auth import ApiKeys, Authenticator
 from services.gateway.keys import (
     KEY_PREFIX,
@@ -25,7 +25,7 @@ from services.gateway.keys import (
 
 ALICE_KEY = "gm_alice-test-key"
 BOB_KEY = "gm_bob-test-key"
-ALL_GRPC_SERVICES = frozenset(GATEWAY.grpc_services)
+ALL_GRPC_SERVICES = frozenset(s for b in BACKENDS for s in b.grpc_services)
 TEXT = "genmedia.v1.TextGenerationService"
 IMAGES = "genmedia.v1.ImageGenerationService"
 

@@ -65,6 +65,7 @@ def test_registry_ports_are_unique_and_the_gateway_serves_every_backend_service(
         "genmedia.v1.ImageGenerationService",
         "genmedia.v1.ImageTranslationService",
         "genmedia.v1.TextGenerationService",
+        "genmedia.v1.ProvenanceService",
     }
     assert Path("protos/genmedia/v1/image_generation.proto").exists()
 

@@ -1,0 +1,175 @@
+"""Content Credentials on every served image, checked by a C2PA reader and by the
+gateway's ProvenanceService (``genmedia verify``)."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from c2pa import Reader
+from PIL import Image
+
+from genmedia.v1 import common_pb2, provenance_pb2, provenance_pb2_grpc
+from genmedia.v1 import image_generation_pb2 as gen_pb
+from genmedia.v1 import image_generation_pb2_grpc as gen_grpc
+from genmedia.v1 import image_translation_pb2 as trans_pb
+from genmedia.v1 import image_translation_pb2_grpc as trans_grpc
+from services.common.content_credentials import read_credentials
+from services.common.provenance import TRAINED_ALGORITHMIC_MEDIA
+from services.common.registry import GATEWAY
+from services.common.signing_keys import development_credentials
+from services.launcher.stack import Stack
+from services.launcher.triton import REPO_ROOT
+from tests.integration.processes import open_channel, spawn
+
+pytestmark = pytest.mark.integration
+
+FORMATS = [common_pb2.IMAGE_FORMAT_PNG, common_pb2.IMAGE_FORMAT_JPEG, common_pb2.IMAGE_FORMAT_WEBP]
+
+
+@pytest.fixture(scope="module")
+def root_pem(stack: Stack) -> str:
+    return stack.signing_files()["root"].read_text()
+
+
+def verify(channel: grpc.Channel, data: bytes) -> provenance_pb2.VerifyImageResponse:
+    stub = provenance_pb2_grpc.ProvenanceServiceStub(channel)
+    return stub.VerifyImage(provenance_pb2.VerifyImageRequest(data=data), timeout=30)
+
+
+def photo() -> bytes:
+    pixels = np.random.default_rng(3).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("image_format", FORMATS, ids=lambda f: common_pb2.ImageFormat.Name(f))
+def test_generated_images_carry_trusted_credentials_that_say_synthetic(
+    gateway: grpc.Channel, root_pem: str, image_format: int
+) -> None:
+    response = gen_grpc.ImageGenerationServiceStub(gateway).GenerateImages(
+        gen_pb.GenerateImagesRequest(
+            classes=[gen_pb.ClassSelector(name="goldfish")], count=2, seed=4, format=image_format
+        ),
+        timeout=60,
+    )
+    for generated in response.images:
+        data = generated.image.data
+        report = read_credentials(data, root_pem)
+        assert (report.present, report.state, report.failures) == (True, "Trusted", ())
+        assert report.digital_source_type == TRAINED_ALGORITHMIC_MEDIA
+        assert report.actions == ("c2pa.created",)
+        assert report.software_agent == "genmedia biggan 1"
+        assert report.provenance is not None
+        assert report.provenance["request_id"] == response.request_id
+        assert report.provenance["seed"] == 4 and report.provenance["synthetic"] is True
+
+        verified = verify(gateway, data)
+        assert verified.verdict == provenance_pb2.VERDICT_SYNTHETIC, verified.explanation
+        assert verified.content_credentials.provenance.model == "biggan"
+        assert verified.content_credentials.provenance.request_id == response.request_id
+        assert "genmedia biggan 1" in verified.explanation
+
+
+def test_translated_image_records_its_input_as_the_edited_parent(
+    gateway: grpc.Channel, root_pem: str
+) -> None:
+    source = photo()
+    response = trans_grpc.ImageTranslationServiceStub(gateway).TranslateImage(
+        trans_pb.TranslateImageRequest(image=source, model="horse2zebra"), timeout=60
+    )
+    data = response.image.data
+    report = read_credentials(data, root_pem)
+    assert report.state == "Trusted"
+    assert report.actions == ("c2pa.opened", "c2pa.edited")
+    assert report.digital_source_type == TRAINED_ALGORITHMIC_MEDIA
+    with Reader("image/png", io.BytesIO(data)) as reader:
+        ingredients = reader.get_active_manifest()["ingredients"]
+    assert [(i["relationship"], i["format"]) for i in ingredients] == [("parentOf", "image/jpeg")]
+    verified = verify(gateway, data)
+    assert verified.verdict == provenance_pb2.VERDICT_SYNTHETIC
+    assert list(verified.content_credentials.actions) == ["c2pa.opened", "c2pa.edited"]
+
+
+def test_edited_re_encoded_and_foreign_files_get_the_verdict_they_deserve(
+    gateway: grpc.Channel,
+) -> None:
+    generated = gen_grpc.ImageGenerationServiceStub(gateway).GenerateImages(
+        gen_pb.GenerateImagesRequest(classes=[gen_pb.ClassSelector(name="goldfish")], seed=5),
+        timeout=60,
+    )
+    data = generated.images[0].image.data
+
+    edited = bytearray(data)
+    edited[-40] ^= 0x01  # one bit of pixel data, after the manifest
+    tampered = verify(gateway, bytes(edited))
+    assert tampered.verdict == provenance_pb2.VERDICT_TAMPERED
+    assert "assertion.dataHash.mismatch" in tampered.content_credentials.failures
+
+    re_encoded = io.BytesIO()
+    Image.open(io.BytesIO(data)).save(re_encoded, "PNG")
+    stripped = verify(gateway, re_encoded.getvalue())
+    assert stripped.verdict == provenance_pb2.VERDICT_NO_EVIDENCE
+    assert not stripped.content_credentials.present
+
+    assert verify(gateway, photo()).verdict == provenance_pb2.VERDICT_NO_EVIDENCE
+    for bad, field in ((b"", "data is empty"), (b"GIF89a....", "not a PNG, JPEG or WebP")):
+        with pytest.raises(grpc.RpcError) as error:
+            verify(gateway, bad)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in error.value.details()
+
+
+def test_a_gateway_that_does_not_trust_the_signer_says_so(
+    gateway: grpc.Channel, stack: Stack, tmp_path: Path
+) -> None:
+    other_root = tmp_path / "other-root.pem"
+    other_root.write_bytes(development_credentials().root_pem or b"")
+    sceptic = spawn(stack, GATEWAY, tmp_path, GENMEDIA_C2PA_TRUST_ANCHORS_FILE=str(other_root))
+    try:
+        sceptic.wait_health()
+        data = (
+            gen_grpc.ImageGenerationServiceStub(gateway)
+            .GenerateImages(
+                gen_pb.GenerateImagesRequest(classes=[gen_pb.ClassSelector(name="goldfish")]),
+                timeout=60,
+            )
+            .images[0]
+            .image.data
+        )
+        with open_channel(sceptic.address) as channel:
+            verified = verify(channel, data)
+    finally:
+        sceptic.stop()
+    assert verified.verdict == provenance_pb2.VERDICT_SYNTHETIC_UNTRUSTED_SIGNER
+    assert list(verified.content_credentials.failures) == ["signingCredential.untrusted"]
+
+
+def test_cli_verify_prints_the_verdict_and_the_claims(
+    gateway: grpc.Channel, stack: Stack, tmp_path: Path
+) -> None:
+    image = (
+        gen_grpc.ImageGenerationServiceStub(gateway)
+        .GenerateImages(
+            gen_pb.GenerateImagesRequest(classes=[gen_pb.ClassSelector(name="goldfish")], seed=8),
+            timeout=60,
+        )
+        .images[0]
+    )
+    path = tmp_path / "goldfish.png"
+    path.write_bytes(image.image.data)
+    done = subprocess.run(
+        [sys.executable, "-m", "services.client", "--target", stack.ports.address(GATEWAY),
+         "verify", str(path)],
+        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"{path}: SYNTHETIC: signed by trusted signer" in done.stdout
+    assert "actions c2pa.created" in done.stdout
+    assert f"request {image.image.provenance.request_id}" in done.stdout
