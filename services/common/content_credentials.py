@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from c2pa import Builder, C2paError, C2paSignerInfo, Context, Reader, Signer
+from PIL import Image
 
 from genmedia.v1 import common_pb2
 from services.common.provenance import GENERATOR, TRAINED_ALGORITHMIC_MEDIA, provenance_record
@@ -99,6 +100,14 @@ class ContentCredentials:
         # The default embeds a thumbnail: 30x the signing time and a second
         # copy of a PNG. The image is the thumbnail.
         self._context = Context.from_dict({"builder": {"thumbnail": {"enabled": False}}})
+        self._check_signing()
+
+    def _check_signing(self) -> None:
+        """Signs a tiny image once: a key that does not match its certificate, or a
+        certificate C2PA refuses, fails here at start instead of on every request."""
+        tiny = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(tiny, "PNG")
+        self.sign(tiny.getvalue(), "image/png", common_pb2.Provenance(model="self-check"))
 
     @classmethod
     def from_settings(cls, settings: ImageServiceSettings) -> ContentCredentials:

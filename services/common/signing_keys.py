@@ -116,3 +116,20 @@ def development_credentials(common_name: str = "genmedia development signer") ->
         serialization.NoEncryption(),
     )
     return SigningCredentials(key_pem, _pem(signer), _pem(root))
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Write a development root CA and a Content Credentials signing key and "
+        "chain (for trials and laptop clusters; use your own CA in production)."
+    )
+    parser.add_argument("--out", type=Path, required=True, help="directory to write into")
+    args = parser.parse_args()
+    for role, path in development_credentials().write(args.out).items():
+        print(f"{role:6s} {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -185,3 +185,18 @@ def test_gradient_image_is_a_png_of_the_pixels_it_returns() -> None:
     png, pixels = gradient_image(32)
     assert png.startswith(b"\x89PNG") and pixels.shape == (1, 32, 32, 3)
     assert pixels[0, 0, 0, 0] < pixels[0, -1, 0, 0]
+
+
+def test_signing_bench_measures_every_format_side_by_side(tmp_path: Path) -> None:
+    from bench import signing
+
+    results = signing.measure(calls=2)
+    assert set(results["formats"]) == {"PNG", "JPEG", "WebP"}
+    for row in results["formats"].values():
+        assert row["signed_p50_ms"] > 0 and row["unsigned_p50_ms"] > 0
+        assert row["ratio"] == row["signed_p50_ms"] / row["unsigned_p50_ms"]
+        assert 1000 < row["bytes_added"] < 20_000  # a manifest, not a thumbnail
+    assert isinstance(results["verdict"]["met"], bool)
+    assert "JPEG" in signing.report(results)
+    signing.plot(results, tmp_path / "signing.png")
+    assert (tmp_path / "signing.png").read_bytes().startswith(b"\x89PNG")
