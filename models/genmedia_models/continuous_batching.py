@@ -33,6 +33,7 @@ from transformers import GPT2LMHeadModel
 from genmedia_models.gpt2_decoder import DecodeRow, PooledGPT2
 from genmedia_models.runtime import InvalidInputError
 from genmedia_models.sampling import SamplerState, SamplingParams, pick_tokens
+from genmedia_models.text_watermark import GreenList
 from genmedia_models.token_delivery import Outbox, TokenDelivery
 
 # Asking Triton whether a queued request was cancelled is a round trip; queued
@@ -118,9 +119,11 @@ class ContinuousBatcher:
         stop_token_ids: Collection[int] = frozenset(),
         on_state: Callable[[BatchState], None] | None = None,
         sender_threads: int = 0,
+        watermark: GreenList | None = None,
     ) -> None:
         limits.validate(int(model.config.n_positions))
         self.limits = limits
+        self.watermark = watermark
         self.decoder = PooledGPT2(model, slots=limits.max_sequences)
         self._reserved = 0
         self.stop_token_ids = frozenset(stop_token_ids)
@@ -248,7 +251,11 @@ class ContinuousBatcher:
     def _start(self, request: GenerationRequest, reserved: int) -> None:
         try:
             sampler = SamplerState.start(
-                request.params, request.prompt, self.decoder.vocab_size, self.decoder.device
+                request.params,
+                request.prompt,
+                self.decoder.vocab_size,
+                self.decoder.device,
+                self.watermark,
             )
             logits = self.decoder.prefill(len(self._running), request.prompt)
             (token,) = pick_tokens(logits.unsqueeze(0), [sampler])
@@ -343,6 +350,7 @@ def generate_one(
     input_ids: Sequence[int],
     params: SamplingParams,
     stop_token_ids: Collection[int] = frozenset(),
+    watermark: GreenList | None = None,
 ) -> Iterator[int]:
     """One sequence with the batcher's own prefill, decode and sampling, yielded token by token.
 
@@ -353,7 +361,7 @@ def generate_one(
     n_positions, vocab_size = int(model.config.n_positions), int(model.config.vocab_size)
     validate_prompt(input_ids, params.max_new_tokens, n_positions, vocab_size)
     decoder = PooledGPT2(model, slots=1, capacity=len(input_ids) + params.max_new_tokens)
-    sampler = SamplerState.start(params, input_ids, vocab_size, decoder.device)
+    sampler = SamplerState.start(params, input_ids, vocab_size, decoder.device, watermark)
     logits = decoder.prefill(0, input_ids).unsqueeze(0)
     length = len(input_ids)
     for generated in range(1, params.max_new_tokens + 1):

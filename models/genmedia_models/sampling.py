@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from genmedia_models.runtime import InvalidInputError
+from genmedia_models.text_watermark import GreenList
 
 MAX_REPETITION_PENALTY = 10.0
 MIN_SAMPLING_TEMPERATURE = 1e-4
@@ -61,21 +62,38 @@ class SamplerState:
     # Python's Mersenne Twister: a draw costs far less than a torch call, on any device.
     generator: random.Random
     seen: torch.Tensor | None = field(default=None)
+    watermark: GreenList | None = None
+    previous: int = 0
+    """The last token of the sequence so far: what the watermark's green list follows."""
 
     @classmethod
     def start(
-        cls, params: SamplingParams, prompt: Sequence[int], vocab_size: int, device: torch.device
+        cls,
+        params: SamplingParams,
+        prompt: Sequence[int],
+        vocab_size: int,
+        device: torch.device,
+        watermark: GreenList | None = None,
     ) -> SamplerState:
         generator = random.Random(params.seed)
         seen = None
         if params.repetition_penalty != 1.0:
             seen = torch.zeros(vocab_size, dtype=torch.bool, device=device)
             seen[torch.tensor(list(prompt), dtype=torch.long, device=device)] = True
-        return cls(params, generator, seen)
+        return cls(params, generator, seen, watermark, previous=int(prompt[-1]))
 
     def record(self, token: int) -> None:
         if self.seen is not None:
             self.seen[token] = True
+        self.previous = token
+
+
+def add_watermark(logits: torch.Tensor, states: Sequence[SamplerState]) -> torch.Tensor:
+    """Each watermarked row's green tokens (after its previous token) gain delta."""
+    for row, state in enumerate(states):
+        if state.watermark is not None:
+            logits[row] += state.watermark.bias(state.previous, logits.device)
+    return logits
 
 
 def penalise_repetitions(logits: torch.Tensor, states: Sequence[SamplerState]) -> torch.Tensor:
@@ -126,7 +144,7 @@ def pick_tokens(logits: torch.Tensor, states: Sequence[SamplerState]) -> list[in
     # One draw per row per step, used or not: a row's random stream never
     # depends on its own settings' branches or on other rows.
     uniforms = torch.tensor([s.generator.random() for s in states], device=device)
-    logits = penalise_repetitions(logits, states)
+    logits = add_watermark(penalise_repetitions(logits, states), states)
     temperature = torch.tensor([p.temperature for p in params], device=device)
     # Temperatures this small only differ from greedy by overflowing the softmax.
     greedy = temperature < MIN_SAMPLING_TEMPERATURE

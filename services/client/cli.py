@@ -86,7 +86,17 @@ def image_models(client: GenmediaClient, args: argparse.Namespace) -> None:
 
 
 def verify(client: GenmediaClient, args: argparse.Namespace) -> None:
-    """Prints the verdict on a file's Content Credentials, then what they say."""
+    """Prints the verdict on a text's watermark, or on a file's Content Credentials."""
+    if args.text is not None:
+        checked = client.verify_text(args.text)
+        verdict = provenance_pb.Verdict.Name(checked.verdict).removeprefix("VERDICT_")
+        mark = checked.watermark
+        print(f"text: {verdict}: {checked.explanation}")
+        print(f"  {mark.green_tokens} of {mark.tokens_scored} tokens green "
+              f"(expected {mark.expected_green_fraction:.0%}), z = {mark.z_score:.2f}")  # fmt: skip
+        return
+    if args.file is None:
+        raise SystemExit("genmedia verify: give a FILE or --text")
     response = client.verify_image(args.file.read_bytes())
     found = response.content_credentials
     verdict = provenance_pb.Verdict.Name(response.verdict).removeprefix("VERDICT_")
@@ -254,9 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     models_help = "list, download and install the published checkpoints"
     verifying = groups.add_parser(
-        "verify", help="check a file's Content Credentials (no API key needed)"
+        "verify", help="check a file's Content Credentials or a text's watermark (no key needed)"
     )
-    verifying.add_argument("file", type=Path, help="PNG, JPEG or WebP file")
+    verifying.add_argument("file", type=Path, nargs="?", help="PNG, JPEG or WebP file")
+    verifying.add_argument("--text", help="check this text for genmedia's watermark instead")
     verifying.set_defaults(run=verify)
 
     models_group = groups.add_parser("models", help=models_help).add_subparsers(

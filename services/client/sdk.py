@@ -150,6 +150,11 @@ class GenmediaClient:
         request = provenance_pb.VerifyImageRequest(data=data)
         return self._unary(self.provenance.VerifyImage, request)
 
+    def verify_text(self, text: str) -> provenance_pb.VerifyTextResponse:
+        """Whether genmedia's text watermark is in ``text``, with its z-score."""
+        request = provenance_pb.VerifyTextRequest(text=text)
+        return self._unary(self.provenance.VerifyText, request)
+
     @staticmethod
     def text_request(
         prompt: str,

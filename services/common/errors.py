@@ -37,6 +37,12 @@ class NotFound(GenmediaError):
     code = grpc.StatusCode.NOT_FOUND
 
 
+class FailedPrecondition(GenmediaError):
+    """The deployment cannot serve this call as configured; the message says what is missing."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class ResourceExhausted(GenmediaError):
     """A limit was reached; ``retry_after_s`` says when trying again can succeed."""
 

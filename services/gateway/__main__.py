@@ -29,7 +29,7 @@ from services.gateway.backends import (
     parse_targets,
 )
 from services.gateway.keys import KeyFileError
-from services.gateway.provenance import ProvenanceServicer
+from services.gateway.provenance import ProvenanceServicer, TextVerifier
 from services.gateway.proxy import Forwarder, RetryPolicy, forwarding_handler
 from services.gateway.quotas import Quotas
 from services.gateway.settings import AuthMode, GatewaySettings
@@ -125,7 +125,9 @@ async def main() -> None:
             handlers.append(forwarding_handler(service_name, pool, forwarder))
             readiness[service_name] = _ready_check(pool)
 
-    provenance = ProvenanceServicer(settings.c2pa_trust_anchors_file)
+    provenance = ProvenanceServicer(
+        settings.c2pa_trust_anchors_file, TextVerifier.from_settings(settings)
+    )
     reloader = (
         asyncio.create_task(reload_keys_forever(auth, settings.api_keys_reload_s))
         if isinstance(auth, ApiKeys)

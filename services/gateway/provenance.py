@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import json_format
 from grpc import aio
+from tokenizers import Tokenizer
 
 from genmedia.v1 import provenance_pb2, provenance_pb2_grpc
 from services.common.content_credentials import CredentialsReport, read_credentials, sniff_mime
-from services.common.errors import InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.text_watermark import WatermarkDetector
+from services.gateway.settings import GatewaySettings
 
 TRUSTED, VALID = "Trusted", "Valid"
 
@@ -56,9 +60,77 @@ def credentials_message(report: CredentialsReport) -> provenance_pb2.ContentCred
     return message
 
 
+MAX_TEXT_CHARACTERS = 100_000
+# Below this many scored tokens a z-score says little either way.
+MIN_TOKENS_SCORED = 16
+
+
+@dataclass(frozen=True)
+class TextVerifier:
+    """The tokenizer of the served text model and the watermark's detector."""
+
+    tokenizer: Tokenizer
+    detector: WatermarkDetector
+    z_threshold: float
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings) -> TextVerifier | None:
+        if settings.tokenizer_dir is None:
+            return None
+        path = settings.tokenizer_dir / "tokenizer.json"
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exceptions
+            raise SystemExit(f"GENMEDIA_TOKENIZER_DIR: cannot load {path}: {exc}") from None
+        detector = WatermarkDetector(
+            settings.text_watermark_key.get_secret_value(),
+            tokenizer.get_vocab_size(),
+            settings.text_watermark_gamma,
+        )
+        return cls(tokenizer, detector, settings.text_watermark_z_threshold)
+
+    def verify(self, text: str) -> provenance_pb2.VerifyTextResponse:
+        token_ids = self.tokenizer.encode(text).ids
+        score = self.detector.score(token_ids)
+        detected = score.tokens_scored >= MIN_TOKENS_SCORED and score.z_score >= self.z_threshold
+        watermark = provenance_pb2.TextWatermark(
+            tokens_scored=score.tokens_scored,
+            green_tokens=score.green_tokens,
+            expected_green_fraction=self.detector.gamma,
+            z_score=score.z_score,
+            z_threshold=self.z_threshold,
+            detected=detected,
+        )
+        figures = (
+            f"z = {score.z_score:.1f} over {score.tokens_scored} tokens, "
+            f"threshold {self.z_threshold:g}"
+        )
+        if detected:
+            verdict_code = provenance_pb2.VERDICT_SYNTHETIC
+            explanation = f"genmedia's text watermark is there ({figures})"
+        elif score.tokens_scored < MIN_TOKENS_SCORED:
+            verdict_code = provenance_pb2.VERDICT_NO_EVIDENCE
+            explanation = (
+                f"too short to tell ({score.tokens_scored} tokens scored; "
+                f"at least {MIN_TOKENS_SCORED} needed, 200 are reliable)"
+            )
+        else:
+            verdict_code = provenance_pb2.VERDICT_NO_EVIDENCE
+            explanation = (
+                f"no watermark found ({figures}); heavy editing "
+                "or paraphrase removes it, so this is not proof that a person wrote it"
+            )
+        return provenance_pb2.VerifyTextResponse(
+            watermark=watermark, verdict=verdict_code, explanation=explanation
+        )
+
+
 class ProvenanceServicer(provenance_pb2_grpc.ProvenanceServiceServicer):
-    def __init__(self, trust_anchors_file: Path | None) -> None:
+    def __init__(
+        self, trust_anchors_file: Path | None, text_verifier: TextVerifier | None = None
+    ) -> None:
         self._anchors = None if trust_anchors_file is None else trust_anchors_file.read_text()
+        self._text = text_verifier
 
     async def VerifyImage(
         self, request: provenance_pb2.VerifyImageRequest, context: aio.ServicerContext
@@ -77,3 +149,18 @@ class ProvenanceServicer(provenance_pb2_grpc.ProvenanceServiceServicer):
             verdict=code,
             explanation=explanation,
         )
+
+    async def VerifyText(
+        self, request: provenance_pb2.VerifyTextRequest, context: aio.ServicerContext
+    ) -> provenance_pb2.VerifyTextResponse:
+        if self._text is None:
+            raise FailedPrecondition(
+                "this gateway cannot check text: it has no tokenizer (set GENMEDIA_TOKENIZER_DIR)"
+            )
+        if not request.text.strip():
+            raise InvalidArgument("text is empty: send the text to check")
+        if len(request.text) > MAX_TEXT_CHARACTERS:
+            raise InvalidArgument(
+                f"text is {len(request.text)} characters; at most {MAX_TEXT_CHARACTERS}"
+            )
+        return await asyncio.to_thread(self._text.verify, request.text)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from services.common.registry import GATEWAY
 from services.common.settings import ServerSettings, grpc_port_field, metrics_port_field
+from services.common.text_watermark import DEVELOPMENT_KEY
 
 BACKEND_ADDR_HELP = (
     "backend replicas: comma-separated host:port entries; a host name is re-resolved "
@@ -49,6 +50,25 @@ class GatewaySettings(ServerSettings):
         None,
         description="PEM root certificates whose signers VerifyImage reports as trusted (your "
         "Content Credentials CA); unset: only c2pa's built-in trust list.",
+    )
+    tokenizer_dir: Path | None = Field(
+        None,
+        description="Directory with the text model's tokenizer.json, for VerifyText; unset: "
+        "VerifyText answers FAILED_PRECONDITION.",
+    )
+    text_watermark_key: SecretStr = Field(
+        SecretStr(DEVELOPMENT_KEY),
+        description="Key of the text watermark: the gpt2 model's GENMEDIA_TEXT_WATERMARK_KEY "
+        "(default: the development key both sides use when unset).",
+    )
+    text_watermark_gamma: float = Field(
+        0.25,
+        gt=0,
+        lt=1,
+        description="Green fraction of the text watermark (gpt2's watermark_gamma).",
+    )
+    text_watermark_z_threshold: float = Field(
+        4.0, gt=0, description="z-score at or above which VerifyText finds the watermark."
     )
     max_in_flight: int = Field(
         256, ge=1, description="Calls the gateway handles at once; more are refused, not queued."

@@ -200,3 +200,20 @@ def test_signing_bench_measures_every_format_side_by_side(tmp_path: Path) -> Non
     assert "JPEG" in signing.report(results)
     signing.plot(results, tmp_path / "signing.png")
     assert (tmp_path / "signing.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_text_watermark_bench_scores_generated_and_held_out_text(tmp_path: Path) -> None:
+    from bench import watermark_text
+    from bench.common import DEMO_WEIGHTS
+
+    results = watermark_text.measure(DEMO_WEIGHTS, samples=2, progress=False)
+    assert results["windows"] == 2
+    assert [(r["text"], r["tokens"]) for r in results["rows"]] == [
+        ("watermarked", 50), ("watermarked", 200), ("human", 50), ("human", 200),
+    ]  # fmt: skip
+    marked, human = results["z"]["watermarked"]["200"], results["z"]["human"]["200"]
+    assert len(marked) == len(human) == 2
+    assert min(marked) > max(human)  # 200 tokens separate them by far
+    assert "detection rate" in watermark_text.report(results)
+    watermark_text.plot(results, tmp_path / "w.png")
+    assert (tmp_path / "w.png").read_bytes().startswith(b"\x89PNG")

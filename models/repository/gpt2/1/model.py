@@ -50,6 +50,7 @@ from genmedia_models.continuous_batching import (
 from genmedia_models.gpt2 import eos_token_ids, load_gpt2
 from genmedia_models.runtime import InvalidInputError, configure_torch_threads, select_device
 from genmedia_models.sampling import SamplingParams
+from genmedia_models.text_watermark import GreenList
 from genmedia_models.triton_utils import (
     cancelled_requests_counter,
     error_response,
@@ -206,6 +207,7 @@ class TritonPythonModel:
             eos_token_ids(self.model),
             on_state=self._publish_state,
             sender_threads=DEFAULT_SENDER_THREADS if senders is None else int(senders),
+            watermark=GreenList.from_config(model_config, int(self.model.config.vocab_size)),
         )
         self.batcher.start(name=f"{self.model_name}-batcher")
         config = self.model.config

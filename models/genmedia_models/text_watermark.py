@@ -1,0 +1,85 @@
+"""A statistical watermark in every generated text (Kirchenbauer et al. 2023, "A Watermark
+for Large Language Models"), applied where tokens are sampled.
+
+Before each token is picked, the vocabulary is split by a keyed hash of the
+previous token into a "green" fraction gamma and the rest, and delta is
+added to the green tokens' logits. Text from the model then holds far more
+green tokens than gamma of them; human text holds about gamma. A detector
+with the key counts them and computes a z-score
+(services/common/text_watermark.py); nothing about the text shows it to
+anyone without the key.
+
+The split: every token t gets a keyed uniform number u(t) once; the green
+list after token p is {t : (u(t) + h(p)) mod 1 < gamma}, where h(p) is a
+keyed hash of p as a number in [0, 1). The detector must compute exactly
+this; a test checks both against each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from genmedia_models.weights import model_parameter
+
+KEY_ENV = "GENMEDIA_TEXT_WATERMARK_KEY"
+# Local runs and tests verify with this; a deployment sets its own secret key.
+DEVELOPMENT_KEY = "genmedia-development-text-watermark"
+DEFAULT_GAMMA, DEFAULT_DELTA = 0.25, 2.0
+
+
+def token_uniforms(key: str, vocab_size: int) -> np.ndarray:
+    seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+    return np.random.default_rng(seed).random(vocab_size)
+
+
+def previous_token_shift(key: str, previous: int) -> float:
+    keyed = hashlib.sha256(key.encode()).digest()
+    digest = hashlib.blake2b(int(previous).to_bytes(8, "little"), key=keyed, digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
+@dataclass(frozen=True)
+class GreenList:
+    key: str
+    vocab_size: int
+    gamma: float = DEFAULT_GAMMA
+    delta: float = DEFAULT_DELTA
+    _uniforms: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.gamma < 1:
+            raise ValueError(f"watermark gamma must be in (0, 1), got {self.gamma}")
+        if not 0 <= self.delta <= 20:
+            raise ValueError(f"watermark delta must be 0..20, got {self.delta}")
+        object.__setattr__(self, "_uniforms", token_uniforms(self.key, self.vocab_size))
+
+    @classmethod
+    def from_config(cls, model_config: Mapping[str, Any], vocab_size: int) -> GreenList | None:
+        """From the model's ``watermark_gamma`` and ``watermark_delta`` parameters and the key
+        in ``GENMEDIA_TEXT_WATERMARK_KEY``; None when delta is 0 (watermark off)."""
+
+        def number(name: str, default: float) -> float:
+            value = model_parameter(model_config, name)
+            return default if value is None else float(value)
+
+        delta = number("watermark_delta", DEFAULT_DELTA)
+        if delta == 0:
+            return None
+        key = os.environ.get(KEY_ENV) or DEVELOPMENT_KEY
+        return cls(key, vocab_size, number("watermark_gamma", DEFAULT_GAMMA), delta)
+
+    def green(self, previous: int) -> np.ndarray:
+        """Which tokens are green after ``previous``: a [vocab] bool array."""
+        return (self._uniforms + previous_token_shift(self.key, previous)) % 1.0 < self.gamma
+
+    def bias(self, previous: int, device: torch.device) -> torch.Tensor:
+        """What to add to the logits after ``previous``: delta on the green tokens."""
+        green = torch.from_numpy(self.green(previous)).to(device)
+        return green.to(torch.float32) * self.delta
