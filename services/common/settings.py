@@ -97,6 +97,12 @@ class TritonBackedSettings(ServerSettings):
     triton_timeout_s: float = Field(
         60.0, gt=0, description="Longest a Triton call may take when the caller set no deadline."
     )
+    audit_log: str = Field(
+        "stdout",
+        min_length=1,
+        description="Where each generation's audit event (one JSON line: request id, hashed key "
+        "name, model, parameters, output SHA-256, marks) goes: stdout or a file path.",
+    )
 
 
 class ImageServiceSettings(TritonBackedSettings):

@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import Counter
 
+from genmedia.v1 import common_pb2
 from genmedia.v1 import image_generation_pb2 as pb
 from services.common import images
+from services.common.audit import AuditLog, sha256
 from services.common.content_credentials import ContentCredentials
 from services.common.errors import InvalidArgument
 from services.common.model_info import model_info, model_parameter
@@ -53,10 +55,12 @@ class ImageGenerator:
         settings: ImageGenerationSettings,
         triton: TritonClient,
         credentials: ContentCredentials | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._settings = settings
         self._triton = triton
         self._credentials = credentials or ContentCredentials.from_settings(settings)
+        self._audit = audit or AuditLog(settings.audit_log, "image-generation")
         self._catalogs: dict[Path, ClassCatalog] = {}
 
     @property
@@ -144,6 +148,27 @@ class ImageGenerator:
                 ),
             )
         images_generated.labels(self.model).inc(len(rows))
+        first = response.images[0].image
+        self._audit.record(
+            request_id,
+            self.model,
+            version,
+            parameters={
+                "class_ids": [c.id for c in plan.classes],
+                "count": plan.count,
+                "truncation": plan.truncation,
+                "seed": plan.seed,
+                "width": first.width,
+                "height": first.height,
+                "format": common_pb2.ImageFormat.Name(first.format),
+            },
+            outputs=[
+                {"sha256": sha256(i.image.data), "bytes": len(i.image.data)}
+                for i in response.images
+            ],
+            content_credentials=True,
+            watermark="none",
+        )
         return response
 
     async def list_classes(self, query: str) -> pb.ListClassesResponse:

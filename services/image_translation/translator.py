@@ -13,8 +13,10 @@ import time
 
 from prometheus_client import Counter
 
+from genmedia.v1 import common_pb2
 from genmedia.v1 import image_translation_pb2 as pb
 from services.common import images
+from services.common.audit import AuditLog, sha256
 from services.common.content_credentials import ContentCredentials, SourceImage, sniff_mime
 from services.common.errors import InvalidArgument
 from services.common.model_info import model_info
@@ -37,10 +39,12 @@ class ImageTranslator:
         settings: ImageTranslationSettings,
         triton: TritonClient,
         credentials: ContentCredentials | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._settings = settings
         self._triton = triton
         self._credentials = credentials or ContentCredentials.from_settings(settings)
+        self._audit = audit or AuditLog(settings.audit_log, "image-translation")
         self._loaded: list[str] = []
         self._loaded_at = -math.inf
         self._limits = images.ImageLimits(
@@ -102,6 +106,21 @@ class ImageTranslator:
             SourceImage(request.image, sniff_mime(request.image)),
         )
         pixels_translated.labels(model).inc(width * height)
+        self._audit.record(
+            request_id,
+            model,
+            version,
+            parameters={
+                "direction": request.model,
+                "input_sha256": sha256(request.image),
+                "width": width,
+                "height": height,
+                "format": common_pb2.ImageFormat.Name(encoded.format),
+            },
+            outputs=[{"sha256": sha256(encoded.data), "bytes": len(encoded.data)}],
+            content_credentials=True,
+            watermark="none",
+        )
         return pb.TranslateImageResponse(image=encoded, request_id=request_id)
 
     async def list_models(self) -> pb.ListModelsResponse:

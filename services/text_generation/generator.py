@@ -26,7 +26,8 @@ from prometheus_client import Counter, Histogram
 from tokenizers import Tokenizer
 
 from genmedia.v1 import text_generation_pb2 as pb
-from services.common.errors import DeadlineExceeded, InvalidArgument
+from services.common.audit import AuditLog, sha256
+from services.common.errors import DeadlineExceeded, GenmediaError, InvalidArgument
 from services.common.metrics import LATENCY_BUCKETS_S
 from services.common.provenance import make_provenance
 from services.common.triton import TritonClient
@@ -102,11 +103,13 @@ class TextGenerator:
         tokenizer: Tokenizer,
         model_info: TextModelInfo,
         triton: TritonClient,
+        audit: AuditLog | None = None,
     ) -> None:
         self._settings = settings
         self._tokenizer = tokenizer
         self._info = model_info
         self._triton = triton
+        self._audit = audit or AuditLog(settings.audit_log, "text-generation")
 
     @property
     def model(self) -> str:
@@ -192,19 +195,69 @@ class TextGenerator:
     ) -> AsyncIterator[pb.StreamTextResponse]:
         """Text deltas as they are produced; the last message carries the finish reason."""
         plan = self.plan(request)
+        watermark = await self._watermark()
         reason = "error"
+        sent: list[str] = []
+        last = pb.StreamTextResponse()
         try:
             # Closed at once when the caller goes away, so Triton hears of it now, not at GC.
             async with contextlib.aclosing(self._stream(plan, request_id, timeout_s)) as messages:
                 async for message in messages:
                     if message.finish_reason:
                         reason = pb.FinishReason.Name(message.finish_reason)
+                    sent.append(message.text)
+                    last = message
                     yield message
         except (asyncio.CancelledError, GeneratorExit, DeadlineExceeded):
             reason = pb.FinishReason.Name(pb.FINISH_REASON_CANCELLED)
             raise
         finally:
             finished.labels(self.model, reason.removeprefix("FINISH_REASON_").lower()).inc()
+            if sent:
+                text = "".join(sent)
+                self._record(request, plan, request_id, text, reason, last, watermark)
+
+    async def _watermark(self) -> str:
+        """How the model marks its text, from its config (cached): for the audit trail."""
+        try:
+            config = await self._triton.model_parameters(self.model)
+        except GenmediaError:
+            return "unknown"  # the generation itself will say what is wrong with Triton
+        return "text-greenlist" if float(config.get("watermark_delta") or 0) > 0 else "none"
+
+    def _record(
+        self,
+        request: pb.GenerateTextRequest,
+        plan: TextPlan,
+        request_id: str,
+        text: str,
+        reason: str,
+        last: pb.StreamTextResponse,
+        watermark: str,
+    ) -> None:
+        """The generation's audit event: what was sent, even if the caller left early."""
+        parameters = {
+            "max_new_tokens": plan.max_new_tokens,
+            "temperature": plan.temperature,
+            "top_k": plan.top_k,
+            "top_p": plan.top_p,
+            "repetition_penalty": plan.repetition_penalty,
+            "seed": plan.seed,
+            "stop_sequences": len(plan.stops),
+            "prompt_tokens": len(plan.prompt_ids),
+            "prompt_sha256": sha256(request.prompt),
+        }
+        if self._settings.audit_prompts:
+            parameters["prompt"] = request.prompt
+        self._audit.record(
+            request_id,
+            self.model,
+            last.provenance.model_version,
+            parameters=parameters,
+            outputs=[{"sha256": sha256(text), "characters": len(text)}],
+            finish_reason=reason.removeprefix("FINISH_REASON_").lower(),
+            watermark=watermark,
+        )
 
     async def _stream(
         self, plan: TextPlan, request_id: str, timeout_s: float | None

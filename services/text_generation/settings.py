@@ -21,6 +21,11 @@ class TextGenerationSettings(TritonBackedSettings):
     default_max_new_tokens: int = Field(64, ge=1, description="max_new_tokens when unset.")
     max_new_tokens_limit: int = Field(1024, ge=1, description="Largest max_new_tokens accepted.")
     max_prompt_chars: int = Field(8192, ge=1, description="Longest prompt accepted, in characters.")
+    audit_prompts: bool = Field(
+        False,
+        description="Put each prompt's text in its audit event (prompts can hold personal "
+        "data: off unless your policy allows it; the event always has the prompt's SHA-256).",
+    )
     log_prompts: bool = Field(
         False,
         description="Debugging only: log each prompt at debug level (prompts can hold personal "
