@@ -21,6 +21,7 @@ import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,9 +30,19 @@ import torch
 from genmedia_models.weights import model_parameter
 
 KEY_ENV = "GENMEDIA_TEXT_WATERMARK_KEY"
+KEY_FILE_ENV = "GENMEDIA_TEXT_WATERMARK_KEY_FILE"
 # Local runs and tests verify with this; a deployment sets its own secret key.
 DEVELOPMENT_KEY = "genmedia-development-text-watermark"
 DEFAULT_GAMMA, DEFAULT_DELTA = 0.25, 2.0
+
+
+def watermark_key() -> str:
+    """The key from the file ``GENMEDIA_TEXT_WATERMARK_KEY_FILE`` names (a mounted Secret),
+    else ``GENMEDIA_TEXT_WATERMARK_KEY``, else the development key."""
+    path = os.environ.get(KEY_FILE_ENV)
+    if path:
+        return Path(path).read_text().strip()
+    return os.environ.get(KEY_ENV) or DEVELOPMENT_KEY
 
 
 def token_uniforms(key: str, vocab_size: int) -> np.ndarray:
@@ -63,7 +74,7 @@ class GreenList:
     @classmethod
     def from_config(cls, model_config: Mapping[str, Any], vocab_size: int) -> GreenList | None:
         """From the model's ``watermark_gamma`` and ``watermark_delta`` parameters and the key
-        in ``GENMEDIA_TEXT_WATERMARK_KEY``; None when delta is 0 (watermark off)."""
+        of :func:`watermark_key`; None when delta is 0 (watermark off)."""
 
         def number(name: str, default: float) -> float:
             value = model_parameter(model_config, name)
@@ -72,8 +83,7 @@ class GreenList:
         delta = number("watermark_delta", DEFAULT_DELTA)
         if delta == 0:
             return None
-        key = os.environ.get(KEY_ENV) or DEVELOPMENT_KEY
-        return cls(key, vocab_size, number("watermark_gamma", DEFAULT_GAMMA), delta)
+        return cls(watermark_key(), vocab_size, number("watermark_gamma", DEFAULT_GAMMA), delta)
 
     def green(self, previous: int) -> np.ndarray:
         """Which tokens are green after ``previous``: a [vocab] bool array."""

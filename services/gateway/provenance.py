@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -65,38 +64,49 @@ MAX_TEXT_CHARACTERS = 100_000
 MIN_TOKENS_SCORED = 16
 
 
-@dataclass(frozen=True)
 class TextVerifier:
-    """The tokenizer of the served text model and the watermark's detector."""
+    """The text model's tokenizer and the watermark's detector, loaded on first use: in a
+    cluster the tokenizer arrives with the weights, possibly after the gateway starts."""
 
-    tokenizer: Tokenizer
-    detector: WatermarkDetector
-    z_threshold: float
+    def __init__(self, tokenizer_dir: Path, key: str, gamma: float, z_threshold: float) -> None:
+        self._path = tokenizer_dir / "tokenizer.json"
+        self._key = key
+        self._gamma = gamma
+        self.z_threshold = z_threshold
+        self._loaded: tuple[Tokenizer, WatermarkDetector] | None = None
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> TextVerifier | None:
         if settings.tokenizer_dir is None:
             return None
-        path = settings.tokenizer_dir / "tokenizer.json"
-        try:
-            tokenizer = Tokenizer.from_file(str(path))
-        except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exceptions
-            raise SystemExit(f"GENMEDIA_TOKENIZER_DIR: cannot load {path}: {exc}") from None
-        detector = WatermarkDetector(
-            settings.text_watermark_key.get_secret_value(),
-            tokenizer.get_vocab_size(),
+        return cls(
+            settings.tokenizer_dir,
+            settings.watermark_key(),
             settings.text_watermark_gamma,
+            settings.text_watermark_z_threshold,
         )
-        return cls(tokenizer, detector, settings.text_watermark_z_threshold)
+
+    def _load(self) -> tuple[Tokenizer, WatermarkDetector]:
+        if self._loaded is None:
+            try:
+                tokenizer = Tokenizer.from_file(str(self._path))
+            except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exceptions
+                raise FailedPrecondition(
+                    f"this gateway cannot check text yet: its tokenizer {self._path} does not "
+                    f"load ({exc})"
+                ) from None
+            detector = WatermarkDetector(self._key, tokenizer.get_vocab_size(), self._gamma)
+            self._loaded = (tokenizer, detector)
+        return self._loaded
 
     def verify(self, text: str) -> provenance_pb2.VerifyTextResponse:
-        token_ids = self.tokenizer.encode(text).ids
-        score = self.detector.score(token_ids)
+        tokenizer, detector = self._load()
+        score = detector.score(tokenizer.encode(text).ids)
         detected = score.tokens_scored >= MIN_TOKENS_SCORED and score.z_score >= self.z_threshold
         watermark = provenance_pb2.TextWatermark(
             tokens_scored=score.tokens_scored,
             green_tokens=score.green_tokens,
-            expected_green_fraction=self.detector.gamma,
+            expected_green_fraction=detector.gamma,
             z_score=score.z_score,
             z_threshold=self.z_threshold,
             detected=detected,

@@ -58,8 +58,13 @@ class GatewaySettings(ServerSettings):
     )
     text_watermark_key: SecretStr = Field(
         SecretStr(DEVELOPMENT_KEY),
-        description="Key of the text watermark: the gpt2 model's GENMEDIA_TEXT_WATERMARK_KEY "
-        "(default: the development key both sides use when unset).",
+        description="Key of the text watermark: the one the gpt2 model marks with (its "
+        "GENMEDIA_TEXT_WATERMARK_KEY[_FILE]; default: the development key both sides use).",
+    )
+    text_watermark_key_file: Path | None = Field(
+        None,
+        description="File holding the text watermark key (a mounted Secret); overrides "
+        "GENMEDIA_TEXT_WATERMARK_KEY.",
     )
     text_watermark_gamma: float = Field(
         0.25,
@@ -145,3 +150,8 @@ class GatewaySettings(ServerSettings):
 
     def backend_addr(self, process_name: str) -> str:
         return getattr(self, process_name.replace("-", "_") + "_addr")
+
+    def watermark_key(self) -> str:
+        if self.text_watermark_key_file is not None:
+            return self.text_watermark_key_file.read_text().strip()
+        return self.text_watermark_key.get_secret_value()

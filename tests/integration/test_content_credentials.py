@@ -21,10 +21,11 @@ from genmedia.v1 import image_translation_pb2 as trans_pb
 from genmedia.v1 import image_translation_pb2_grpc as trans_grpc
 from services.common.content_credentials import read_credentials
 from services.common.provenance import TRAINED_ALGORITHMIC_MEDIA
-from services.common.registry import GATEWAY
+from services.common.registry import ALL_PROCESSES, GATEWAY
 from services.common.signing_keys import development_credentials
 from services.launcher.stack import Stack
 from services.launcher.triton import REPO_ROOT
+from tests.integration.conftest import scrape
 from tests.integration.processes import open_channel, spawn
 
 pytestmark = pytest.mark.integration
@@ -173,3 +174,19 @@ def test_cli_verify_prints_the_verdict_and_the_claims(
     assert f"{path}: SYNTHETIC: signed by trusted signer" in done.stdout
     assert "actions c2pa.created" in done.stdout
     assert f"request {image.image.provenance.request_id}" in done.stdout
+
+
+def test_the_signing_key_never_reaches_logs_or_metrics(gateway: grpc.Channel, stack: Stack) -> None:
+    gen_grpc.ImageGenerationServiceStub(gateway).GenerateImages(
+        gen_pb.GenerateImagesRequest(classes=[gen_pb.ClassSelector(name="goldfish")]), timeout=60
+    )
+    key_pem = stack.signing_files()["key"].read_text()
+    secret_lines = [line for line in key_pem.splitlines() if line and "-----" not in line]
+    assert secret_lines
+    logs = stack.log_path("gateway").parent.glob("*.log")
+    places = {path.name: path.read_text(errors="replace") for path in logs}
+    for process in ALL_PROCESSES:
+        port = stack.ports.processes[process.name].metrics
+        places[f"{process.name} metrics"] = scrape(f"http://127.0.0.1:{port}/metrics")
+    for place, text in places.items():
+        assert not any(line in text for line in secret_lines), f"signing key in {place}"

@@ -72,3 +72,25 @@ def test_watermark_settings_come_from_the_config_and_delta_zero_turns_it_off(
     assert GreenList.from_config(config(watermark_delta="0"), VOCAB) is None
     with pytest.raises(ValueError, match="gamma"):
         GreenList("k", VOCAB, gamma=1.0)
+
+
+def test_the_key_comes_from_a_mounted_file_first(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from genmedia_models.text_watermark import DEVELOPMENT_KEY, watermark_key
+    from services.gateway.settings import GatewaySettings
+
+    monkeypatch.delenv("GENMEDIA_TEXT_WATERMARK_KEY_FILE", raising=False)
+    monkeypatch.delenv("GENMEDIA_TEXT_WATERMARK_KEY", raising=False)
+    assert watermark_key() == DEVELOPMENT_KEY
+    monkeypatch.setenv("GENMEDIA_TEXT_WATERMARK_KEY", "from-env")
+    assert watermark_key() == "from-env"
+    secret = tmp_path / "text-watermark.key"
+    secret.write_text("from-file\n")
+    monkeypatch.setenv("GENMEDIA_TEXT_WATERMARK_KEY_FILE", str(secret))
+    assert watermark_key() == "from-file"
+
+    addresses = {
+        f"{name}_addr": "localhost:1"
+        for name in ("image_generation", "image_translation", "text_generation")
+    }
+    gateway = GatewaySettings(**addresses, auth_mode="open")
+    assert gateway.watermark_key() == "from-file"  # the gateway reads the same variables
