@@ -22,6 +22,7 @@ from PIL import Image
 
 from genmedia.v1 import image_generation_pb2 as gen_pb
 from genmedia.v1 import image_translation_pb2 as trans_pb
+from genmedia.v1 import provenance_pb2 as provenance_pb
 from genmedia.v1 import text_generation_pb2 as text_pb
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -197,6 +198,16 @@ CASES = [
     Case("images", "unknown format 7", "GenerateImages", generate("goldfish", format=7), INVALID),
     Case("images", "ListClasses query of 201 characters", "ListClasses",
          lambda: gen_pb.ListClassesRequest(query="x" * 201).SerializeToString(), INVALID),
+    Case("provenance", "VerifyImage with no bytes", "VerifyImage",
+         lambda: provenance_pb.VerifyImageRequest().SerializeToString(), INVALID),
+    Case("provenance", "VerifyImage of a GIF", "VerifyImage",
+         lambda: provenance_pb.VerifyImageRequest(
+             data=encoded(picture(), "GIF")).SerializeToString(), INVALID),
+    Case("provenance", "VerifyText of blank text", "VerifyText",
+         lambda: provenance_pb.VerifyTextRequest(text="  \n").SerializeToString(), INVALID),
+    Case("provenance", "VerifyText of 100,001 characters", "VerifyText",
+         lambda: provenance_pb.VerifyTextRequest(text="x" * 100_001).SerializeToString(),
+         INVALID),
 ]  # fmt: skip
 
 SERVICES = {
@@ -204,6 +215,8 @@ SERVICES = {
     "GenerateImages": "ImageGenerationService",
     "ListClasses": "ImageGenerationService",
     "GenerateText": "TextGenerationService",
+    "VerifyImage": "ProvenanceService",
+    "VerifyText": "ProvenanceService",
 }
 
 

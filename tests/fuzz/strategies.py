@@ -18,6 +18,7 @@ from PIL import Image
 from genmedia.v1 import common_pb2
 from genmedia.v1 import image_generation_pb2 as gen_pb
 from genmedia.v1 import image_translation_pb2 as trans_pb
+from genmedia.v1 import provenance_pb2 as provenance_pb
 from genmedia.v1 import text_generation_pb2 as text_pb
 
 UINT32_MAX = 2**32 - 1
@@ -137,6 +138,17 @@ def generate_text_requests(draw: st.DrawFn) -> text_pb.GenerateTextRequest:
     if draw(st.booleans()):
         request.seed = draw(INT64)
     return request
+
+
+@st.composite
+def verify_image_requests(draw: st.DrawFn) -> provenance_pb.VerifyImageRequest:
+    return provenance_pb.VerifyImageRequest(data=draw(image_bytes()))
+
+
+@st.composite
+def verify_text_requests(draw: st.DrawFn) -> provenance_pb.VerifyTextRequest:
+    long_text = st.just("deep " * 20_001)  # over the 100,000-character limit
+    return provenance_pb.VerifyTextRequest(text=draw(st.one_of(texts, long_text)))
 
 
 def mutated(messages: st.SearchStrategy) -> st.SearchStrategy[bytes]:

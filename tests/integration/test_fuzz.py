@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from genmedia.v1 import image_generation_pb2 as gen_pb
 from genmedia.v1 import image_translation_pb2 as trans_pb
+from genmedia.v1 import provenance_pb2 as provenance_pb
 from genmedia.v1 import text_generation_pb2 as text_pb
 from services.common.registry import (
     GATEWAY,
@@ -68,6 +69,11 @@ RPCS: dict[str, tuple[ProcessSpec, str, st.SearchStrategy, type, bool]] = {
                    strategies.requests(strategies.valid_generate_text(),
                                        strategies.generate_text_requests()),
                    text_pb.StreamTextResponse, True),
+    # The gateway serves these itself: "direct" is the gateway too.
+    "VerifyImage": (GATEWAY, "ProvenanceService", strategies.verify_image_requests(),
+                    provenance_pb.VerifyImageResponse, False),
+    "VerifyText": (GATEWAY, "ProvenanceService", strategies.verify_text_requests(),
+                   provenance_pb.VerifyTextResponse, False),
 }  # fmt: skip
 
 
