@@ -75,11 +75,14 @@ class Spawned:
 
 
 def log_events(text: str) -> list[dict[str, object]]:
-    """The JSON log events of a process's output (gRPC core's own lines are not JSON)."""
+    """The JSON log records of a process's output: not gRPC core's own lines (not JSON), nor
+    the audit events a backend writes to stdout by default (no level)."""
     events = []
     for line in text.splitlines():
         if line.startswith("{"):
-            events.append(json.loads(line))
+            event = json.loads(line)
+            if "level" in event:
+                events.append(event)
     return events
 
 
