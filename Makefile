@@ -109,12 +109,13 @@ test-integration: setup prometheus-tools
 	$(PYTEST) tests/integration
 
 # The demo and full-size benches (about 10 minutes), then the gateway's (about 2) and
-# Content Credentials signing's (seconds) and the text watermark's (about 2 minutes).
+# Content Credentials signing's (seconds) and the watermarks' (about 3 minutes).
 bench: setup
 	$(PY) -m bench
 	$(PY) -m bench.gateway
 	$(PY) -m bench.signing
 	$(PY) -m bench.watermark_text
+	$(PY) -m bench.watermark_image
 
 # A bounded locust run against a local stack on the demo pack, or GENMEDIA_LOAD_TARGET;
 # GENMEDIA_LOAD_* from the environment or the command line (make load GENMEDIA_LOAD_USERS=50).

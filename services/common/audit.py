@@ -16,13 +16,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from services.common import image_watermark
 from services.common.request_context import caller_var
 
 STDOUT = "stdout"
+# What marks an image (the "watermark" field).
+IMAGE_WATERMARK = "image-tile/v1"
 
 
 def sha256(data: bytes | str) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def image_watermark_label(width: int, height: int) -> str:
+    """The image watermark an image of this size got: small ones get none."""
+    return IMAGE_WATERMARK if image_watermark.applies(width, height) else "none"
 
 
 def hashed_caller() -> str:

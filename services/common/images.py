@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from genmedia.v1 import common_pb2
+from services.common import image_watermark
 from services.common.content_credentials import MIME_TYPES, ContentCredentials, SourceImage
 from services.common.errors import InvalidArgument
 from services.common.provenance import provenance_json
@@ -109,10 +110,14 @@ def encode_image(
     provenance: common_pb2.Provenance,
     credentials: ContentCredentials | None = None,
     source: SourceImage | None = None,
+    watermark_key: str | None = None,
 ) -> common_pb2.Image:
     """Encodes an [H, W, 3] uint8 array with its provenance embedded, then signs it
-    with Content Credentials (``source``: the input a translation started from)."""
+    with Content Credentials (``source``: the input a translation started from); with
+    ``watermark_key``, the pixels get the invisible watermark first."""
     image_format = image_format or common_pb2.IMAGE_FORMAT_PNG
+    if watermark_key is not None:
+        pixels = image_watermark.embed(pixels, watermark_key)
     label = provenance_json(provenance)
     image = Image.fromarray(pixels, mode="RGB")
     exif = Image.Exif()
@@ -146,11 +151,13 @@ def resize_and_encode(
     provenance: common_pb2.Provenance,
     credentials: ContentCredentials | None = None,
     source: SourceImage | None = None,
+    watermark_key: str | None = None,
 ) -> common_pb2.Image:
-    """Resizes to (width, height), encodes and signs: the CPU-heavy tail, run in a thread."""
+    """Resizes to (width, height), marks, encodes and signs: the CPU-heavy tail, in a thread."""
     return encode_image(
-        resize(pixels, *size), image_format, quality, provenance, credentials, source
-    )
+        resize(pixels, *size), image_format, quality, provenance, credentials, source,
+        watermark_key,
+    )  # fmt: skip
 
 
 def read_embedded_provenance(data: bytes) -> str | None:

@@ -11,8 +11,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.image_watermark import DEVELOPMENT_KEY as IMAGE_WATERMARK_DEVELOPMENT_KEY
 
 ENV_PREFIX = "GENMEDIA_"
 GRPC_PORT_HELP = "gRPC listen port."
@@ -105,8 +107,31 @@ class TritonBackedSettings(ServerSettings):
     )
 
 
-class ImageServiceSettings(TritonBackedSettings):
-    """A service whose images carry signed Content Credentials (C2PA)."""
+class ImageWatermarkKeySettings(BaseSettings):
+    """The invisible image watermark's key: the image services mark with it, the gateway
+    looks for it."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    image_watermark_key: SecretStr = Field(
+        SecretStr(IMAGE_WATERMARK_DEVELOPMENT_KEY),
+        description="Key of the invisible image watermark (default: a development key, the "
+        "same on every side; set your own secret).",
+    )
+    image_watermark_key_file: Path | None = Field(
+        None,
+        description="File holding the image watermark key (a mounted Secret); overrides "
+        "GENMEDIA_IMAGE_WATERMARK_KEY.",
+    )
+
+    def image_watermark(self) -> str:
+        if self.image_watermark_key_file is not None:
+            return self.image_watermark_key_file.read_text().strip()
+        return self.image_watermark_key.get_secret_value()
+
+
+class ImageServiceSettings(TritonBackedSettings, ImageWatermarkKeySettings):
+    """A service whose images carry signed Content Credentials (C2PA) and a watermark."""
 
     c2pa_key_file: Path | None = Field(
         None,

@@ -126,7 +126,9 @@ async def main() -> None:
             readiness[service_name] = _ready_check(pool)
 
     provenance = ProvenanceServicer(
-        settings.c2pa_trust_anchors_file, TextVerifier.from_settings(settings)
+        settings.c2pa_trust_anchors_file,
+        TextVerifier.from_settings(settings),
+        settings.image_watermark(),
     )
     reloader = (
         asyncio.create_task(reload_keys_forever(auth, settings.api_keys_reload_s))

@@ -8,7 +8,12 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 
 from services.common.registry import GATEWAY
-from services.common.settings import ServerSettings, grpc_port_field, metrics_port_field
+from services.common.settings import (
+    ImageWatermarkKeySettings,
+    ServerSettings,
+    grpc_port_field,
+    metrics_port_field,
+)
 from services.common.text_watermark import DEVELOPMENT_KEY
 
 BACKEND_ADDR_HELP = (
@@ -22,7 +27,7 @@ class AuthMode(StrEnum):
     OPEN = "open"
 
 
-class GatewaySettings(ServerSettings):
+class GatewaySettings(ServerSettings, ImageWatermarkKeySettings):
     grpc_port: int = grpc_port_field(GATEWAY.grpc_port)
     metrics_port: int = metrics_port_field(GATEWAY.metrics_port)
     image_generation_addr: str = Field(

@@ -16,7 +16,7 @@ from prometheus_client import Counter
 from genmedia.v1 import common_pb2
 from genmedia.v1 import image_generation_pb2 as pb
 from services.common import images
-from services.common.audit import AuditLog, sha256
+from services.common.audit import AuditLog, image_watermark_label, sha256
 from services.common.content_credentials import ContentCredentials
 from services.common.errors import InvalidArgument
 from services.common.model_info import model_info, model_parameter
@@ -140,6 +140,8 @@ class ImageGenerator:
                 request.quality,
                 provenance,
                 self._credentials,
+                None,
+                self._settings.image_watermark(),
             )
             response.images.add(
                 image=encoded,
@@ -167,7 +169,7 @@ class ImageGenerator:
                 for i in response.images
             ],
             content_credentials=True,
-            watermark="none",
+            watermark=image_watermark_label(first.width, first.height),
         )
         return response
 

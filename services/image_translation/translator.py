@@ -16,7 +16,7 @@ from prometheus_client import Counter
 from genmedia.v1 import common_pb2
 from genmedia.v1 import image_translation_pb2 as pb
 from services.common import images
-from services.common.audit import AuditLog, sha256
+from services.common.audit import AuditLog, image_watermark_label, sha256
 from services.common.content_credentials import ContentCredentials, SourceImage, sniff_mime
 from services.common.errors import InvalidArgument
 from services.common.model_info import model_info
@@ -104,6 +104,7 @@ class ImageTranslator:
             provenance,
             self._credentials,
             SourceImage(request.image, sniff_mime(request.image)),
+            self._settings.image_watermark(),
         )
         pixels_translated.labels(model).inc(width * height)
         self._audit.record(
@@ -119,7 +120,7 @@ class ImageTranslator:
             },
             outputs=[{"sha256": sha256(encoded.data), "bytes": len(encoded.data)}],
             content_credentials=True,
-            watermark="none",
+            watermark=image_watermark_label(width, height),
         )
         return pb.TranslateImageResponse(image=encoded, request_id=request_id)
 

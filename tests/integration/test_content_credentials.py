@@ -113,13 +113,30 @@ def test_edited_re_encoded_and_foreign_files_get_the_verdict_they_deserve(
     assert tampered.verdict == provenance_pb2.VERDICT_TAMPERED
     assert "assertion.dataHash.mismatch" in tampered.content_credentials.failures
 
-    re_encoded = io.BytesIO()
-    Image.open(io.BytesIO(data)).save(re_encoded, "PNG")
-    stripped = verify(gateway, re_encoded.getvalue())
-    assert stripped.verdict == provenance_pb2.VERDICT_NO_EVIDENCE
-    assert not stripped.content_credentials.present
+    # Re-encoding drops the manifest; the invisible watermark stays.
+    picture = Image.open(io.BytesIO(data))
+    w, h = picture.size
+    edits = {
+        "JPEG at quality 75": (picture, {"format": "JPEG", "quality": 75}),
+        "halved": (picture.resize((picture.width // 2, picture.height // 2)), {"format": "PNG"}),
+        "10% cropped off each side": (
+            picture.crop((w // 10, h // 10, w * 9 // 10, h * 9 // 10)),
+            {"format": "PNG"},
+        ),
+        "as WebP": (picture, {"format": "WEBP"}),
+    }
+    for edit, (edited_picture, options) in edits.items():
+        buffer = io.BytesIO()
+        edited_picture.convert("RGB").save(buffer, **options)
+        stripped = verify(gateway, buffer.getvalue())
+        assert not stripped.content_credentials.present, edit
+        assert stripped.watermark.detected, f"{edit}: {stripped.watermark}"
+        assert stripped.verdict == provenance_pb2.VERDICT_SYNTHETIC, edit
+        assert "no Content Credentials" in stripped.explanation
 
-    assert verify(gateway, photo()).verdict == provenance_pb2.VERDICT_NO_EVIDENCE
+    foreign = verify(gateway, photo())
+    assert foreign.verdict == provenance_pb2.VERDICT_NO_EVIDENCE
+    assert not foreign.watermark.detected and foreign.watermark.threshold > 0
     for bad, field in ((b"", "data is empty"), (b"GIF89a....", "not a PNG, JPEG or WebP")):
         with pytest.raises(grpc.RpcError) as error:
             verify(gateway, bad)
@@ -132,7 +149,14 @@ def test_a_gateway_that_does_not_trust_the_signer_says_so(
 ) -> None:
     other_root = tmp_path / "other-root.pem"
     other_root.write_bytes(development_credentials().root_pem or b"")
-    sceptic = spawn(stack, GATEWAY, tmp_path, GENMEDIA_C2PA_TRUST_ANCHORS_FILE=str(other_root))
+    # Another deployment: its own trusted root and its own watermark key.
+    sceptic = spawn(
+        stack,
+        GATEWAY,
+        tmp_path,
+        GENMEDIA_C2PA_TRUST_ANCHORS_FILE=str(other_root),
+        GENMEDIA_IMAGE_WATERMARK_KEY="another deployment's key",
+    )
     try:
         sceptic.wait_health()
         data = (
@@ -150,6 +174,7 @@ def test_a_gateway_that_does_not_trust_the_signer_says_so(
         sceptic.stop()
     assert verified.verdict == provenance_pb2.VERDICT_SYNTHETIC_UNTRUSTED_SIGNER
     assert list(verified.content_credentials.failures) == ["signingCredential.untrusted"]
+    assert not verified.watermark.detected  # not the key it marks with
 
 
 def test_cli_verify_prints_the_verdict_and_the_claims(

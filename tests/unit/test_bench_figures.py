@@ -217,3 +217,18 @@ def test_text_watermark_bench_scores_generated_and_held_out_text(tmp_path: Path)
     assert "detection rate" in watermark_text.report(results)
     watermark_text.plot(results, tmp_path / "w.png")
     assert (tmp_path / "w.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_image_watermark_bench_scores_every_edit_on_every_set(tmp_path: Path) -> None:
+    from bench import watermark_image
+
+    results = watermark_image.measure(per_size=2, progress=False)
+    assert set(results["sets"]) == {"photos 128px", "photos 256px", "photos 384px", "digits 128px"}
+    for figures in results["sets"].values():
+        assert set(figures["edits"]) == set(watermark_image.EDITS)
+        assert figures["psnr_db"] > 30
+        for row in figures["edits"].values():
+            assert 0 <= row["false_positive_rate"] <= 1 and 0 <= row["detection_rate"] <= 1
+    assert "PSNR" in watermark_image.report(results)
+    watermark_image.plot(results, tmp_path / "w.png")
+    assert (tmp_path / "w.png").read_bytes().startswith(b"\x89PNG")
