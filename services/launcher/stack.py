@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -43,10 +44,26 @@ from services.launcher.triton import REPO_ROOT, TritonPorts, TritonServer
 IMAGE_SERVICES = (IMAGE_GENERATION, IMAGE_TRANSLATION)
 
 
+# Below Linux's ephemeral range (32768-60999 by default): a port picked now and bound
+# only once Triton has loaded cannot meanwhile become some outgoing connection's own.
+_FREE_PORTS = (20000, 32767)
+_picked: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on, outside the ephemeral range, not handed out before."""
+    for _ in range(1000):
+        port = random.randint(*_FREE_PORTS)
+        if port in _picked:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _picked.add(port)
+        return port
+    raise RuntimeError(f"no free port in {_FREE_PORTS}")
 
 
 @dataclass(frozen=True)

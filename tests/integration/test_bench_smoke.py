@@ -46,7 +46,8 @@ def run_bench(module: str, *arguments: str) -> str:
         [sys.executable, "-m", module, "--quick", *arguments],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # Enough of the output for every process's log tail when a stack fails to start.
+    assert done.returncode == 0, done.stdout[-20000:] + done.stderr[-3000:]
     return done.stdout
 
 
