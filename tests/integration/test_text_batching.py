@@ -130,6 +130,13 @@ def test_a_cancelled_stream_leaves_the_batch_while_the_others_go_on(stack, long_
     reader.start()
     assert received.wait(10), "the remaining stream stopped too"
     assert left_after < 2.0, f"the cancelled sequence stayed {left_after:.2f} s in the batch"
+    # The counter is updated apart from the gauge: give it the same time.
+    wait_for(
+        lambda: (
+            model_metric(stack, "genmedia_model_requests_cancelled_total") == cancelled_before + 1
+        ),
+        2.0,
+    )
     assert model_metric(stack, "genmedia_model_requests_cancelled_total") == cancelled_before + 1
     wait_for(lambda: finished(stack, "cancelled") == finished_before + 1)
 
@@ -145,6 +152,13 @@ def test_an_expired_stream_leaves_the_batch(stack, text) -> None:
     assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert time.monotonic() - started < 1.0
     wait_for(lambda: model_metric(stack, "genmedia_model_running_sequences") == 0, 2.0)
+    # The counter is updated apart from the gauge: give it the same time.
+    wait_for(
+        lambda: (
+            model_metric(stack, "genmedia_model_requests_cancelled_total") == cancelled_before + 1
+        ),
+        2.0,
+    )
     assert model_metric(stack, "genmedia_model_requests_cancelled_total") == cancelled_before + 1
 
 
