@@ -70,6 +70,15 @@ def pyplot() -> Any:
     return plt
 
 
+def save_figure(figure: Any, path: Path) -> None:
+    """Lays out, writes (creating the folder) and closes a matplotlib figure."""
+    plt = pyplot()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 @dataclass
 class BenchStack:
     """A started stack and how to call its gateway (an API key, as in production)."""

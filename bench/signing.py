@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import RESULTS_DIR, machine, median, pyplot, write_json
+from bench.common import RESULTS_DIR, machine, median, pyplot, save_figure, write_json
 from genmedia.v1 import common_pb2
 from services.common.content_credentials import ContentCredentials
 from services.common.images import resize_and_encode
@@ -111,10 +111,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     axes.set_title(f"{results['side']}x{results['side']} image: resize + encode, with and "
                    "without Content Credentials")  # fmt: skip
     axes.legend()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from PIL import Image
 from sklearn.datasets import load_digits, load_sample_images
 from tqdm import tqdm
 
-from bench.common import RESULTS_DIR, machine, pyplot, write_json
+from bench.common import RESULTS_DIR, machine, pyplot, save_figure, write_json
 from services.common.image_watermark import DEVELOPMENT_KEY, THRESHOLD, embed, score
 
 SIZES = (128, 256, 384)  # the photos are 427 x 640
@@ -143,10 +143,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     axes.set_ylim(0, 1.05)
     axes.set_title("invisible image watermark: found after each edit")
     axes.legend(fontsize=8, loc="lower left")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import torch
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from bench.common import DEMO_WEIGHTS, RESULTS_DIR, machine, pyplot, write_json
+from bench.common import DEMO_WEIGHTS, RESULTS_DIR, machine, pyplot, save_figure, write_json
 from genmedia_models.continuous_batching import generate_one
 from genmedia_models.gpt2 import load_gpt2
 from genmedia_models.sampling import SamplingParams
@@ -110,10 +110,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         axes.set_xlabel("z-score")
         axes.legend()
     figure.suptitle("text watermark: z-scores of generated and held-out human text (demo GPT-2)")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.common import pyplot, write_json
+from bench.common import pyplot, save_figure, write_json
 from tests.soak.run import SoakResult
 from tests.soak.settings import SoakSettings
 
@@ -68,10 +68,7 @@ def plot(result: SoakResult, settings: SoakSettings, path: Path) -> None:
         f"soak: {len(result.calls)} calls, {len(result.failed_calls())} failed, "
         f"{settings.callers} callers - {verdict}"
     )
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def write(result: SoakResult, settings: SoakSettings) -> list[Path]:
