@@ -58,7 +58,9 @@ def _to_domain_error(model: str, exc: InferenceServerException) -> GenmediaError
             grpc.StatusCode.INTERNAL, f"model {model} rejected a validated request: {message}"
         )
     if status == "CANCELLED":
-        return UpstreamError(grpc.StatusCode.CANCELLED, f"call to model {model} was cancelled")
+        # A caller who cancels never reads this (its handler is cancelled
+        # first), so Triton cancelled on its own: it is stopping. Retryable.
+        return Unavailable(f"Triton cancelled the call to model {model} ({message}); retry later")
     if status == "NOT_FOUND" or "unknown model" in message or "is not ready" in message:
         return Unavailable(f"model {model} is not loaded in Triton; retry later")
     return UpstreamError(grpc.StatusCode.INTERNAL, f"model {model} failed: {message}")
@@ -253,7 +255,8 @@ def _rpc_error(model: str, exc: grpc.aio.AioRpcError) -> GenmediaError:
     code = exc.code()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(f"model {model} did not finish before the deadline")
-    if code == grpc.StatusCode.UNAVAILABLE:
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+        # CANCELLED here is Triton's doing (see _to_domain_error).
         return Unavailable(f"Triton is unavailable ({exc.details()}); retry later")
     return UpstreamError(code, f"stream from model {model} failed: {exc.details()}")
 

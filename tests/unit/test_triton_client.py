@@ -13,6 +13,8 @@ from services.launcher.stack import free_port
     [
         ("StatusCode.UNAVAILABLE", Unavailable),
         ("StatusCode.DEADLINE_EXCEEDED", DeadlineExceeded),
+        # Triton cancels queued requests when it stops; the caller is still there.
+        ("StatusCode.CANCELLED", Unavailable),
     ],
 )
 def test_triton_statuses_become_domain_errors(status: str, expected: type) -> None:
