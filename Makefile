@@ -43,10 +43,11 @@ setup: venv protos weights
 
 venv: $(VENV_STAMP)
 
-$(VENV_STAMP): requirements/services.txt requirements/models.txt requirements/dev.txt pyproject.toml
+$(VENV_STAMP): requirements/services.txt requirements/models.txt requirements/dev.txt requirements/no-deps.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements/no-deps.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
 	touch $@
 
@@ -109,13 +110,15 @@ test-integration: setup prometheus-tools
 	$(PYTEST) tests/integration
 
 # The demo and full-size benches (about 10 minutes), then the gateway's (about 2) and
-# Content Credentials signing's (seconds) and the watermarks' (about 3 minutes).
+# Content Credentials signing's (seconds), the watermarks' (about 3 minutes) and
+# genmedia's image watermark against invisible-watermark's (about 6).
 bench: setup
 	$(PY) -m bench
 	$(PY) -m bench.gateway
 	$(PY) -m bench.signing
 	$(PY) -m bench.watermark_text
 	$(PY) -m bench.watermark_image
+	$(PY) -m bench.watermark_compare
 
 # A bounded locust run against a local stack on the demo pack, or GENMEDIA_LOAD_TARGET;
 # GENMEDIA_LOAD_* from the environment or the command line (make load GENMEDIA_LOAD_USERS=50).

@@ -4,85 +4,25 @@ imagined in clean photos (issue #10).
     python -m bench.watermark_image            # make bench runs it
     python -m bench.watermark_image --quick    # a smoke run
 
-Images: random crops of the photos scikit-learn bundles (``china.jpg``,
-``flower.jpg``) at 128, 256 and 384 pixels, and its handwritten digits
-scaled up to 128. Each is scored clean (false positives) and watermarked
-(detections) after each edit: none, JPEG at quality 75, halving, cropping
-10% off each side, PNG to WebP (Pillow's default quality). Also the cost:
-PSNR of a marked image against its original. Writes ``watermark-image.json``
+Images and edits: ``bench/watermark_images.py`` (crops of the photos
+scikit-learn and scikit-image bundle, and digits). Each image is scored clean
+(false positives) and watermarked (detections) after each edit. Also the
+cost: PSNR of a marked image against its original. Writes ``watermark-image.json``
 and ``watermark-image.png`` into ``bench/results/``.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
-from sklearn.datasets import load_digits, load_sample_images
 from tqdm import tqdm
 
 from bench.common import RESULTS_DIR, machine, pyplot, save_figure, write_json
+from bench.watermark_images import EDITS, images, psnr
 from services.common.image_watermark import DEVELOPMENT_KEY, THRESHOLD, embed, score
-
-SIZES = (128, 256, 384)  # the photos are 427 x 640
-
-
-def _reencode(pixels: np.ndarray, image_format: str, **options: Any) -> np.ndarray:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, image_format, **options)
-    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
-
-
-def _halve(pixels: np.ndarray) -> np.ndarray:
-    size = (pixels.shape[1] // 2, pixels.shape[0] // 2)
-    return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS))
-
-
-def _crop(pixels: np.ndarray) -> np.ndarray:
-    height, width = pixels.shape[:2]
-    return pixels[height // 10 : height * 9 // 10, width // 10 : width * 9 // 10]
-
-
-EDITS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "none": lambda pixels: pixels,
-    "JPEG q75": lambda pixels: _reencode(pixels, "JPEG", quality=75),
-    "halved": _halve,
-    "10% cropped off each side": _crop,
-    "PNG -> WebP": lambda pixels: _reencode(pixels, "WEBP"),
-}
-
-
-def images(per_size: int) -> dict[str, list[np.ndarray]]:
-    """Crops of the bundled photos per size, and upscaled digits."""
-    rng = np.random.default_rng(0)
-    photos = load_sample_images().images
-    sets: dict[str, list[np.ndarray]] = {}
-    for size in SIZES:
-        crops = []
-        for index in range(per_size):
-            photo = photos[index % len(photos)]
-            top = int(rng.integers(0, photo.shape[0] - size + 1))
-            left = int(rng.integers(0, photo.shape[1] - size + 1))
-            crops.append(np.ascontiguousarray(photo[top : top + size, left : left + size]))
-        sets[f"photos {size}px"] = crops
-    digits = load_digits().images[:per_size]
-    sets["digits 128px"] = [
-        np.asarray(
-            Image.fromarray((255 - d * 16).astype(np.uint8)).resize((128, 128)).convert("RGB")
-        )
-        for d in digits
-    ]
-    return sets
-
-
-def psnr(original: np.ndarray, marked: np.ndarray) -> float:
-    error = np.mean((original.astype(np.float64) - marked.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255**2 / error)) if error else float("inf")
 
 
 def measure(per_size: int, progress: bool = True) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from pytorch_pretrained_biggan import BigGANConfig
 
@@ -232,3 +233,36 @@ def test_image_watermark_bench_scores_every_edit_on_every_set(tmp_path: Path) ->
     assert "PSNR" in watermark_image.report(results)
     watermark_image.plot(results, tmp_path / "w.png")
     assert (tmp_path / "w.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_watermark_comparison_judges_every_method_on_the_same_images(tmp_path: Path) -> None:
+    from bench import watermark_compare
+
+    results = watermark_compare.measure(per_size=1, progress=False)
+    assert list(results["methods"]) == ["genmedia", "dwtDct", "dwtDctSvd", "rivaGan"]
+    for name, figures in results["methods"].items():
+        sets = figures["sets"]
+        assert set(sets) == {"photos 128px", "photos 256px", "photos 384px", "digits 128px"}
+        # Unedited, every method finds its own mark where it marks at all.
+        assert sets["photos 256px"]["edits"]["none"]["detection_rate"] == 1.0, name
+        assert sets["photos 256px"]["psnr_db"] > 30, name
+        small = sets["digits 128px"]
+        if name == "genmedia":
+            assert small["marked_share"] == 1.0
+        else:  # the package refuses images under 256 x 256 pixels
+            assert small["marked_share"] == 0 and small["psnr_db"] is None
+            assert small["edits"]["none"]["detection_rate"] == 0
+    assert "refused" in watermark_compare.report(results)
+    watermark_compare.plot(results, tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_package_verifier_gets_small_images_scaled_up_by_a_whole_factor() -> None:
+    from bench.watermark_compare import PACKAGE_MIN_PIXELS, _scaled_up_for_package
+
+    halved = _scaled_up_for_package(np.zeros((192, 192, 3), np.uint8))
+    assert halved.shape == (384, 384, 3)
+    big_enough = np.zeros((256, 256, 3), np.uint8)
+    assert _scaled_up_for_package(big_enough) is big_enough
+    cropped = _scaled_up_for_package(np.zeros((103, 103, 3), np.uint8))
+    assert cropped.shape[0] * cropped.shape[1] >= PACKAGE_MIN_PIXELS
