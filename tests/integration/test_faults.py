@@ -26,7 +26,7 @@ from genmedia.v1 import image_generation_pb2 as gen_pb
 from genmedia.v1 import image_generation_pb2_grpc as gen_grpc
 from genmedia.v1 import image_translation_pb2 as trans_pb
 from genmedia.v1 import image_translation_pb2_grpc as trans_grpc
-from services.common.registry import GATEWAY, IMAGE_GENERATION, IMAGE_TRANSLATION
+from services.common.registry import GATEWAY, IMAGE_GENERATION, IMAGE_TRANSLATION, TEXT_GENERATION
 from services.launcher.stack import Stack
 from tests.integration.conftest import (
     TEST_STACK_ENV,
@@ -159,6 +159,17 @@ def wait_health(channel: grpc.Channel, wanted: int, limit_s: float) -> float:
         assert time.monotonic() - started < limit_s, f"not {wanted} within {limit_s} s"
         time.sleep(0.1)
     return time.monotonic() - started
+
+
+def wait_every_service_serving(stack: Stack) -> None:
+    """After Triton restarts, each service reconnects on its own backoff: a test must
+    not send its first call before the service it needs is back."""
+    started = time.monotonic()
+    for process in (IMAGE_GENERATION, IMAGE_TRANSLATION, TEXT_GENERATION):
+        with channel_to(stack, process) as channel:
+            while health(channel, "") != SERVING:  # "": the process as a whole
+                assert time.monotonic() - started < RECOVERY_LIMIT_S, f"{process.name} not back"
+                time.sleep(0.1)
 
 
 def timed_generate(
@@ -300,6 +311,8 @@ def test_triton_killed_under_load_then_back(own_stack: Stack) -> None:
 def test_sigterm_to_triton_lets_calls_in_flight_finish(own_stack: Stack) -> None:
     """Triton drains on SIGTERM: a call it holds finishes, new ones are refused at once,
     the services turn NOT_SERVING; then it is started again for the tests after this one."""
+    # The test before restarted Triton; only image-generation was waited for.
+    wait_every_service_serving(own_stack)
     with (
         channel_to(own_stack, GATEWAY) as gateway,
         channel_to(own_stack, IMAGE_GENERATION) as direct,
@@ -326,8 +339,7 @@ def test_sigterm_to_triton_lets_calls_in_flight_finish(own_stack: Stack) -> None
     assert {c.code for c in after_signal} <= {"OK", "UNAVAILABLE"}, failures(after_signal)
     assert max(c.ended - c.started for c in after_signal) < 1.0, "a refusal was not at once"
     own_stack.start_triton()
-    with channel_to(own_stack, IMAGE_GENERATION) as direct:
-        wait_health(direct, SERVING, RECOVERY_LIMIT_S)
+    wait_every_service_serving(own_stack)
     print(
         f"held call finished {held_finished_after:.2f} s after SIGTERM; image-generation "
         f"NOT_SERVING after {not_serving_after:.2f} s; {len(after_signal)} calls after the "
