@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -105,3 +106,25 @@ def bench_stack(
             weights, Path(scratch), timeout_s=600, progress=say, instance_group=instance_group
         ) as (stack, key):
             yield BenchStack(stack, (("authorization", f"Bearer {key}"),))
+
+
+def figure_bench_arguments(doc: str) -> argparse.ArgumentParser:
+    """The flags of a bench that writes one JSON and one PNG: ``--out`` and ``--quick``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    return parser
+
+
+def publish(
+    results: dict[str, Any],
+    name: str,
+    report: Callable[[dict[str, Any]], str],
+    plot: Callable[[dict[str, Any], Path], None],
+    out: Path,
+) -> None:
+    """Stamps the machine, prints the report, writes ``name``.json and ``name``.png."""
+    results["machine"] = machine()
+    print(report(results))
+    write_json(results, out / f"{name}.json")
+    plot(results, out / f"{name}.png")

@@ -11,14 +11,13 @@ model). Writes ``signing.json`` and ``signing.png`` into ``bench/results/``.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.common import RESULTS_DIR, machine, median, pyplot, save_figure, write_json
+from bench.common import figure_bench_arguments, median, publish, pyplot, save_figure
 from genmedia.v1 import common_pb2
 from services.common.content_credentials import ContentCredentials
 from services.common.images import resize_and_encode
@@ -115,15 +114,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    args = parser.parse_args()
-    results = measure(calls=3 if args.quick else 40)
-    results["machine"] = machine()
-    print(report(results))
-    write_json(results, args.out / "signing.json")
-    plot(results, args.out / "signing.png")
+    args = figure_bench_arguments(__doc__).parse_args()
+    publish(measure(calls=3 if args.quick else 40), "signing", report, plot, args.out)
 
 
 if __name__ == "__main__":

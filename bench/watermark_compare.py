@@ -19,7 +19,6 @@ and ``watermark-compare.png`` into ``bench/results/``.
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from imwatermark import WatermarkDecoder, WatermarkEncoder
 from PIL import Image
 from tqdm import tqdm
 
-from bench.common import RESULTS_DIR, machine, median, pyplot, save_figure, write_json
+from bench.common import figure_bench_arguments, median, publish, pyplot, save_figure
 from bench.watermark_images import EDITS, images, psnr
 from services.common import image_watermark
 
@@ -199,15 +198,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    args = parser.parse_args()
+    args = figure_bench_arguments(__doc__).parse_args()
     results = measure(per_size=2 if args.quick else 20)
-    results["machine"] = machine()
-    print(report(results))
-    write_json(results, args.out / "watermark-compare.json")
-    plot(results, args.out / "watermark-compare.png")
+    publish(results, "watermark-compare", report, plot, args.out)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,13 @@ and ``watermark-image.png`` into ``bench/results/``.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from bench.common import RESULTS_DIR, machine, pyplot, save_figure, write_json
+from bench.common import figure_bench_arguments, publish, pyplot, save_figure
 from bench.watermark_images import EDITS, images, psnr
 from services.common.image_watermark import DEVELOPMENT_KEY, THRESHOLD, embed, score
 
@@ -87,15 +86,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    args = parser.parse_args()
-    results = measure(per_size=2 if args.quick else 40)
-    results["machine"] = machine()
-    print(report(results))
-    write_json(results, args.out / "watermark-image.json")
-    plot(results, args.out / "watermark-image.png")
+    args = figure_bench_arguments(__doc__).parse_args()
+    publish(measure(per_size=2 if args.quick else 40), "watermark-image", report, plot, args.out)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ on, which it never saw. Writes
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import torch
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from bench.common import DEMO_WEIGHTS, RESULTS_DIR, machine, pyplot, save_figure, write_json
+from bench.common import DEMO_WEIGHTS, figure_bench_arguments, publish, pyplot, save_figure
 from genmedia_models.continuous_batching import generate_one
 from genmedia_models.gpt2 import load_gpt2
 from genmedia_models.sampling import SamplingParams
@@ -114,16 +113,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser = figure_bench_arguments(__doc__)
     parser.add_argument("--weights", type=Path, default=DEMO_WEIGHTS)
-    parser.add_argument("--quick", action="store_true", help="a short smoke run")
     args = parser.parse_args()
     results = measure(args.weights, samples=4 if args.quick else 100)
-    results["machine"] = machine()
-    print(report(results))
-    write_json(results, args.out / "watermark-text.json")
-    plot(results, args.out / "watermark-text.png")
+    publish(results, "watermark-text", report, plot, args.out)
 
 
 if __name__ == "__main__":

@@ -266,3 +266,18 @@ def test_package_verifier_gets_small_images_scaled_up_by_a_whole_factor() -> Non
     assert _scaled_up_for_package(big_enough) is big_enough
     cropped = _scaled_up_for_package(np.zeros((103, 103, 3), np.uint8))
     assert cropped.shape[0] * cropped.shape[1] >= PACKAGE_MIN_PIXELS
+
+
+def test_a_figure_bench_run_writes_its_json_and_png_where_asked(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.signing", "--quick", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "JPEG" in run.stdout  # the report is printed
+    results = json.loads((tmp_path / "signing.json").read_text())
+    assert results["machine"]["cpus"] and set(results["formats"]) == {"PNG", "JPEG", "WebP"}
+    assert (tmp_path / "signing.png").read_bytes().startswith(b"\x89PNG")
