@@ -2,11 +2,11 @@
 watermark and the ``invisible-watermark`` package's are judged on the same ones.
 
 Images: random square crops of every photo scikit-learn and scikit-image
-bundle (14 photos: faces, a cat, coffee, a rocket, galaxies, tissue, brick,
-grass, gravel, the moon, coins, a camera man) at 128, 256 and 384 pixels,
-and scikit-learn's handwritten digits scaled up to 128. Edits: none, JPEG at
-quality 75, halving, cropping 10% off each side, PNG to WebP (Pillow's
-default quality).
+bundle (14 photos: a temple, a flower, an astronaut, a cat, coffee, a
+rocket, galaxies, tissue, brick, grass, gravel, the moon, coins, a
+cameraman) at 128, 256 and 384 pixels, and scikit-learn's handwritten
+digits scaled up to 128. Edits: none, JPEG at quality 75, halving, cropping
+10% off each side, PNG to WebP (Pillow's default quality).
 """
 
 from __future__ import annotations
