@@ -107,6 +107,11 @@ class TritonBackedSettings(ServerSettings):
     )
 
 
+def secret_from(value: SecretStr, file: Path | None) -> str:
+    """A secret from its file when one is set (a mounted Secret), else from its variable."""
+    return file.read_text().strip() if file is not None else value.get_secret_value()
+
+
 class ImageWatermarkKeySettings(BaseSettings):
     """The invisible image watermark's key: the image services mark with it, the gateway
     looks for it."""
@@ -125,9 +130,7 @@ class ImageWatermarkKeySettings(BaseSettings):
     )
 
     def image_watermark(self) -> str:
-        if self.image_watermark_key_file is not None:
-            return self.image_watermark_key_file.read_text().strip()
-        return self.image_watermark_key.get_secret_value()
+        return secret_from(self.image_watermark_key, self.image_watermark_key_file)
 
 
 class ImageServiceSettings(TritonBackedSettings, ImageWatermarkKeySettings):

@@ -13,6 +13,7 @@ from services.common.settings import (
     ServerSettings,
     grpc_port_field,
     metrics_port_field,
+    secret_from,
 )
 from services.common.text_watermark import DEVELOPMENT_KEY
 
@@ -157,6 +158,4 @@ class GatewaySettings(ServerSettings, ImageWatermarkKeySettings):
         return getattr(self, process_name.replace("-", "_") + "_addr")
 
     def watermark_key(self) -> str:
-        if self.text_watermark_key_file is not None:
-            return self.text_watermark_key_file.read_text().strip()
-        return self.text_watermark_key.get_secret_value()
+        return secret_from(self.text_watermark_key, self.text_watermark_key_file)

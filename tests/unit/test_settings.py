@@ -89,3 +89,16 @@ def test_default_max_new_tokens_must_fit_the_limit(
     monkeypatch.setenv("GENMEDIA_MAX_NEW_TOKENS_LIMIT", "500")
     with pytest.raises(SettingsError, match="GENMEDIA_DEFAULT_MAX_NEW_TOKENS"):
         load_settings(TextGenerationSettings)
+
+
+def test_a_secret_comes_from_its_mounted_file_first(tmp_path: Path) -> None:
+    from pydantic import SecretStr
+
+    from services.common.settings import ImageWatermarkKeySettings, secret_from
+
+    assert secret_from(SecretStr("from-env"), None) == "from-env"
+    mounted = tmp_path / "image-watermark.key"
+    mounted.write_text("from-file\n")
+    assert secret_from(SecretStr("from-env"), mounted) == "from-file"
+    settings = ImageWatermarkKeySettings(image_watermark_key_file=mounted)
+    assert settings.image_watermark() == "from-file"
