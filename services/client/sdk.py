@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +39,27 @@ def tls_credentials(
     return grpc.ssl_channel_credentials(read(ca_file), read(key_file), read(cert_file))
 
 
+def is_loopback_target(target: str) -> bool:
+    """Whether ``host:port`` names this machine: only ``localhost`` and literal loopback
+    addresses count (a name that resolves to loopback could resolve elsewhere tomorrow)."""
+    if target.startswith("["):
+        host = target[1:].partition("]")[0]
+    elif target.count(":") == 1:
+        host = target.partition(":")[0]
+    else:
+        host = target  # no port, or a bare IPv6 address
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class CleartextKeyError(ValueError):
+    """An API key would cross the network without TLS."""
+
+
 class GenmediaError(Exception):
     """A call failed; ``code`` is the gRPC status, ``details`` the server's message."""
 
@@ -63,9 +85,16 @@ class GenmediaClient:
         metadata: Sequence[tuple[str, str]] = (),
         credentials: grpc.ChannelCredentials | None = None,
         api_key: str | None = None,
+        insecure: bool = False,
     ) -> None:
         """``api_key`` is sent as ``authorization: Bearer <key>``; ``credentials``
-        (e.g. :func:`tls_credentials`) switch the channel to TLS."""
+        (e.g. :func:`tls_credentials`) switch the channel to TLS. Without them a key goes
+        only to a loopback target, unless ``insecure`` (raises CleartextKeyError)."""
+        if api_key and credentials is None and not insecure and not is_loopback_target(target):
+            raise CleartextKeyError(
+                f"the API key would cross the network to {target} in cleartext: "
+                "pass credentials=tls_credentials(...), or insecure=True to send it anyway"
+            )
         options = [
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -6,11 +6,13 @@ import signal
 import sys
 import threading
 
+from pydantic import TypeAdapter, ValidationError
+
 from services.common.registry import GATEWAY
 from services.common.settings import load_settings
 from services.launcher.repository import discover
 from services.launcher.settings import LauncherSettings
-from services.launcher.stack import Stack
+from services.launcher.stack import DEVELOPMENT_MODE_ENV, Stack
 
 USAGE = """
 genmedia is up: gateway on {gateway}, Triton on {triton}, logs in {logs}
@@ -21,13 +23,35 @@ Try it (from this directory; `make run` installed the CLI in .venv/bin):
   .venv/bin/genmedia text generate "Return the" --stream
   (.venv/bin/genmedia image classes | image models | models list: see what is there)
 
-{auth}
+{notes}
 Ctrl-C stops everything.
 """
 OPEN_MODE_NOTE = """
 The gateway runs WITHOUT authentication (GENMEDIA_AUTH_MODE=open) because
 GENMEDIA_API_KEYS_FILE is not set: fine on this machine, never in front of users.
 """
+DEVELOPMENT_MODE_NOTE = f"""
+Development mode ({DEVELOPMENT_MODE_ENV}=true): the processes accept the public
+development watermark keys, with which anyone can forge or strip the marks:
+fine on this machine, never in front of users.
+"""
+
+
+def is_true(value: str | None) -> bool:
+    """A boolean setting read as the processes' settings read it (true, 1, yes, on...)."""
+    try:
+        return value is not None and TypeAdapter(bool).validate_python(value)
+    except ValidationError:
+        return False
+
+
+def start_up_notes(stack: Stack) -> str:
+    """What a user must know about how this local stack differs from a deployment."""
+    gateway_env = stack.process_env(GATEWAY)
+    notes = [OPEN_MODE_NOTE] if gateway_env.get("GENMEDIA_AUTH_MODE") == "open" else []
+    if is_true(gateway_env.get(DEVELOPMENT_MODE_ENV)):
+        notes.append(DEVELOPMENT_MODE_NOTE)
+    return "".join(notes)
 
 
 def main() -> None:
@@ -51,9 +75,7 @@ def main() -> None:
                 gateway=stack.ports.address(GATEWAY),
                 triton=stack.triton.grpc_url,
                 logs=settings.work_dir / "logs",
-                auth=OPEN_MODE_NOTE
-                if stack.process_env(GATEWAY).get("GENMEDIA_AUTH_MODE") == "open"
-                else "",
+                notes=start_up_notes(stack),
             ),
             flush=True,
         )

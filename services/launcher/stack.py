@@ -33,6 +33,13 @@ from services.common.registry import (
 )
 from services.common.signing_keys import CHAIN_FILE, KEY_FILE, ROOT_FILE, development_credentials
 from services.gateway.keys import hash_key, new_key
+from services.launcher.ports import (
+    LOOPBACK,
+    NotOurListener,
+    PortUse,
+    check_free,
+    confirm_listener,
+)
 from services.launcher.repository import (
     InstanceGroup,
     ServedModels,
@@ -40,8 +47,12 @@ from services.launcher.repository import (
     verify_manifest,
 )
 from services.launcher.triton import REPO_ROOT, TritonPorts, TritonServer
+from services.launcher.workdir_lock import WorkDirLock
 
 IMAGE_SERVICES = (IMAGE_GENERATION, IMAGE_TRANSLATION)
+# Read by every genmedia process and the gpt2 model: without it they refuse the public
+# development watermark keys. A local stack is for development, so it runs with it on.
+DEVELOPMENT_MODE_ENV = "GENMEDIA_DEVELOPMENT_MODE"
 
 
 # Below Linux's ephemeral range (32768-60999 by default): a port picked now and bound
@@ -58,7 +69,7 @@ def free_port() -> int:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
-                sock.bind(("127.0.0.1", port))
+                sock.bind((LOOPBACK, port))
             except OSError:
                 continue
         _picked.add(port)
@@ -92,7 +103,14 @@ class StackPorts:
         )
 
     def address(self, process: ProcessSpec) -> str:
-        return f"127.0.0.1:{self.processes[process.name].grpc}"
+        return f"{LOOPBACK}:{self.processes[process.name].grpc}"
+
+    def uses(self) -> list[PortUse]:
+        """Every port the stack listens on, Triton's first."""
+        uses = self.triton.uses()
+        for name, ports in self.processes.items():
+            uses += [PortUse(ports.grpc, f"{name} gRPC"), PortUse(ports.metrics, f"{name} metrics")]
+        return uses
 
 
 @dataclass
@@ -112,6 +130,7 @@ class Stack:
     _triton: TritonServer | None = None
     _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
+    _lock: WorkDirLock | None = None
 
     @property
     def triton(self) -> TritonServer:
@@ -133,10 +152,10 @@ class Stack:
         env = dict(os.environ)
         env.update(
             {
-                "GENMEDIA_HOST": "127.0.0.1",
+                "GENMEDIA_HOST": LOOPBACK,
                 "GENMEDIA_GRPC_PORT": str(ports.grpc),
                 "GENMEDIA_METRICS_PORT": str(ports.metrics),
-                "GENMEDIA_TRITON_URL": self.triton.grpc_url,
+                "GENMEDIA_TRITON_URL": self.ports.triton.grpc_url,
                 "GENMEDIA_TOKENIZER_DIR": str(self.weights_dir / "gpt2"),
                 "PYTHONPATH": os.pathsep.join(
                     p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
@@ -152,11 +171,22 @@ class Stack:
             env["GENMEDIA_C2PA_KEY_FILE"] = str(signing["key"])
             env["GENMEDIA_C2PA_CERT_FILE"] = str(signing["chain"])
         env.update(self.extra_env)
+        env[DEVELOPMENT_MODE_ENV] = self.development_mode()
         if process is GATEWAY and "GENMEDIA_API_KEYS_FILE" not in env:
             # A local stack without keys is for development: say so explicitly;
             # the gateway logs a warning about it.
             env.setdefault("GENMEDIA_AUTH_MODE", "open")
         return env
+
+    def development_mode(self) -> str:
+        """GENMEDIA_DEVELOPMENT_MODE for every process and Triton: the caller's if set."""
+        return self.extra_env.get(
+            DEVELOPMENT_MODE_ENV, os.environ.get(DEVELOPMENT_MODE_ENV, "true")
+        )
+
+    def triton_extra_env(self) -> dict[str, str]:
+        """Added to tritonserver's environment: the gpt2 model reads the development mode."""
+        return {DEVELOPMENT_MODE_ENV: self.development_mode(), **self.triton_env}
 
     def signing_files(self) -> dict[str, Path]:
         """The local run's Content Credentials key, chain and root (made once per work dir)."""
@@ -180,7 +210,7 @@ class Stack:
             ports=self.ports.triton,
             model_repository=repository,
             log=self._open_log("triton"),
-            extra_env=self.triton_env,
+            extra_env=self.triton_extra_env(),
         )
         self._triton.start()
         self._triton.wait_ready(timeout_s)
@@ -200,7 +230,13 @@ class Stack:
     def start(
         self, timeout_s: float = 300.0, progress: Callable[[str], None] = lambda _: None
     ) -> None:
-        """Starts everything and returns once every process reports SERVING."""
+        """Starts everything and returns once every process reports SERVING.
+
+        Refuses at once, before writing anything, when another launcher runs from the
+        same work dir or a port is taken."""
+        self._lock = self._lock or WorkDirLock(self.work_dir)
+        self._lock.acquire()
+        check_free(self.ports.uses())
         started = time.monotonic()
         progress(f"Triton: loading models from {self.weights_dir}...")
         served = self.start_triton(timeout_s)
@@ -216,26 +252,42 @@ class Stack:
             progress(f"{process.name}: SERVING ({self.milestones[process.name]:.1f} s)")
 
     def wait_serving(self, process: ProcessSpec, timeout_s: float) -> None:
+        """Returns once the process this stack started answers SERVING on its port."""
+        popen = self._processes[process.name]
         deadline = time.monotonic() + timeout_s
         with grpc.insecure_channel(self.ports.address(process)) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
-                popen = self._processes.get(process.name)
-                if popen is not None and popen.poll() is not None:
-                    raise RuntimeError(
-                        f"{process.name} exited with code {popen.returncode}; "
-                        f"see {self.log_path(process.name)}"
-                    )
-                try:
-                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
+                self._raise_if_exited(process.name, popen)
+                if self._reports_serving(stub):
+                    # Another stack's process may have answered: ours must be the listener.
+                    self._raise_if_exited(process.name, popen)
+                    self._confirm_listener(process, popen.pid)
+                    return
                 time.sleep(0.2)
         raise TimeoutError(
             f"{process.name} not SERVING after {timeout_s:.0f} s; see {self.log_path(process.name)}"
         )
+
+    @staticmethod
+    def _reports_serving(stub: health_pb2_grpc.HealthStub) -> bool:
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+        except grpc.RpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    def _raise_if_exited(self, name: str, popen: subprocess.Popen[bytes]) -> None:
+        if popen.poll() is not None:
+            raise RuntimeError(
+                f"{name} exited with code {popen.returncode}; see {self.log_path(name)}"
+            )
+
+    def _confirm_listener(self, process: ProcessSpec, pid: int) -> None:
+        try:
+            confirm_listener(process.name, pid, self.ports.processes[process.name].grpc)
+        except NotOurListener as error:
+            raise NotOurListener(f"{error}; see {self.log_path(process.name)}") from None
 
     def pid_of(self, process: ProcessSpec) -> int:
         return self._processes[process.name].pid
@@ -262,6 +314,8 @@ class Stack:
         for log in self._logs:
             log.close()
         self._logs.clear()
+        if self._lock is not None:
+            self._lock.release()
 
 
 @contextlib.contextmanager

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from services.launcher.ports import LOOPBACK, PortUse, confirm_listener
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_REPOSITORY = REPO_ROOT / "models" / "repository"
 
@@ -88,9 +90,20 @@ class TritonPorts:
     grpc: int = 8001
     metrics: int = 8002
 
+    @property
+    def grpc_url(self) -> str:
+        return f"{LOOPBACK}:{self.grpc}"
+
+    def uses(self) -> list[PortUse]:
+        return [
+            PortUse(self.http, "Triton HTTP"),
+            PortUse(self.grpc, "Triton gRPC"),
+            PortUse(self.metrics, "Triton metrics"),
+        ]
+
 
 class TritonServer:
-    """One tritonserver process on loopback (or all interfaces)."""
+    """One tritonserver process, listening on loopback only (it serves no users directly)."""
 
     def __init__(
         self,
@@ -111,20 +124,21 @@ class TritonServer:
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.ports.grpc}"
+        return self.ports.grpc_url
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.metrics}/metrics"
+        return f"http://{LOOPBACK}:{self.ports.metrics}/metrics"
 
-    def start(self) -> None:
-        install = TritonInstall.find()
-        self._work_dir.mkdir(parents=True, exist_ok=True)
-        backends = install.backend_directory(self._work_dir)
-        command = [
-            str(install.binary),
+    def command(self, binary: Path, backends: Path) -> list[str]:
+        return [
+            str(binary),
             f"--model-repository={self._model_repository}",
             f"--backend-directory={backends}",
+            # tritonserver binds 0.0.0.0 by default; only this machine's services call it.
+            f"--http-address={LOOPBACK}",
+            f"--grpc-address={LOOPBACK}",
+            f"--metrics-address={LOOPBACK}",
             f"--http-port={self.ports.http}",
             f"--grpc-port={self.ports.grpc}",
             f"--metrics-port={self.ports.metrics}",
@@ -137,9 +151,14 @@ class TritonServer:
             "--allow-gpu-metrics=false",
             "--log-verbose=0",
         ]
+
+    def start(self) -> None:
+        install = TritonInstall.find()
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        backends = install.backend_directory(self._work_dir)
         env = triton_environment(self._weights_dir) | self._extra_env
         self._process = subprocess.Popen(
-            command,
+            self.command(install.binary, backends),
             env=env,
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
@@ -147,7 +166,7 @@ class TritonServer:
         )
 
     def is_ready(self) -> bool:
-        url = f"http://127.0.0.1:{self.ports.http}/v2/health/ready"
+        url = f"http://{LOOPBACK}:{self.ports.http}/v2/health/ready"
         try:
             with urllib.request.urlopen(url, timeout=1) as reply:
                 return reply.status == 200
@@ -156,16 +175,23 @@ class TritonServer:
 
     def wait_ready(self, timeout_s: float = 180.0) -> None:
         """Blocks until every model is loaded; raises if Triton exits or stalls."""
+        assert self._process is not None, "never started"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(
-                    f"tritonserver exited with code {self._process.returncode} while loading"
-                )
+            self._raise_if_exited()
             if self.is_ready():
+                # The answer counts only if it came from our child, still running.
+                self._raise_if_exited()
+                confirm_listener("tritonserver", self._process.pid, self.ports.http)
                 return
             time.sleep(0.5)
         raise TimeoutError(f"tritonserver was not ready after {timeout_s:.0f} s")
+
+    def _raise_if_exited(self) -> None:
+        if self._process is not None and self._process.poll() is not None:
+            raise RuntimeError(
+                f"tritonserver exited with code {self._process.returncode} while loading"
+            )
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM (Triton unloads models and stops its stubs), then SIGKILL if stuck."""

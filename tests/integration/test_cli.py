@@ -1,6 +1,7 @@
 """The genmedia CLI against the real gateway (ImageNet class names, random test weights)."""
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +16,11 @@ pytestmark = pytest.mark.integration
 GENMEDIA = Path(sys.executable).with_name("genmedia")
 
 
-def genmedia(stack, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def genmedia(
+    stack, cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     command = [str(GENMEDIA), "--target", stack.ports.address(GATEWAY), *args]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_cli_generates_translates_and_streams(stack, tmp_path: Path) -> None:
@@ -74,3 +77,14 @@ def test_cli_lists_classes_and_models(stack, tmp_path: Path) -> None:
     assert classes.returncode == 0 and "   1  goldfish" in classes.stdout
     models = genmedia(stack, tmp_path, "image", "models")
     assert models.returncode == 0 and "horse2zebra" in models.stdout and "ready" in models.stdout
+
+
+def test_cli_sends_an_api_key_without_tls_only_to_this_machine(stack, tmp_path: Path) -> None:
+    with_key = {**os.environ, "GENMEDIA_API_KEY": "gm_open_mode_ignores_it"}
+    here = genmedia(stack, tmp_path, "image", "models", env=with_key)
+    assert here.returncode == 0, here.stderr
+    # A later --target wins: the same call to another host stops before connecting.
+    away = genmedia(stack, tmp_path, "--target", "gateway.invalid:50051", "image", "models",
+                    env=with_key)  # fmt: skip
+    assert away.returncode == 2
+    assert "in cleartext: use --tls" in away.stderr and "--insecure" in away.stderr
