@@ -4,14 +4,17 @@ Each field draws from values the API accepts, values at and past its limits,
 and values no caller should send (NaN, infinities, unknown enum numbers,
 empty and duplicate lists, huge counts); images are real PNG/JPEG/WebP/GIF
 files of odd modes and sizes, or random bytes. `mutated` also corrupts the
-serialized message itself, byte by byte.
+serialized message itself, byte by byte. `requests` labels each message
+valid (the API must answer OK) or not (a caller error is allowed).
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
+from google.protobuf.message import Message
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -210,6 +213,24 @@ def valid_translate_image(draw: st.DrawFn) -> trans_pb.TranslateImageRequest:
 
 
 @st.composite
+def valid_list_classes(draw: st.DrawFn) -> gen_pb.ListClassesRequest:
+    return gen_pb.ListClassesRequest(query=draw(st.text(max_size=40)))
+
+
+@st.composite
+def valid_verify_image(draw: st.DrawFn) -> provenance_pb.VerifyImageRequest:
+    # Any readable PNG, JPEG or WebP gets a verdict (most of them: no evidence).
+    return provenance_pb.VerifyImageRequest(data=draw(valid_translate_image()).image)
+
+
+@st.composite
+def valid_verify_text(draw: st.DrawFn) -> provenance_pb.VerifyTextRequest:
+    return provenance_pb.VerifyTextRequest(
+        text=draw(st.text(min_size=1, max_size=200).filter(str.strip))
+    )
+
+
+@st.composite
 def valid_generate_text(draw: st.DrawFn) -> text_pb.GenerateTextRequest:
     return text_pb.GenerateTextRequest(
         prompt=draw(st.text(min_size=1, max_size=60).filter(str.strip)),
@@ -244,6 +265,19 @@ def one_field_arbitrary(valid: st.SearchStrategy, arbitrary: st.SearchStrategy):
     return build()
 
 
-def requests(valid: st.SearchStrategy, arbitrary: st.SearchStrategy) -> st.SearchStrategy:
-    """Valid messages, valid ones with one bad field, and anything at all, in equal parts."""
-    return st.one_of(valid, one_field_arbitrary(valid, arbitrary), arbitrary)
+@dataclass(frozen=True)
+class Drawn:
+    """A request message, and whether the API must accept it (answer OK)."""
+
+    message: Message
+    valid: bool
+
+
+def requests(valid: st.SearchStrategy, arbitrary: st.SearchStrategy) -> st.SearchStrategy[Drawn]:
+    """Valid messages, valid ones with one bad field, and anything at all, in equal parts;
+    only the first are labelled valid (one bad field may happen to be a good one)."""
+    return st.one_of(
+        valid.map(lambda message: Drawn(message, valid=True)),
+        one_field_arbitrary(valid, arbitrary).map(lambda message: Drawn(message, valid=False)),
+        arbitrary.map(lambda message: Drawn(message, valid=False)),
+    )

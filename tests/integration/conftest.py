@@ -96,13 +96,18 @@ def scrape(url: str) -> str:
         return reply.read().decode()
 
 
-def metric_value(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    total = 0.0
+def metric_samples(text: str, name: str, **labels: str) -> list[float]:
+    """The values of the samples of ``name`` whose labels include ``labels`` (none: [])."""
+    values = []
     for line in text.splitlines():
         if not line.startswith(name + "{") and not line.startswith(name + " "):
             continue
         sample_labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
         if all(sample_labels.get(k) == v for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+            values.append(float(line.rsplit(" ", 1)[1]))
+    return values
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels`` (0 when none match)."""
+    return sum(metric_samples(text, name, **labels), 0.0)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
+from bench import resources, streams
+from bench.__main__ import BATCHING_MIN_GAIN, OVERHEAD_LIMIT_MS, OVERHEAD_LIMIT_PERCENT, verdicts
 from bench.gateway import Sizes, measure, passthrough_beside, report, stack_endpoints
 from bench.serving import MODEL_CALLS
 from bench.workloads import SIDES
@@ -56,15 +60,70 @@ def assert_png(path: Path) -> None:
         assert image.format == "PNG" and image.width >= 800 and image.height >= 300, path
 
 
-def test_make_bench_runs_every_part_and_judges_every_target(tmp_path: Path) -> None:
-    out = tmp_path / "results"
-    stdout = run_bench("bench", "--out", str(out), "--full-size-weights", str(tmp_path / "full"))
+def written_results(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The demo and full-size results that ``verdicts`` judges, read back from the JSON."""
 
+    def read(name: str) -> Any:
+        return json.loads((out / f"{name}.json").read_text())
+
+    serving = read("serving")
+    demo = {
+        "serving": serving["demo"],
+        "batching": read("batching"),
+        "memory": read("resources")["memory"],
+        "streams": read("streams"),
+    }
+    return demo, {"serving": serving["full_size"]}
+
+
+def every_figure_at_its_limit(
+    demo: dict[str, Any], full: dict[str, Any], met: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Copies with every figure just inside its target (met) or just outside it."""
+    demo, full = copy.deepcopy(demo), copy.deepcopy(full)
+
+    def under(limit: float) -> float:  # targets "figure < limit"
+        return limit * 0.99 if met else limit
+
+    def at_least(minimum: float) -> float:  # targets "figure >= minimum"
+        return minimum if met else minimum * 0.99
+
+    for call in demo["serving"]["calls"].values():
+        if "overhead_ms" in call:
+            call["overhead_ms"] = under(OVERHEAD_LIMIT_MS)
+    for call in full["serving"]["calls"].values():
+        call["overhead_percent"] = under(OVERHEAD_LIMIT_PERCENT)
+    levels = demo["batching"]["rpcs"]["GenerateImages"]["levels"]
+    levels["16"]["vs_concurrency_1"] = at_least(BATCHING_MIN_GAIN)
+    for service in demo["memory"]["services"].values():
+        service["peak_mb"] = under(resources.SERVICE_LIMIT_MB)
+    top = str(demo["streams"]["sizes"]["levels"][-1])
+    for side in demo["streams"]["levels"].values():
+        side[top]["tokens_per_s_vs_1"] = at_least(streams.THROUGHPUT_MIN_GAIN)
+        side[top]["first_token_vs_idle"] = under(streams.FIRST_TOKEN_MAX_RATIO)
+    return demo, full
+
+
+def assert_verdicts_follow_the_figures(out: Path, stdout: str) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["targets"]) == 6
     for row in summary["targets"]:
         assert isinstance(row["met"], bool) and row["figure"]
         assert ("met    " if row["met"] else "NOT MET") + f"  {row['target']}" in stdout
+    # The summary is the targets judged on the figures written beside it...
+    demo, full = written_results(out)
+    assert verdicts(demo, full) == summary["targets"]
+    # ...and each target is judged right on either side of its limit (the quick run's own
+    # figures are too noisy to be met or not on purpose).
+    for met in (True, False):
+        rows = verdicts(*every_figure_at_its_limit(demo, full, met))
+        assert [row["met"] for row in rows] == [met] * 6, rows
+
+
+def test_make_bench_runs_every_part_and_judges_every_target(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    stdout = run_bench("bench", "--out", str(out), "--full-size-weights", str(tmp_path / "full"))
+    assert_verdicts_follow_the_figures(out, stdout)
 
     serving = json.loads((out / "serving.json").read_text())
     for call in ("ListModels", *MODEL_CALLS):

@@ -1,5 +1,6 @@
-"""Content Credentials on every served image, checked by a C2PA reader and by the
-gateway's ProvenanceService (``genmedia verify``)."""
+"""Content Credentials on every served image, checked by c2pa-python's own Reader, by the
+parser the gateway uses (services.common.content_credentials) and by the gateway's
+ProvenanceService (``genmedia verify``)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import io
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
 import pytest
-from c2pa import Reader
+from c2pa import Context, Reader
 from PIL import Image
 
 from genmedia.v1 import common_pb2, provenance_pb2, provenance_pb2_grpc
@@ -31,6 +33,15 @@ from tests.integration.processes import open_channel, spawn
 pytestmark = pytest.mark.integration
 
 FORMATS = [common_pb2.IMAGE_FORMAT_PNG, common_pb2.IMAGE_FORMAT_JPEG, common_pb2.IMAGE_FORMAT_WEBP]
+MIME_TYPES = {
+    common_pb2.IMAGE_FORMAT_PNG: "image/png",
+    common_pb2.IMAGE_FORMAT_JPEG: "image/jpeg",
+    common_pb2.IMAGE_FORMAT_WEBP: "image/webp",
+}
+# The IPTC term C2PA uses for generative AI output (written out, not imported from the code).
+IPTC_TRAINED_ALGORITHMIC_MEDIA = (
+    "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +52,39 @@ def root_pem(stack: Stack) -> str:
 def verify(channel: grpc.Channel, data: bytes) -> provenance_pb2.VerifyImageResponse:
     stub = provenance_pb2_grpc.ProvenanceServiceStub(channel)
     return stub.VerifyImage(provenance_pb2.VerifyImageRequest(data=data), timeout=30)
+
+
+def trusted_manifest(data: bytes, mime: str, root_pem: str) -> dict[str, Any]:
+    """The active manifest, read and validated by c2pa-python's Reader directly (not by
+    the gateway's parser), which must trust it: signed by a certificate under
+    ``root_pem`` and nothing failing."""
+    context = Context.from_dict(
+        {"verify": {"remote_manifest_fetch": False}, "trust": {"user_anchors": root_pem}}
+    )
+    with Reader(mime, io.BytesIO(data), context=context) as reader:
+        state, manifest = reader.get_validation_state(), reader.get_active_manifest()
+        results = reader.get_validation_results()["activeManifest"]
+    assert state == "Trusted", results
+    assert results["failure"] == []
+    assert "signingCredential.trusted" in {result["code"] for result in results["success"]}
+    assert "assertion.dataHash.match" in {result["code"] for result in results["success"]}
+    return manifest
+
+
+def manifest_actions(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        action
+        for assertion in manifest["assertions"]
+        if assertion["label"].startswith("c2pa.actions")
+        for action in assertion["data"]["actions"]
+    ]
+
+
+def manifest_provenance(manifest: dict[str, Any]) -> dict[str, Any]:
+    (record,) = [
+        a["data"] for a in manifest["assertions"] if a["label"] == "org.genmedia.provenance"
+    ]
+    return record
 
 
 def photo() -> bytes:
@@ -62,6 +106,15 @@ def test_generated_images_carry_trusted_credentials_that_say_synthetic(
     )
     for generated in response.images:
         data = generated.image.data
+        manifest = trusted_manifest(data, MIME_TYPES[image_format], root_pem)
+        (created,) = manifest_actions(manifest)
+        assert created["action"] == "c2pa.created"
+        assert created["digitalSourceType"] == IPTC_TRAINED_ALGORITHMIC_MEDIA
+        assert created["softwareAgent"] == {"name": "genmedia biggan", "version": "1"}
+        recorded = manifest_provenance(manifest)
+        assert (recorded["request_id"], recorded["seed"]) == (response.request_id, 4)
+        assert recorded["synthetic"] is True and recorded["model"] == "biggan"
+
         report = read_credentials(data, root_pem)
         assert (report.present, report.state, report.failures) == (True, "Trusted", ())
         assert report.digital_source_type == TRAINED_ALGORITHMIC_MEDIA
@@ -86,12 +139,16 @@ def test_translated_image_records_its_input_as_the_edited_parent(
         trans_pb.TranslateImageRequest(image=source, model="horse2zebra"), timeout=60
     )
     data = response.image.data
+    manifest = trusted_manifest(data, "image/png", root_pem)
+    opened, edited = manifest_actions(manifest)
+    assert (opened["action"], edited["action"]) == ("c2pa.opened", "c2pa.edited")
+    assert edited["digitalSourceType"] == IPTC_TRAINED_ALGORITHMIC_MEDIA
+    assert manifest_provenance(manifest)["request_id"] == response.request_id
     report = read_credentials(data, root_pem)
     assert report.state == "Trusted"
     assert report.actions == ("c2pa.opened", "c2pa.edited")
     assert report.digital_source_type == TRAINED_ALGORITHMIC_MEDIA
-    with Reader("image/png", io.BytesIO(data)) as reader:
-        ingredients = reader.get_active_manifest()["ingredients"]
+    ingredients = manifest["ingredients"]
     assert [(i["relationship"], i["format"]) for i in ingredients] == [("parentOf", "image/jpeg")]
     verified = verify(gateway, data)
     assert verified.verdict == provenance_pb2.VERDICT_SYNTHETIC

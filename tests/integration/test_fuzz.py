@@ -3,7 +3,11 @@
 Hypothesis builds request messages (tests/fuzz/strategies.py), valid and
 invalid, and also corrupts their serialized bytes; each goes through the
 gateway and to the service directly as raw bytes. Whatever the input, the
-answer is OK or a caller-error status with a message, within the deadline.
+answer is OK or a caller-error status with a message, within the deadline;
+a message the strategies build valid must get OK. UNAVAILABLE is never a
+pass: it says a backend is down, not that the input was bad. A known-valid
+request to the same RPC, before and after the examples, must get OK too, so a
+dead backend fails the run instead of answering every example UNAVAILABLE.
 
 `make test` runs GENMEDIA_FUZZ_EXAMPLES (default 15) derandomized examples
 per RPC, target and kind; `make fuzz` runs 300 random ones each.
@@ -11,14 +15,18 @@ per RPC, target and kind; `make fuzz` runs 300 random ones each.
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import Callable
 
 import grpc
+import numpy as np
 import pytest
+from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from genmedia.v1 import image_generation_pb2 as gen_pb
 from genmedia.v1 import image_translation_pb2 as trans_pb
@@ -54,13 +62,16 @@ RPCS: dict[str, tuple[ProcessSpec, str, st.SearchStrategy, type, bool]] = {
                                            strategies.generate_images_requests()),
                        gen_pb.GenerateImagesResponse, False),
     "ListClasses": (IMAGE_GENERATION, "ImageGenerationService",
-                    strategies.list_classes_requests(), gen_pb.ListClassesResponse, False),
+                    strategies.requests(strategies.valid_list_classes(),
+                                        strategies.list_classes_requests()),
+                    gen_pb.ListClassesResponse, False),
     "TranslateImage": (IMAGE_TRANSLATION, "ImageTranslationService",
                        strategies.requests(strategies.valid_translate_image(),
                                            strategies.translate_image_requests()),
                        trans_pb.TranslateImageResponse, False),
     "ListModels": (IMAGE_TRANSLATION, "ImageTranslationService",
-                   st.just(trans_pb.ListModelsRequest()), trans_pb.ListModelsResponse, False),
+                   st.just(strategies.Drawn(trans_pb.ListModelsRequest(), valid=True)),
+                   trans_pb.ListModelsResponse, False),
     "GenerateText": (TEXT_GENERATION, "TextGenerationService",
                      strategies.requests(strategies.valid_generate_text(),
                                          strategies.generate_text_requests()),
@@ -70,11 +81,37 @@ RPCS: dict[str, tuple[ProcessSpec, str, st.SearchStrategy, type, bool]] = {
                                        strategies.generate_text_requests()),
                    text_pb.StreamTextResponse, True),
     # The gateway serves these itself: "direct" is the gateway too.
-    "VerifyImage": (GATEWAY, "ProvenanceService", strategies.verify_image_requests(),
+    "VerifyImage": (GATEWAY, "ProvenanceService",
+                    strategies.requests(strategies.valid_verify_image(),
+                                        strategies.verify_image_requests()),
                     provenance_pb.VerifyImageResponse, False),
-    "VerifyText": (GATEWAY, "ProvenanceService", strategies.verify_text_requests(),
+    "VerifyText": (GATEWAY, "ProvenanceService",
+                   strategies.requests(strategies.valid_verify_text(),
+                                       strategies.verify_text_requests()),
                    provenance_pb.VerifyTextResponse, False),
 }  # fmt: skip
+
+
+def _png(side: int) -> bytes:
+    pixels = np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+# The positive control: one request per RPC that the stack must answer OK.
+KNOWN_VALID: dict[str, Message] = {
+    "GenerateImages": gen_pb.GenerateImagesRequest(
+        classes=[gen_pb.ClassSelector(name="goldfish")], count=1, seed=1
+    ),
+    "ListClasses": gen_pb.ListClassesRequest(query="goldfish"),
+    "TranslateImage": trans_pb.TranslateImageRequest(image=_png(32), model="horse2zebra"),
+    "ListModels": trans_pb.ListModelsRequest(),
+    "GenerateText": text_pb.GenerateTextRequest(prompt="Once", max_new_tokens=4, seed=1),
+    "StreamText": text_pb.GenerateTextRequest(prompt="Once", max_new_tokens=4, seed=1),
+    "VerifyImage": provenance_pb.VerifyImageRequest(data=_png(24)),
+    "VerifyText": provenance_pb.VerifyTextRequest(text="Once upon a time"),
+}
 
 
 def call_raw(
@@ -93,7 +130,8 @@ def call_raw(
         return error.code(), error.details() or "", []
 
 
-def check(channel: grpc.Channel, rpc: str, payload: bytes) -> None:
+def check(channel: grpc.Channel, rpc: str, payload: bytes, valid: bool = False) -> None:
+    """``valid``: the request is one the API accepts, so only OK will do."""
     _, service, _, response_type, streaming = RPCS[rpc]
     started = time.monotonic()
     code, details, responses = call_raw(
@@ -102,13 +140,20 @@ def check(channel: grpc.Channel, rpc: str, payload: bytes) -> None:
     elapsed = time.monotonic() - started
     assert code not in SERVER_FAULTS, f"{rpc} answered {code.name}: {details!r} for {payload!r}"
     assert code != grpc.StatusCode.DEADLINE_EXCEEDED, f"{rpc} hung on {payload!r}"
+    assert code != grpc.StatusCode.UNAVAILABLE, f"{rpc}: backend unavailable: {details!r}"
     assert elapsed < TIMEOUT_S, f"{rpc} took {elapsed:.1f} s"
+    if valid:
+        assert code == grpc.StatusCode.OK, f"{rpc} refused a valid {payload!r}: {details!r}"
     if code == grpc.StatusCode.OK:
         assert responses, f"{rpc} answered OK with nothing"
         for response in responses:
             response_type.FromString(response)  # well-formed
     else:
         assert details, f"{rpc} answered {code.name} without saying why"
+
+
+def check_known_valid(channel: grpc.Channel, rpc: str) -> None:
+    check(channel, rpc, KNOWN_VALID[rpc].SerializeToString(), valid=True)
 
 
 @pytest.fixture(scope="module")
@@ -132,19 +177,27 @@ def channels(stack) -> Callable[[str, str], grpc.Channel]:
 @pytest.mark.parametrize("target", ["gateway", "direct"])
 @pytest.mark.parametrize("rpc", list(RPCS))
 def test_every_message_gets_ok_or_a_caller_error_in_time(channels, target: str, rpc: str) -> None:
+    channel = channels(target, rpc)
+    check_known_valid(channel, rpc)
+
     @FUZZ
     @given(RPCS[rpc][2])
-    def run(message: object) -> None:
-        check(channels(target, rpc), rpc, message.SerializeToString())
+    def run(drawn: strategies.Drawn) -> None:
+        check(channel, rpc, drawn.message.SerializeToString(), drawn.valid)
 
     run()
+    check_known_valid(channel, rpc)  # the examples left the backend serving
 
 
 @pytest.mark.parametrize("rpc", list(RPCS))
 def test_corrupted_bytes_get_ok_or_a_caller_error_in_time(channels, rpc: str) -> None:
+    channel = channels("gateway", rpc)
+    check_known_valid(channel, rpc)
+
     @FUZZ
-    @given(strategies.mutated(RPCS[rpc][2]))
+    @given(strategies.mutated(RPCS[rpc][2].map(lambda drawn: drawn.message)))
     def run(payload: bytes) -> None:
-        check(channels("gateway", rpc), rpc, payload)
+        check(channel, rpc, payload)
 
     run()
+    check_known_valid(channel, rpc)

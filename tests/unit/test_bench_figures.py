@@ -224,12 +224,19 @@ def test_image_watermark_bench_scores_every_edit_on_every_set(tmp_path: Path) ->
     from bench import watermark_image
 
     results = watermark_image.measure(per_size=2, progress=False)
+    threshold = results["threshold"]
     assert set(results["sets"]) == {"photos 128px", "photos 256px", "photos 384px", "digits 128px"}
-    for figures in results["sets"].values():
-        assert set(figures["edits"]) == set(watermark_image.EDITS)
+    for name, figures in results["sets"].items():
+        assert list(figures["edits"]) == list(watermark_image.EDITS)
         assert figures["psnr_db"] > 30
-        for row in figures["edits"].values():
-            assert 0 <= row["false_positive_rate"] <= 1 and 0 <= row["detection_rate"] <= 1
+        for edit, row in figures["edits"].items():
+            # These images keep the mark through every edit, and no clean one shows it.
+            assert row["marked_min"] >= threshold > row["clean_max"], (name, edit)
+            assert (row["detection_rate"], row["false_positive_rate"]) == (1.0, 0.0), (name, edit)
+        # Each edit is applied before scoring: every one moves the score of the marked images.
+        unedited = figures["edits"]["none"]["marked_min"]
+        moved = [row["marked_min"] != unedited for row in figures["edits"].values()]
+        assert moved == [edit != "none" for edit in figures["edits"]], name
     assert "PSNR" in watermark_image.report(results)
     watermark_image.plot(results, tmp_path / "w.png")
     assert (tmp_path / "w.png").read_bytes().startswith(b"\x89PNG")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ import torch
 from PIL import Image
 
 from genmedia_models.cyclegan import config_from_state_dict, load_generator
-from genmedia_models.training import cyclegan_digits
+from genmedia_models.training import cyclegan_digits, digits
 from genmedia_models.training.cyclegan_digits import (
     CHECKPOINT_NAME,
     DIRECTIONS,
@@ -21,17 +23,61 @@ from genmedia_models.training.cyclegan_digits import (
     sample_grid,
     train,
 )
-from genmedia_models.training.report import TrainingReport
+from genmedia_models.training.report import QualityReport, TrainingReport
 
 STEPS = 3
 # The real architecture and losses; only the digit readers train for fewer steps.
 FAST = dataclasses.replace(CycleGanDigitsConfig(), classifier_steps=5)
 
 
+@dataclasses.dataclass
+class Recorded:
+    typeset_renders: list[np.ndarray]
+    """The images of every typeset set rendered."""
+    translated: list[np.ndarray]
+    """Every batch of images sent through a generator."""
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[Recorded]:
+    """Records the typeset digits rendered and the images translated, meanwhile."""
+    recorded = Recorded([], [])
+    render, translate = digits.typeset_digits, cyclegan_digits.translate
+
+    def rendering(per_class: int, seed: int) -> digits.DigitSet:
+        digit_set = render(per_class, seed)
+        recorded.typeset_renders.append(digit_set.images)
+        return digit_set
+
+    def translating(net: torch.nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        recorded.translated.append(images)
+        return translate(net, images, batch_size)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(digits, "typeset_digits", rendering)
+        patch.setattr(cyclegan_digits, "translate", translating)
+        yield recorded
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainingReport]:
+def training_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainingReport, Recorded]:
     out = tmp_path_factory.mktemp("cyclegan_digits")
-    return out, train(out, seed=0, steps=STEPS, config=FAST)
+    with recording() as recorded:
+        report = train(out, seed=0, steps=STEPS, config=FAST)
+    return out, report, recorded
+
+
+@pytest.fixture(scope="module")
+def trained(training_run: tuple[Path, TrainingReport, Recorded]) -> tuple[Path, TrainingReport]:
+    out, report, _ = training_run
+    return out, report
+
+
+@pytest.fixture(scope="module")
+def evaluation(trained: tuple[Path, TrainingReport]) -> tuple[QualityReport, Recorded]:
+    with recording() as recorded:
+        quality = evaluate(trained[0])
+    return quality, recorded
 
 
 def test_training_writes_one_generator_per_direction(
@@ -94,10 +140,9 @@ def test_time_cap_stops_training_early(tmp_path: Path) -> None:
 
 
 def test_evaluation_reports_both_directions_against_the_targets(
-    trained: tuple[Path, TrainingReport],
+    evaluation: tuple[QualityReport, Recorded],
 ) -> None:
-    out, _ = trained
-    quality = evaluate(out)
+    quality, _ = evaluation
     main = {
         f"{direction}_{figure}"
         for direction in DIRECTIONS
@@ -127,5 +172,19 @@ def test_sample_grid_shows_inputs_above_translations(
         assert image.size == ((10 * 34 + 2) * 2, (4 * 34 + 2) * 2)
 
 
-def test_evaluation_never_sees_the_training_typeset_render() -> None:
-    assert cyclegan_digits.EVAL_RENDER_BASE + 1 != cyclegan_digits.TRAIN_RENDER_SEED
+def test_evaluation_never_sees_the_training_typeset_render(
+    training_run: tuple[Path, TrainingReport, Recorded],
+    evaluation: tuple[QualityReport, Recorded],
+) -> None:
+    trained_on = {image.tobytes() for images in training_run[2].typeset_renders for image in images}
+    assert trained_on, "training rendered no typeset digits"
+    _, recorded = evaluation
+    # The typeset digits evaluation translates: one of the sets it rendered, sent whole.
+    typeset = [
+        images
+        for images in recorded.translated
+        if any(images is rendered for rendered in recorded.typeset_renders)
+    ]
+    assert len(typeset) == 1
+    shared = trained_on & {image.tobytes() for image in typeset[0]}
+    assert len(shared) == 0, "evaluation translated typeset digits the generators trained on"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -69,9 +70,25 @@ def test_gpt2_directory_is_a_standard_hugging_face_one(weights_dir: Path) -> Non
     assert hf_tokenizer.eos_token_id == end_of_text
 
 
+def _files(root: Path) -> dict[str, tuple[str, int, int]]:
+    """Every file under ``root``: its SHA-256, inode and modification time."""
+    return {
+        str(path.relative_to(root)): (
+            hashlib.sha256(path.read_bytes()).hexdigest(),
+            path.stat().st_ino,
+            path.stat().st_mtime_ns,
+        )
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
 def test_rewriting_changes_nothing(weights_dir: Path) -> None:
+    before = _files(weights_dir)
     report = write_all(weights_dir)
-    assert report and not any(written for _, written in report)
+    # Same bytes as the first time, and not one file replaced or touched to get them.
+    assert _files(weights_dir) == before
+    assert report == [(name, False) for name in before]
 
 
 def test_command_line_prints_each_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
