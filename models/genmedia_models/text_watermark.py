@@ -31,18 +31,37 @@ from genmedia_models.weights import model_parameter
 
 KEY_ENV = "GENMEDIA_TEXT_WATERMARK_KEY"
 KEY_FILE_ENV = "GENMEDIA_TEXT_WATERMARK_KEY_FILE"
+DEVELOPMENT_MODE_ENV = "GENMEDIA_DEVELOPMENT_MODE"
 # Local runs and tests verify with this; a deployment sets its own secret key.
 DEVELOPMENT_KEY = "genmedia-development-text-watermark"
 DEFAULT_GAMMA, DEFAULT_DELTA = 0.25, 2.0
+# The same rule as the services' (services/common/settings.py weak_key_reason).
+MIN_KEY_CHARACTERS = 32
+PLACEHOLDER_WORDS = ("replace", "placeholder", "changeme", "change-me", "example", "your-")
 
 
-def watermark_key() -> str:
+def watermark_key(env: Mapping[str, str] | None = None) -> str:
     """The key from the file ``GENMEDIA_TEXT_WATERMARK_KEY_FILE`` names (a mounted Secret),
-    else ``GENMEDIA_TEXT_WATERMARK_KEY``, else the development key."""
-    path = os.environ.get(KEY_FILE_ENV)
-    if path:
-        return Path(path).read_text().strip()
-    return os.environ.get(KEY_ENV) or DEVELOPMENT_KEY
+    else ``GENMEDIA_TEXT_WATERMARK_KEY``, else the development key; a development,
+    placeholder, empty or short key only with ``GENMEDIA_DEVELOPMENT_MODE=true`` (raises
+    ValueError otherwise, so the model does not load)."""
+    env = os.environ if env is None else env
+    path = env.get(KEY_FILE_ENV)
+    key = Path(path).read_text().strip() if path else env.get(KEY_ENV) or DEVELOPMENT_KEY
+    development = env.get(DEVELOPMENT_MODE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    weak = (
+        key == DEVELOPMENT_KEY
+        or len(key) < MIN_KEY_CHARACTERS
+        or any(word in key.lower() for word in PLACEHOLDER_WORDS)
+    )
+    if weak and not development:
+        raise ValueError(
+            f"the text watermark key ({KEY_FILE_ENV} or {KEY_ENV}) is the development key, a "
+            f"placeholder, empty or under {MIN_KEY_CHARACTERS} characters: anyone could forge "
+            f"or strip the watermark. Set a random key (`openssl rand -hex 32`), or "
+            f"{DEVELOPMENT_MODE_ENV}=true for local development"
+        )
+    return key
 
 
 def token_uniforms(key: str, vocab_size: int) -> np.ndarray:

@@ -11,11 +11,13 @@ from pathlib import Path
 from genmedia.v1 import provenance_pb2 as provenance_pb
 from genmedia.v1 import text_generation_pb2 as text_pb
 from services.client.fetch import (
+    ALLOW_HTTP_ENV,
     MIRROR_ENV,
     MODELS_ENV,
     FetchError,
     FetchOptions,
     catalogue_lines,
+    default_allow_http,
     default_into,
     default_mirror,
     fetch_lines,
@@ -25,12 +27,18 @@ from services.client.fetch import (
 from services.client.sdk import (
     DEFAULT_TARGET,
     IMAGE_FORMATS,
+    CleartextKeyError,
     GenmediaClient,
     GenmediaError,
     tls_credentials,
 )
 
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+USAGE_ERROR = 2  # as argparse exits on a bad command line
+CLEARTEXT_KEY_REFUSED = (
+    "genmedia: the API key would cross the network to {target} in cleartext: use --tls "
+    "(with --tls-ca PEM if needed), or pass --insecure to send it anyway"
+)
 
 
 def _slug(name: str) -> str:
@@ -92,8 +100,12 @@ def verify(client: GenmediaClient, args: argparse.Namespace) -> None:
         verdict = provenance_pb.Verdict.Name(checked.verdict).removeprefix("VERDICT_")
         mark = checked.watermark
         print(f"text: {verdict}: {checked.explanation}")
-        print(f"  {mark.green_tokens} of {mark.tokens_scored} tokens green "
-              f"(expected {mark.expected_green_fraction:.0%}), z = {mark.z_score:.2f}")  # fmt: skip
+        if checked.detail_withheld:
+            print("  (figures are for callers with an API key)")
+            return
+        expected = f"expected {mark.expected_green_fraction:.0%}"
+        print(f"  {mark.green_tokens} of {mark.tokens_scored} tokens green ({expected}), "
+              f"z = {mark.z_score:.2f}")  # fmt: skip
         return
     if args.file is None:
         raise SystemExit("genmedia verify: give a FILE or --text")
@@ -156,6 +168,7 @@ def models_fetch(args: argparse.Namespace) -> None:
         timeout_s=args.socket_timeout,
         progress=not args.quiet,
         force=args.force,
+        allow_http=args.allow_http,
     )
     names = args.names or os.environ.get(MODELS_ENV, "").replace(",", " ").split()
     if not names:
@@ -209,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-cert", type=Path, metavar="PEM",
                         help="client certificate for mutual TLS (with --tls-key)")  # fmt: skip
     parser.add_argument("--tls-key", type=Path, metavar="PEM", help="client key for mutual TLS")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="send the API key without TLS even to a host other than this machine",
+    )
     groups = parser.add_subparsers(dest="group", required=True)
 
     image = groups.add_parser("image", help="generate or translate images").add_subparsers(
@@ -295,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--socket-timeout", type=float, metavar="S", default=30.0,
                        help="seconds without data, then retry (default %(default)s)")  # fmt: skip
     fetch.add_argument("--force", action="store_true", help="download even if installed")
+    fetch.add_argument("--allow-http", action="store_true", default=default_allow_http(),
+                       help="fetch files without a pinned SHA-256 over plain http (a mirror "
+                            f"on a network you trust; env {ALLOW_HTTP_ENV})")  # fmt: skip
     fetch.add_argument("--quiet", action="store_true", help="no progress bars")
     fetch.set_defaults(run=models_fetch)
     return parser
@@ -308,9 +329,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         credentials = tls_credentials(args.tls_ca, args.tls_cert, args.tls_key) if secure else None
         with GenmediaClient(
-            args.target, timeout_s=args.timeout, credentials=credentials, api_key=args.api_key
+            args.target,
+            timeout_s=args.timeout,
+            credentials=credentials,
+            api_key=args.api_key,
+            insecure=args.insecure,
         ) as client:
             args.run(client, args)
+    except CleartextKeyError:
+        print(CLEARTEXT_KEY_REFUSED.format(target=args.target), file=sys.stderr)
+        return USAGE_ERROR
     except GenmediaError as error:
         print(f"genmedia: {error.code.name}: {error.details}", file=sys.stderr)
         return 1

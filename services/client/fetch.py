@@ -16,6 +16,11 @@ tqdm bar per file. For each file of a model:
   temporary directory beside the target, which then replaces the target;
   a failed fetch leaves any installed model as it was.
 
+- Authentic: a file without a pinned digest only comes over https, and a
+  redirect from https to plain http is refused for it; `--allow-http`
+  accepts plain http from a mirror on a network you trust. A pinned file is
+  checked against its pin whatever the transport.
+
 `--mirror URL` (or GENMEDIA_FETCH_MIRROR) replaces scheme://host of every URL
 and keeps the path, for tests and air-gapped sites.
 """
@@ -50,6 +55,8 @@ from services.client.published import CATALOGUE, PublishedFile, PublishedModel
 
 INTO_ENV = "GENMEDIA_WEIGHTS_DIR"
 MIRROR_ENV = "GENMEDIA_FETCH_MIRROR"
+ALLOW_HTTP_ENV = "GENMEDIA_FETCH_ALLOW_HTTP"
+"""Set to true for --allow-http (an air-gapped site's plain-http mirror)."""
 MODELS_ENV = "GENMEDIA_MODELS"
 """Models to fetch when the command names none (comma- or space-separated): set by a ConfigMap."""
 DEFAULT_INTO = Path("var/published")
@@ -81,6 +88,8 @@ class FetchOptions:
     timeout_s: float = 30.0
     progress: bool = True
     force: bool = False
+    allow_http: bool = False
+    """Accept plain http for files without a pinned digest (a trusted mirror)."""
 
     def __post_init__(self) -> None:
         if self.mirror is not None:
@@ -97,6 +106,11 @@ def default_into(env: Mapping[str, str] | None = None) -> Path:
     """GENMEDIA_WEIGHTS_DIR when set, else var/published."""
     value = (os.environ if env is None else env).get(INTO_ENV, "").strip()
     return Path(value).expanduser() if value else DEFAULT_INTO
+
+
+def default_allow_http(env: Mapping[str, str] | None = None) -> bool:
+    value = (os.environ if env is None else env).get(ALLOW_HTTP_ENV, "").strip().lower()
+    return value in ("1", "true", "yes", "on")
 
 
 def default_mirror(env: Mapping[str, str] | None = None) -> str | None:
@@ -135,9 +149,10 @@ class _RecordingRedirectHandler(urllib.request.HTTPRedirectHandler):
     response does not.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pinned: bool) -> None:
         super().__init__()
         self.hops: list[Message] = []
+        self._pinned = pinned
 
     def redirect_request(
         self,
@@ -149,6 +164,14 @@ class _RecordingRedirectHandler(urllib.request.HTTPRedirectHandler):
         newurl: str,
     ) -> urllib.request.Request | None:
         self.hops.append(headers)
+        downgrade = urlsplit(req.full_url).scheme == "https" and urlsplit(newurl).scheme != "https"
+        if downgrade and not self._pinned:
+            # Whoever can see plain http could swap a file no pin protects.
+            raise FetchError(
+                f"{req.full_url} redirects to {newurl}, from https to plain http, and this "
+                "file's SHA-256 is not pinned: refusing it. Fetch it from a mirror that "
+                "serves it over https."
+            )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -221,6 +244,7 @@ class _Download:
     url: str
     part: Path
     options: FetchOptions
+    pinned: bool = False
     _bar: tqdm | None = field(default=None, init=False)
 
     def _progress(self, total: int | None, done: int) -> tqdm:
@@ -262,7 +286,7 @@ class _Download:
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
-        redirects = _RecordingRedirectHandler()
+        redirects = _RecordingRedirectHandler(self.pinned)
         opener = urllib.request.build_opener(redirects)
         request = urllib.request.Request(self.url, headers=headers)
         try:
@@ -484,6 +508,17 @@ def _replace_directory(source: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _check_transport(file: PublishedFile, url: str, options: FetchOptions) -> None:
+    """Plain http only for a pinned file, or with --allow-http."""
+    if urlsplit(url).scheme == "https" or file.sha256 is not None or options.allow_http:
+        return
+    raise FetchError(
+        f"{url} is plain http and the SHA-256 of {file.name} is not pinned, so anyone on the "
+        "way could swap it: refusing it. Use an https mirror, or pass --allow-http for a "
+        "mirror on a network you trust."
+    )
+
+
 def fetch_model(name: str, options: FetchOptions) -> Installed:
     """Download, verify and install one model; raises FetchError with what to do."""
     model = lookup(name)
@@ -502,8 +537,9 @@ def fetch_model(name: str, options: FetchOptions) -> Installed:
     try:
         for file in model.files:
             url = mirrored(file.url, options.mirror)
+            _check_transport(file, url, options)
             part = downloads / f"{file.name}.part"
-            digest, _size, declared = _Download(url, part, options).run()
+            digest, _size, declared = _Download(url, part, options, file.sha256 is not None).run()
             _verify(file, url, part, digest, declared)
             digests[file.name], parts[file.name] = digest, part
     finally:  # keep partial downloads to resume, not empty directories

@@ -6,8 +6,10 @@ uses, so a fetch gets byte-for-byte what everyone else gets:
 - BigGAN-deep: `pytorch_pretrained_biggan.model.PRETRAINED_MODEL_ARCHIVE_MAP`
   and `PRETRAINED_CONFIG_ARCHIVE_MAP` (Hugging Face's S3 bucket).
 - CycleGAN: the authors' `scripts/download_cyclegan_model.sh` in
-  junyanz/pytorch-CycleGAN-and-pix2pix (one generator per direction).
-- GPT-2: the `openai-community/<name>` repositories on the Hugging Face Hub.
+  junyanz/pytorch-CycleGAN-and-pix2pix (one generator per direction), over
+  https (the script says http; the same host serves both).
+- GPT-2: the `openai-community/<name>` repositories on the Hugging Face Hub;
+  `gpt2` at a fixed revision, whose files are pinned below.
 
 Installed under a weights root in the layout Triton's models read
 (`GENMEDIA_WEIGHTS_DIR`): `biggan/`, `cyclegan/<direction>/latest_net_G.pth`,
@@ -22,18 +24,46 @@ from enum import StrEnum
 from types import MappingProxyType
 
 BIGGAN_BASE_URL = "https://s3.amazonaws.com/models.huggingface.co/biggan"
-CYCLEGAN_BASE_URL = "http://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models"
+CYCLEGAN_BASE_URL = "https://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models"
 HUGGING_FACE_BASE_URL = "https://huggingface.co/openai-community"
+GPT2_REVISION = "607a30d783dfa663caf39e06633721c8d4cfcd7e"
+"""The openai-community/gpt2 commit whose files are pinned (its main branch since 2024)."""
 
 MB = 1_000_000
 
-# SHA-256 of published files, by URL, pinned from a verified download (the
-# `sha256` that genmedia.json records). A fetch also checks the size the server
-# declares and, where the server sends one, an ETag or X-Linked-ETag that is a
-# SHA-256 (the Hugging Face Hub sends the LFS digest of every large file).
-# Only add a digest taken from a download you have verified: a wrong pin makes
-# every fetch of that file fail.
-PINNED_SHA256: MappingProxyType[str, str] = MappingProxyType({})
+# SHA-256 of published files, by URL. A pinned file is checked against its pin
+# whatever the transport (a mirror over plain http included); an unpinned one
+# only comes over https without a downgrading redirect, and is checked against
+# the size the server declares and, where it sends one, an ETag or X-Linked-ETag
+# that is a SHA-256 (the Hugging Face Hub sends the LFS digest of every large
+# file). The digests below are the ones many independent projects pin for the
+# same URLs (GPT-2's vocab.json and merges.txt are also OpenAI's encoder.json
+# and vocab.bpe, whose digests tiktoken pins). A wrong pin makes every fetch of
+# that file fail, never install a wrong file. No digests were found published
+# for the CycleGAN generators, the other BigGAN-deep sizes or the larger GPT-2s.
+_GPT2 = f"{HUGGING_FACE_BASE_URL}/gpt2/resolve/{GPT2_REVISION}"
+PINNED_SHA256: MappingProxyType[str, str] = MappingProxyType(
+    {
+        f"{_GPT2}/model.safetensors": (
+            "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707"
+        ),
+        f"{_GPT2}/config.json": "0daed7749b4f02b8f76240d5444551d7b08712dab4d0adb8239c56ba823bb7b4",
+        f"{_GPT2}/generation_config.json": (
+            "ed0b32ac72c0f5f44a719abb2d7786ea5146c871f83717b7f2018065954de02b"
+        ),
+        f"{_GPT2}/tokenizer.json": (
+            "8414cab924d8b9b33013f0d221c5862f365ee9be39c5c2bfae8a5a9e970478a6"
+        ),
+        f"{_GPT2}/vocab.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+        f"{_GPT2}/merges.txt": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+        f"{BIGGAN_BASE_URL}/biggan-deep-256-pytorch_model.bin": (
+            "5900ef4065047e3aa0d1b66197b7f2664dceb59b27080e414ad57e203c485bc5"
+        ),
+        f"{BIGGAN_BASE_URL}/biggan-deep-256-config.json": (
+            "edd106f65ff28ee1638491a978cfa6bc50dfa0344aab70749a7b8eb08bbec677"
+        ),
+    }
+)
 
 
 class Family(StrEnum):
@@ -153,7 +183,7 @@ _GPT2_FILES = (
 )
 
 
-def _gpt2(name: str, approx_weights_bytes: int) -> PublishedModel:
+def _gpt2(name: str, approx_weights_bytes: int, revision: str = "main") -> PublishedModel:
     return PublishedModel(
         name=name,
         family=Family.GPT2,
@@ -163,7 +193,7 @@ def _gpt2(name: str, approx_weights_bytes: int) -> PublishedModel:
         dataset="WebText",
         files=tuple(
             PublishedFile(
-                f"{HUGGING_FACE_BASE_URL}/{name}/resolve/main/{file_name}",
+                f"{HUGGING_FACE_BASE_URL}/{name}/resolve/{revision}/{file_name}",
                 file_name,
                 approx_weights_bytes if size is None else size,
             )
@@ -181,7 +211,7 @@ CATALOGUE: dict[str, PublishedModel] = {
         _biggan(256, 234 * MB),
         _biggan(512, 235 * MB),
         *(_cyclegan(direction) for direction in CYCLEGAN_DATASETS),
-        _gpt2("gpt2", 548 * MB),
+        _gpt2("gpt2", 548 * MB, GPT2_REVISION),
         _gpt2("gpt2-medium", 1_520 * MB),
         _gpt2("gpt2-large", 3_250 * MB),
         _gpt2("gpt2-xl", 6_430 * MB),

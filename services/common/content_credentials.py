@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from c2pa import Builder, C2paError, C2paSignerInfo, Context, Reader, Signer
+from google.protobuf import json_format
 from PIL import Image
 
 from genmedia.v1 import common_pb2
@@ -174,8 +175,18 @@ class CredentialsReport:
         return self.digital_source_type == TRAINED_ALGORITHMIC_MEDIA
 
 
+MALFORMED_MANIFEST = "genmedia.manifest.malformed"
+"""Failure code reported for a manifest that validates but is not shaped as C2PA says."""
+MALFORMED_PROVENANCE = "genmedia.provenance.malformed"
+"""Failure code reported for an org.genmedia.provenance assertion that is not genmedia's."""
+
+
 def read_credentials(data: bytes, trust_anchors_pem: str | None = None) -> CredentialsReport:
-    """Validates the manifest embedded in ``data`` (trusting ``trust_anchors_pem``'s roots)."""
+    """Validates the manifest embedded in ``data`` (trusting ``trust_anchors_pem``'s roots).
+
+    The file is the caller's: a manifest c2pa cannot read, or one whose parts are not the
+    shapes C2PA defines, is reported Invalid (one log line), never raised.
+    """
     settings: dict[str, Any] = {"verify": {"remote_manifest_fetch": False}}
     if trust_anchors_pem:
         settings["trust"] = {"user_anchors": trust_anchors_pem}
@@ -186,10 +197,18 @@ def read_credentials(data: bytes, trust_anchors_pem: str | None = None) -> Crede
         return CredentialsReport(present=False)
     if reader is None:
         return CredentialsReport(present=False)
-    with reader:
-        store = json.loads(reader.json())
-        manifest = reader.get_active_manifest() or {}
-        state = str(reader.get_validation_state())
+    try:
+        with reader:
+            store = json.loads(reader.json())
+            manifest = reader.get_active_manifest() or {}
+            state = str(reader.get_validation_state())
+        return _report(store, manifest, state)
+    except (C2paError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        logger.info("an image's C2PA manifest is malformed: %s: %s", type(exc).__name__, exc)
+        return CredentialsReport(present=True, state="Invalid", failures=(MALFORMED_MANIFEST,))
+
+
+def _report(store: dict[str, Any], manifest: dict[str, Any], state: str) -> CredentialsReport:
     actions: list[dict[str, Any]] = []
     provenance = None
     for assertion in manifest.get("assertions", []):
@@ -197,6 +216,15 @@ def read_credentials(data: bytes, trust_anchors_pem: str | None = None) -> Crede
             actions.extend(assertion.get("data", {}).get("actions", []))
         elif assertion.get("label") == PROVENANCE_ASSERTION:
             provenance = assertion.get("data")
+    if provenance is not None and not _is_provenance_record(provenance):
+        # genmedia's own label with something else under it: forged or damaged.
+        logger.info("an image's %s is not genmedia's provenance record", PROVENANCE_ASSERTION)
+        return CredentialsReport(
+            present=True,
+            state="Invalid",
+            failures=(MALFORMED_PROVENANCE,),
+            signer=_signer(manifest),
+        )
     generative = next((a for a in actions if a.get("digitalSourceType")), {})
     agent = generative.get("softwareAgent", "")
     if isinstance(agent, dict):
@@ -204,10 +232,25 @@ def read_credentials(data: bytes, trust_anchors_pem: str | None = None) -> Crede
     return CredentialsReport(
         present=True,
         state=state,
-        failures=tuple(s["code"] for s in store.get("validation_status", [])),
-        digital_source_type=generative.get("digitalSourceType", ""),
+        failures=tuple(str(s["code"]) for s in store.get("validation_status", [])),
+        digital_source_type=str(generative.get("digitalSourceType", "")),
         software_agent=str(agent),
-        actions=tuple(a.get("action", "") for a in actions),
-        signer=str(manifest.get("signature_info", {}).get("common_name", "")),
+        actions=tuple(str(a.get("action", "")) for a in actions),
+        signer=_signer(manifest),
         provenance=provenance,
     )
+
+
+def _signer(manifest: dict[str, Any]) -> str:
+    return str(manifest.get("signature_info", {}).get("common_name", ""))
+
+
+def _is_provenance_record(value: object) -> bool:
+    """Whether ``value`` reads as genmedia's Provenance message (unknown fields allowed)."""
+    if not isinstance(value, dict):
+        return False
+    try:
+        json_format.ParseDict(value, common_pb2.Provenance(), ignore_unknown_fields=True)
+    except (json_format.ParseError, TypeError, ValueError):
+        return False
+    return True

@@ -16,15 +16,22 @@ RETRY_AFTER_HEADER = "retry-after-ms"
 
 
 class GenmediaError(Exception):
-    """Base of all errors the caller is told about verbatim."""
+    """Base of all errors the caller is told about verbatim.
+
+    ``detail`` is for the log only (with the request id): what an upstream said,
+    addresses, anything internal the caller must not see.
+    """
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
-    def __init__(self, message: str, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+    def __init__(
+        self, message: str, metadata: tuple[tuple[str, str], ...] = (), detail: str = ""
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.metadata = metadata
         """Extra trailing metadata sent with the status."""
+        self.detail = detail
 
 
 class InvalidArgument(GenmediaError):
@@ -79,8 +86,8 @@ class DeadlineExceeded(GenmediaError):
 
 
 class UpstreamError(GenmediaError):
-    """An error status received from an upstream gRPC server, passed on as is."""
+    """An error status received from an upstream gRPC server, passed on with ``message``."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, code: grpc.StatusCode, message: str, detail: str = "") -> None:
+        super().__init__(message, detail=detail)
         self.code = code

@@ -10,6 +10,11 @@ the key's tile at every cyclic shift (a crop only shifts it) and at scale 1
 and 1/2 (a halved image is brought back to scale first); the best peak,
 measured in standard deviations of the other shifts, is the score. numpy and
 Pillow only: the services and the gateway run it.
+
+The detector reads a centred window of at most WORK_SIDE pixels a side, not
+the whole image: the tile repeats everywhere, so the window holds a thousand
+copies of it (plenty), and the cost of a check stays bounded whatever the
+image's size (an anonymous caller may send 16 megapixels).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ would be plainly visible on them, and there is too little of them to find it rel
 THRESHOLD = 0.4
 """Correlation from which the watermark counts as found (bench/watermark_image.py measures
 detections and false positives on photos at this threshold)."""
+WORK_SIDE = 1024
+"""Largest side of the window the detector reads (at scale 1/2, half of it, brought back)."""
 DEVELOPMENT_KEY = "genmedia-development-image-watermark"
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -39,6 +46,7 @@ def _box_blur(values: np.ndarray, size: int, wrap: bool = False) -> np.ndarray:
     """Mean over a size x size window (edges repeated, or wrapped for a tile)."""
     pad = size // 2
     mode = "wrap" if wrap else "edge"
+    # Summed in float64: a float32 running sum over a large window loses the small values.
     padded = np.pad(values.astype(np.float64), pad, mode=mode)
     summed = padded.cumsum(0).cumsum(1)
     summed = np.pad(summed, ((1, 0), (1, 0)))
@@ -109,21 +117,31 @@ def _score_at(luma: np.ndarray, reference: np.ndarray) -> float:
     return float(correlation.max() / norm)
 
 
+def centre_window(values: np.ndarray, side: int) -> np.ndarray:
+    """The centred ``side`` x ``side`` part of an array (all of a side that is shorter).
+
+    Any window will do: the tile is repeated over the whole image, and a crop only shifts it.
+    """
+    top = max(0, (values.shape[0] - side) // 2)
+    left = max(0, (values.shape[1] - side) // 2)
+    return values[top : top + side, left : left + side]
+
+
 def score(pixels: np.ndarray, key: str) -> float:
     """How strongly the key's watermark is in ``pixels`` [H, W, 3]: the best correlation of
-    their folded detail with the key's tile, about 0.1-0.3 without the watermark."""
+    their folded detail with the key's tile, about 0.1-0.3 without the watermark. Reads at
+    most WORK_SIDE x WORK_SIDE pixels of the centre, so its time and memory are bounded."""
     tile = key_tile(key)
     reference = tile - _box_blur(tile, 5, wrap=True)
     reference -= reference.mean()
-    luma = pixels.astype(np.float32) @ _LUMA
+    luma = centre_window(pixels, WORK_SIDE).astype(np.float32) @ _LUMA
     best = 0.0
     for scale in SCALES:
-        if scale == 1.0:
-            scaled = luma
-        else:
-            size = (round(luma.shape[1] / scale), round(luma.shape[0] / scale))
+        scaled = centre_window(luma, round(WORK_SIDE * scale))
+        if scale != 1.0:
+            size = (round(scaled.shape[1] / scale), round(scaled.shape[0] / scale))
             scaled = np.asarray(
-                Image.fromarray(luma, mode="F").resize(size, Image.Resampling.BICUBIC)
+                Image.fromarray(scaled, mode="F").resize(size, Image.Resampling.BICUBIC)
             )
         best = max(best, _score_at(scaled, reference))
     return best

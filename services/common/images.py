@@ -43,8 +43,9 @@ def format_name(image_format: int) -> str:
     return common_pb2.ImageFormat.Name(image_format).removeprefix("IMAGE_FORMAT_").lower()
 
 
-def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
-    """Decodes PNG/JPEG/WebP bytes into an RGB uint8 array of shape [H, W, 3]."""
+def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
+    """Opens PNG/JPEG/WebP bytes and checks them against the limits from the header alone,
+    before any pixel is decoded."""
     if not data:
         raise InvalidArgument("image is empty: send PNG, JPEG or WebP bytes")
     if len(data) > limits.max_bytes:
@@ -75,12 +76,34 @@ def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
         )
     if getattr(image, "n_frames", 1) > 1:
         raise InvalidArgument("animated images are not supported; send a single frame")
+    return image
+
+
+def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
+    """Decodes PNG/JPEG/WebP bytes into an RGB uint8 array of shape [H, W, 3]."""
+    image = open_image(data, limits)
     try:
         image.load()
         image = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidArgument(f"image is truncated or corrupt: {exc}") from None
     return np.asarray(_to_rgb(image), dtype=np.uint8)
+
+
+def decode_centre(data: bytes, limits: ImageLimits, side: int) -> np.ndarray:
+    """The centred ``side`` x ``side`` RGB pixels of an image, as stored (no EXIF rotation):
+    the full decode is released at once, so a large image costs one decode, not copies."""
+    image = open_image(data, limits)
+    width, height = image.size
+    left, top = max(0, (width - side) // 2), max(0, (height - side) // 2)
+    try:
+        image.load()
+        window = image.crop((left, top, min(width, left + side), min(height, top + side)))
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidArgument(f"image is truncated or corrupt: {exc}") from None
+    finally:
+        image.close()
+    return np.asarray(_to_rgb(window), dtype=np.uint8)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

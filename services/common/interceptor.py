@@ -1,11 +1,15 @@
 """One server interceptor for every process: request ids, errors, metrics.
 
 It wraps each registered handler so that
-- the call's request id (the caller's ``x-request-id`` or a new one) is in
-  the log context and returned in trailing metadata;
+- the call's request id is in the log context and returned in trailing
+  metadata: a backend keeps the one its gateway sent (``x-request-id``); the
+  gateway, facing callers, mints its own and keeps a caller's
+  ``x-request-id`` as the correlation id (logged and passed on, never
+  signed into credentials or audit events);
 - a request that does not decode is INVALID_ARGUMENT, not UNKNOWN;
-- :class:`GenmediaError` becomes its status code and message, and anything
-  unexpected becomes INTERNAL with a generic message and a logged trace;
+- :class:`GenmediaError` becomes its status code and message (its internal
+  detail logged, not sent), and anything unexpected becomes INTERNAL with a
+  generic message and a logged trace;
 - the RED metrics are recorded after the call (or whole stream) completes,
   with the status the caller saw (aborts, cancellations and deadlines too);
 - one access log line per call (health and reflection only at debug level);
@@ -29,14 +33,18 @@ from grpc import aio
 from services.common import metrics
 from services.common.errors import GenmediaError, InvalidArgument
 from services.common.request_context import (
+    CORRELATION_ID_HEADER,
     REQUEST_ID_HEADER,
     caller_from_metadata,
     caller_var,
+    correlation_id_from_metadata,
+    correlation_id_var,
+    new_request_id,
     request_id_from_metadata,
     request_id_var,
     trailing_metadata_var,
 )
-from services.common.wire import invalid_utf8_field
+from services.common.wire import MAX_FIELDS, invalid_utf8_field, too_many_fields
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("genmedia.access")
@@ -48,30 +56,37 @@ StreamBehavior = Callable[[Any, aio.ServicerContext], AsyncIterator[Any]]
 
 
 class _Undecodable:
-    """Stands for a request whose bytes did not parse, so the handler can say so."""
+    """Stands for a request whose bytes were not parsed, so the handler can say why."""
 
-    def __init__(self, error: DecodeError, invalid_utf8_field: str | None) -> None:
-        self.error = error
-        self.invalid_utf8_field = invalid_utf8_field
-
-    def message(self) -> str:
-        if self.invalid_utf8_field is not None:
-            return f"{self.invalid_utf8_field} is not valid UTF-8; send strings as UTF-8 text"
-        return f"request is not a valid protobuf message: {self.error}"
+    def __init__(self, message: str) -> None:
+        self.message = message
 
 
 def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """The deserializer, refusing what it cannot or should not parse with a precise message.
+
+    It runs on the event loop: a large message is counted first (within a budget) and one
+    with more fields than any genmedia request is refused unparsed; protobuf alone would
+    stall the process for a good part of a second on 32 MiB of tiny fields.
+    """
     if deserializer is None:
         return None
     # A generated message class's FromString: its descriptor names the fields.
     descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
 
     def deserialize(data: bytes) -> Any:
+        if descriptor is not None and too_many_fields(data, descriptor):
+            return _Undecodable(
+                f"request holds more than {MAX_FIELDS} fields ({len(data)} bytes); "
+                "no genmedia request needs that many"
+            )
         try:
             return deserializer(data)
         except DecodeError as error:
             field = None if descriptor is None else invalid_utf8_field(data, descriptor)
-            return _Undecodable(error, field)
+            if field is not None:
+                return _Undecodable(f"{field} is not valid UTF-8; send strings as UTF-8 text")
+            return _Undecodable(f"request is not a valid protobuf message: {error}")
 
     return deserialize
 
@@ -102,13 +117,20 @@ class _CallScope:
         self.code = grpc.StatusCode.OK
         self.method = method
         metadata = context.invocation_metadata()
-        self.request_id = request_id_from_metadata(metadata)
         self.extra_trailing: list[tuple[str, str]] = []
         # Each RPC runs in its own task, hence its own context: no reset needed
         # (a reset from a generator finalised elsewhere would fail).
+        if trust_caller_header:
+            # Behind the gateway: its request id, caller name and the caller's own id.
+            self.request_id = request_id_from_metadata(metadata)
+            caller_var.set(caller_from_metadata(metadata))
+            correlation_id_var.set(correlation_id_from_metadata(metadata, CORRELATION_ID_HEADER))
+        else:
+            # Facing callers: an id they chose must not end up in signed credentials.
+            self.request_id = new_request_id()
+            caller_var.set("-")
+            correlation_id_var.set(correlation_id_from_metadata(metadata, REQUEST_ID_HEADER))
         request_id_var.set(self.request_id)
-        # Only a process behind the gateway believes the caller name it is given.
-        caller_var.set(caller_from_metadata(metadata) if trust_caller_header else "-")
         trailing_metadata_var.set(self.extra_trailing)
         context.set_trailing_metadata(self.trailing_metadata)
         self._start = recorded.red.start()
@@ -119,13 +141,15 @@ class _CallScope:
 
     def check_request(self, request: Any) -> None:
         if isinstance(request, _Undecodable):
-            raise InvalidArgument(request.message())
+            raise InvalidArgument(request.message)
 
     async def fail(self, exc: BaseException) -> None:
         """Ends the call with the status that ``exc`` stands for."""
         if isinstance(exc, GenmediaError):
             self.code, message = exc.code, exc.message
             self.extra_trailing.extend(exc.metadata)
+            if exc.detail:
+                logger.warning("%s: %s (%s)", self.code.name, message, exc.detail)
         else:
             logger.exception("unexpected error")
             self.code = grpc.StatusCode.INTERNAL
@@ -219,7 +243,8 @@ def _wrap_stream(
 
 class ServerCallInterceptor(aio.ServerInterceptor):
     def __init__(self, trust_caller_header: bool = True) -> None:
-        """``trust_caller_header``: log the key name a gateway passed on (backends only)."""
+        """``trust_caller_header``: believe the request id and key name a gateway passed on
+        (backends only; the gateway mints its own request ids)."""
         self._trust_caller_header = trust_caller_header
         # Registered handlers are fixed objects: each is wrapped once, not per call.
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}

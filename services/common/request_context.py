@@ -12,11 +12,18 @@ from pythonjsonlogger.json import JsonFormatter
 REQUEST_ID_HEADER = "x-request-id"
 CALLER_HEADER = "x-genmedia-caller"
 """Key name of the caller, set by the gateway for backends' logs (never the key)."""
+CORRELATION_ID_HEADER = "x-correlation-id"
+"""The id a caller sent the gateway as its x-request-id, passed on for backends' logs: the
+gateway mints the request id itself (it goes into signed credentials and the audit log)."""
 _MAX_REQUEST_ID_LENGTH = 128
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 caller_var: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="-")
 """Name of the API key the call came with (never the key itself); "-" if none."""
+correlation_id_var: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "correlation_id", default="-"
+)
+"""The caller's own id for the call, when it sent one; "-" if none."""
 trailing_metadata_var: contextvars.ContextVar[list[tuple[str, str]] | None] = (
     contextvars.ContextVar("trailing_metadata", default=None)
 )
@@ -37,9 +44,20 @@ def _safe_value(metadata: tuple[tuple[str, str | bytes], ...] | None, header: st
     return None
 
 
+def new_request_id() -> str:
+    return os.urandom(16).hex()
+
+
 def request_id_from_metadata(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
     """Keeps a caller's x-request-id (1-128 of A-Z a-z 0-9 . _ : / + = @ -), else makes one."""
-    return _safe_value(metadata, REQUEST_ID_HEADER) or os.urandom(16).hex()
+    return _safe_value(metadata, REQUEST_ID_HEADER) or new_request_id()
+
+
+def correlation_id_from_metadata(
+    metadata: tuple[tuple[str, str | bytes], ...] | None, header: str
+) -> str:
+    """The caller's id for the call from ``header`` (validated like a request id), or "-"."""
+    return _safe_value(metadata, header) or "-"
 
 
 def caller_from_metadata(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
@@ -64,21 +82,23 @@ class RequestIdLogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
         record.caller = caller_var.get()
+        record.correlation_id = correlation_id_var.get()
         return True
 
 
 def configure_logging(level: str, log_format: str = "json") -> None:
     """One line per event on stderr: JSON for log pipelines, or text for people.
 
-    Every line carries the request id and the caller's key name (never the
-    key); access lines add method, code and duration_ms.
+    Every line carries the request id, the caller's key name (never the
+    key) and the caller's own correlation id; access lines add method, code
+    and duration_ms.
     """
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdLogFilter())
     if log_format == "json":
         handler.setFormatter(
             JsonFormatter(
-                "{asctime}{levelname}{name}{message}{request_id}{caller}",
+                "{asctime}{levelname}{name}{message}{request_id}{caller}{correlation_id}",
                 style="{",
                 rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
                 datefmt="%Y-%m-%dT%H:%M:%S%z",

@@ -45,6 +45,7 @@ LIVENESS_SERVICE = "liveness"
 """Health service name that is SERVING for as long as the process runs (until shutdown)."""
 KEEPALIVE_TIME_MS = 30_000
 KEEPALIVE_TIMEOUT_MS = 10_000
+MAX_PING_STRIKES = 2
 
 
 def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
@@ -58,7 +59,12 @@ def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
-        ("grpc.http2.max_ping_strikes", 0),
+        # Two pings too many and the connection is closed (GOAWAY), as gRPC's default: a
+        # client that pings in a loop must not cost the server for free.
+        ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        # A second process on a taken port fails to bind instead of sharing it unseen.
+        ("grpc.so_reuseport", 0),
     ]
 
 
@@ -89,7 +95,8 @@ class ServedProcess:
     """Per gRPC service, a check that says whether it can serve right now."""
     on_close: Callable[[], Awaitable[None]] | None = None
     trust_caller_header: bool = True
-    """Backends log the key name the gateway passes on; the gateway itself must not."""
+    """Backends believe the request id and key name the gateway passes on; the gateway itself
+    mints request ids and keeps a caller's x-request-id as the correlation id."""
 
 
 async def _watch_readiness(
@@ -150,6 +157,11 @@ async def run_server(settings: ServerSettings, process: ServedProcess) -> None:
     if bound == 0:
         raise SystemExit(f"cannot listen on {address}")
     await server.start()
+    if settings.development_mode:
+        logger.warning(
+            "DEVELOPMENT MODE (GENMEDIA_DEVELOPMENT_MODE=true): public development watermark "
+            "keys are allowed, so anyone could forge or strip the marks. Never in front of users."
+        )
     logger.info(
         "serving %s on %s (%s), metrics on :%d",
         ", ".join(process.service_names),

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.common.image_watermark import DEVELOPMENT_KEY as IMAGE_WATERMARK_DEVELOPMENT_KEY
 
 ENV_PREFIX = "GENMEDIA_"
+DEVELOPMENT_MODE_SETTING = ENV_PREFIX + "DEVELOPMENT_MODE"
 GRPC_PORT_HELP = "gRPC listen port."
 METRICS_PORT_HELP = "Prometheus /metrics port."
 MIB = 1024 * 1024
@@ -79,6 +80,18 @@ class ServerSettings(BaseSettings):
     max_connection_age_grace_s: float = Field(
         300.0, gt=0, description="Time calls on an aged connection get to finish."
     )
+    max_concurrent_streams: int = Field(
+        256,
+        ge=1,
+        description="Calls one client connection may have open at once (HTTP/2 "
+        "MAX_CONCURRENT_STREAMS); more wait in the client.",
+    )
+    development_mode: bool = Field(
+        False,
+        description="Local development: allows the public development watermark keys (and "
+        "says so in the log). Off, a process refuses to start with a development, "
+        "placeholder, empty or short key. `make run` sets it.",
+    )
 
 
 def grpc_port_field(default: int) -> Any:
@@ -112,6 +125,43 @@ def secret_from(value: SecretStr, file: Path | None) -> str:
     return file.read_text().strip() if file is not None else value.get_secret_value()
 
 
+MIN_KEY_CHARACTERS = 32
+"""`openssl rand -hex 32` gives 64; anything shorter than 32 is too easy to guess."""
+PLACEHOLDER_WORDS = ("replace", "placeholder", "changeme", "change-me", "example", "your-")
+
+
+def weak_key_reason(key: str, development_key: str) -> str | None:
+    """Why ``key`` must not mark or verify anything outside development, or None."""
+    if not key.strip():
+        return "is empty"
+    if key == development_key:
+        return "is the public development key (it is in the source code)"
+    if any(word in key.lower() for word in PLACEHOLDER_WORDS):
+        return "is a placeholder (the Secret template's text)"
+    if len(key) < MIN_KEY_CHARACTERS:
+        return f"is {len(key)} characters; at least {MIN_KEY_CHARACTERS} are needed"
+    return None
+
+
+def check_key(
+    name: str, value: SecretStr, file: Path | None, development_key: str, development: bool
+) -> None:
+    """Refuses a weak key at start-up unless in development mode (the message never holds
+    the key)."""
+    try:
+        key = secret_from(value, file)
+    except OSError as exc:
+        raise ValueError(f"cannot read {name}_FILE {file}: {exc.strerror}") from None
+    reason = weak_key_reason(key, development_key)
+    if reason is not None and not development:
+        where = f"the file {file}" if file is not None else name
+        raise ValueError(
+            f"the key in {where} {reason}: anyone could forge or strip genmedia's marks with "
+            f"it. Set a random key (`openssl rand -hex 32`) in {name}_FILE (a mounted Secret) "
+            f"or {name}, or set {DEVELOPMENT_MODE_SETTING}=true for local development"
+        )
+
+
 class ImageWatermarkKeySettings(BaseSettings):
     """The invisible image watermark's key: the image services mark with it, the gateway
     looks for it."""
@@ -131,6 +181,17 @@ class ImageWatermarkKeySettings(BaseSettings):
 
     def image_watermark(self) -> str:
         return secret_from(self.image_watermark_key, self.image_watermark_key_file)
+
+    @model_validator(mode="after")
+    def _image_key_strong(self) -> ImageWatermarkKeySettings:
+        check_key(
+            ENV_PREFIX + "IMAGE_WATERMARK_KEY",
+            self.image_watermark_key,
+            self.image_watermark_key_file,
+            IMAGE_WATERMARK_DEVELOPMENT_KEY,
+            bool(getattr(self, "development_mode", False)),
+        )
+        return self
 
 
 class ImageServiceSettings(TritonBackedSettings, ImageWatermarkKeySettings):

@@ -39,31 +39,37 @@ _STATUS_PREFIX = re.compile(r"^(RESOURCE_EXHAUSTED|UNAVAILABLE): ")
 
 
 def _to_domain_error(model: str, exc: InferenceServerException) -> GenmediaError:
+    """The caller's error for Triton's: Triton's own text (addresses, internals) goes to the
+    log as the error's detail, never to the caller."""
     status = (exc.status() or "").removeprefix("StatusCode.")
     message = exc.message() or str(exc)
     prefixed = _STATUS_PREFIX.match(message)
     if not status and prefixed:
+        # Our own model's words (models/repository/gpt2): its limits, meant for the caller.
         detail = message[prefixed.end() :]
         if prefixed.group(1) == "RESOURCE_EXHAUSTED":
             return ResourceExhausted(f"model {model} is at capacity: {detail}")
         return Unavailable(f"model {model} is unavailable ({detail}); retry later")
     if status == "UNAVAILABLE":
-        return Unavailable(f"Triton is unavailable ({message}); retry later")
+        return Unavailable("the model server is unavailable; retry later", detail=message)
     if status == "DEADLINE_EXCEEDED":
         return DeadlineExceeded(f"model {model} did not answer before the deadline")
     if status == "INVALID_ARGUMENT":
         # The service validated the request already: a rejection means the
         # service and the model disagree (configuration), not a caller error.
         return UpstreamError(
-            grpc.StatusCode.INTERNAL, f"model {model} rejected a validated request: {message}"
+            grpc.StatusCode.INTERNAL, f"model {model} rejected a validated request", message
         )
     if status == "CANCELLED":
         # A caller who cancels never reads this (its handler is cancelled
         # first), so Triton cancelled on its own: it is stopping. Retryable.
-        return Unavailable(f"Triton cancelled the call to model {model} ({message}); retry later")
+        return Unavailable(
+            f"the model server cancelled the call to model {model} (it is stopping); retry later",
+            detail=message,
+        )
     if status == "NOT_FOUND" or "unknown model" in message or "is not ready" in message:
-        return Unavailable(f"model {model} is not loaded in Triton; retry later")
-    return UpstreamError(grpc.StatusCode.INTERNAL, f"model {model} failed: {message}")
+        return Unavailable(f"model {model} is not loaded; retry later", detail=message)
+    return UpstreamError(grpc.StatusCode.INTERNAL, f"model {model} failed", message)
 
 
 def _code_of(exc: BaseException | None) -> str:
@@ -257,8 +263,8 @@ def _rpc_error(model: str, exc: grpc.aio.AioRpcError) -> GenmediaError:
         return DeadlineExceeded(f"model {model} did not finish before the deadline")
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
         # CANCELLED here is Triton's doing (see _to_domain_error).
-        return Unavailable(f"Triton is unavailable ({exc.details()}); retry later")
-    return UpstreamError(code, f"stream from model {model} failed: {exc.details()}")
+        return Unavailable("the model server is unavailable; retry later", detail=exc.details())
+    return UpstreamError(code, f"stream from model {model} failed", exc.details() or "")
 
 
 def _started(model: str) -> float:

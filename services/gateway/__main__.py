@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import grpc
 from grpc import aio
 
 from genmedia.v1 import provenance_pb2_grpc
 from services.common import tracing
-from services.common.registry import BACKENDS, GATEWAY
+from services.common.registry import BACKENDS, GATEWAY, TEXT_GENERATION
 from services.common.request_context import configure_logging
 from services.common.server import (
     ReadinessCheck,
@@ -28,11 +29,15 @@ from services.gateway.backends import (
     RetryBudget,
     parse_targets,
 )
+from services.gateway.estimates import ASK_TIMEOUT_S, LIST_TEXT_MODELS, Estimator, TextDefaults
 from services.gateway.keys import KeyFileError
+from services.gateway.open_service import OpenLimits, OpenServiceLimiter
 from services.gateway.provenance import ProvenanceServicer, TextVerifier
 from services.gateway.proxy import Forwarder, RetryPolicy, forwarding_handler
 from services.gateway.quotas import Quotas
 from services.gateway.settings import AuthMode, GatewaySettings
+
+(TEXT_GENERATION_SERVICE,) = TEXT_GENERATION.grpc_services
 
 # Reconnect to a restarted replica within seconds, not gRPC's default of up to two minutes.
 RECONNECT_OPTIONS = [
@@ -83,15 +88,18 @@ async def main() -> None:
     configure_logging(settings.log_level.value, settings.log_format.value)
     tracing.setup(GATEWAY.name, settings.otlp_endpoint)
     auth = authenticator(settings)
+    quotas = Quotas(settings.max_in_flight, settings.overload_retry_after_s)
+    estimator = Estimator()
     forwarder = Forwarder(
         auth,
-        Quotas(settings.max_in_flight, settings.overload_retry_after_s),
+        quotas,
         RetryPolicy(
             settings.backend_retry_max_attempts,
             settings.backend_retry_initial_backoff_s,
             settings.backend_retry_max_backoff_s,
         ),
         settings.default_deadline_s,
+        estimator,
     )
     make_channel = channel_factory(settings)
     pools: list[BackendPool] = []
@@ -122,13 +130,22 @@ async def main() -> None:
             )
             await pool.start()
             pools.append(pool)
+            if service_name == TEXT_GENERATION_SERVICE:
+                estimator.text_defaults = TextDefaults(_list_text_models(pool))
             handlers.append(forwarding_handler(service_name, pool, forwarder))
             readiness[service_name] = _ready_check(pool)
 
     provenance = ProvenanceServicer(
         settings.c2pa_trust_anchors_file,
+        auth,
+        quotas,
+        OpenServiceLimiter(
+            OpenLimits(settings.open_rate_per_s, settings.open_burst, settings.open_max_concurrent)
+        ),
         TextVerifier.from_settings(settings),
         settings.image_watermark(),
+        verify_concurrency=settings.verify_concurrency,
+        verify_memory_bytes=settings.verify_memory_mb * 1024 * 1024,
     )
     reloader = (
         asyncio.create_task(reload_keys_forever(auth, settings.api_keys_reload_s))
@@ -142,6 +159,7 @@ async def main() -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await reloader
         await asyncio.gather(*(pool.close() for pool in pools))
+        provenance.close()
 
     await run_server(
         settings,
@@ -160,6 +178,16 @@ def register(
 ) -> None:
     server.add_generic_rpc_handlers(handlers)
     provenance_pb2_grpc.add_ProvenanceServiceServicer_to_server(provenance, server)
+
+
+def _list_text_models(pool: BackendPool) -> Callable[[], Awaitable[bytes]]:
+    """Asks a text-generation replica for its ListModels answer (for max_new_tokens = 0)."""
+
+    async def ask() -> bytes:
+        method = pool.pick().unary(LIST_TEXT_MODELS)
+        return await method(b"", timeout=ASK_TIMEOUT_S)  # type: ignore[no-any-return]
+
+    return ask
 
 
 def _ready_check(pool: BackendPool) -> ReadinessCheck:

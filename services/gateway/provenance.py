@@ -1,36 +1,67 @@
-"""ProvenanceService on the gateway: anyone can check an image's Content Credentials."""
+"""ProvenanceService on the gateway: anyone can check an image's Content Credentials.
+
+Open to callers without a key, so it is built to be cheap and bounded: each
+verification runs on a small executor of its own (never the event loop's
+default pool, which resolves backend names), at most ``verify_concurrency``
+at once and within a memory budget (each image reserves what its decode
+takes, estimated from its header), on a bounded window of the image;
+anonymous callers have their own limits (:mod:`services.gateway.open_service`)
+and get the verdict without the detector's figures, which would let them
+probe the keyed marks.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import io
+import logging
+import warnings
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from google.protobuf import json_format
 from grpc import aio
+from PIL import Image
 from tokenizers import Tokenizer
 
 from genmedia.v1 import provenance_pb2, provenance_pb2_grpc
 from services.common import image_watermark
 from services.common.content_credentials import CredentialsReport, read_credentials, sniff_mime
-from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.images import ImageLimits, decode_image
+from services.common.errors import FailedPrecondition, GenmediaError, InvalidArgument
+from services.common.images import ImageLimits, decode_centre
+from services.common.request_context import caller_var
 from services.common.text_watermark import WatermarkDetector
+from services.gateway import metrics
+from services.gateway.auth import AUTHORIZATION_HEADER, Authenticator, OpenAccess
+from services.gateway.memory_budget import MemoryBudget
+from services.gateway.open_service import OpenServiceLimiter
+from services.gateway.quotas import Quotas
 from services.gateway.settings import GatewaySettings
 
+logger = logging.getLogger(__name__)
+
 TRUSTED, VALID = "Trusted", "Valid"
+ANONYMOUS_CALLER = "anonymous"
+T = TypeVar("T")
 
 
 def verdict(
-    report: CredentialsReport, watermark: provenance_pb2.ImageWatermark | None = None
+    report: CredentialsReport,
+    watermark: provenance_pb2.ImageWatermark | None = None,
+    figures: bool = True,
 ) -> tuple[int, str]:
-    """The verdict on an image's credentials and watermark, and a sentence that explains it."""
+    """The verdict on an image's credentials and watermark, and a sentence that explains it
+    (with the watermark's score only when ``figures``)."""
     marked = watermark is not None and watermark.detected
-    found_mark = (
-        f"genmedia's invisible watermark is there (score {watermark.score:.2f}, "
-        f"threshold {watermark.threshold:g})"
-        if marked and watermark is not None
-        else ""
-    )
+    found_mark = ""
+    if marked and watermark is not None:
+        found_mark = "genmedia's invisible watermark is there"
+        if figures:
+            found_mark += f" (score {watermark.score:.2f}, threshold {watermark.threshold:g})"
     if report.present and report.state not in (TRUSTED, VALID):
         failures = ", ".join(report.failures) or report.state
         explanation = (
@@ -76,7 +107,12 @@ def credentials_message(report: CredentialsReport) -> provenance_pb2.ContentCred
         signer=report.signer,
     )
     if report.provenance:
-        json_format.ParseDict(report.provenance, message.provenance, ignore_unknown_fields=True)
+        try:
+            json_format.ParseDict(report.provenance, message.provenance, ignore_unknown_fields=True)
+        except (json_format.ParseError, TypeError, ValueError) as exc:
+            # Whoever made the file wrote it: report the rest, leave the record out.
+            message.ClearField("provenance")
+            logger.info("ignored a provenance record that is not genmedia's shape: %s", exc)
     return message
 
 
@@ -86,6 +122,27 @@ MAX_TEXT_CHARACTERS = 100_000
 VERIFY_LIMITS = ImageLimits(max_bytes=32 * 1024 * 1024, max_pixels=16_000_000, min_side=1)
 # Below this many scored tokens a z-score says little either way.
 MIN_TOKENS_SCORED = 16
+MIB = 1024 * 1024
+FIXED_COST_BYTES = 16 * MIB
+"""What any check takes besides decoding: the detector's window, c2pa's reader, tokens."""
+DECODE_BYTES_PER_PIXEL = {"PNG": 4, "JPEG": 4, "WEBP": 16}
+"""Peak bytes per pixel of decoding each format with Pillow, measured at 4000 x 4000 (PNG
+and JPEG 61 MB, WebP 245 MB: its decoder keeps several full copies)."""
+
+
+def verification_cost(data: bytes) -> int:
+    """Bytes a check of ``data`` will take at its peak, from the image's header alone."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=list(DECODE_BYTES_PER_PIXEL)) as image:
+                width, height = image.size
+                per_pixel = DECODE_BYTES_PER_PIXEL.get(image.format or "", 4)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return FIXED_COST_BYTES  # not decoded at all: refused from its header
+    if width * height > VERIFY_LIMITS.max_pixels:
+        return FIXED_COST_BYTES
+    return FIXED_COST_BYTES + width * height * per_pixel
 
 
 class TextVerifier:
@@ -123,9 +180,14 @@ class TextVerifier:
             self._loaded = (tokenizer, detector)
         return self._loaded
 
-    def verify(self, text: str) -> provenance_pb2.VerifyTextResponse:
+    def verify(self, text: str, figures: bool = True) -> provenance_pb2.VerifyTextResponse:
+        """The verdict on ``text``; without ``figures`` (anonymous callers) no counts or z,
+        and a text under the minimum length is not scored at all."""
         tokenizer, detector = self._load()
-        score = detector.score(tokenizer.encode(text).ids)
+        ids = tokenizer.encode(text).ids
+        if not figures:
+            return self._verdict_only(detector, ids)
+        score = detector.score(ids)
         detected = score.tokens_scored >= MIN_TOKENS_SCORED and score.z_score >= self.z_threshold
         watermark = provenance_pb2.TextWatermark(
             tokens_scored=score.tokens_scored,
@@ -158,14 +220,40 @@ class TextVerifier:
             watermark=watermark, verdict=verdict_code, explanation=explanation
         )
 
+    def _verdict_only(
+        self, detector: WatermarkDetector, ids: list[int]
+    ) -> provenance_pb2.VerifyTextResponse:
+        # Each token after the first is scored against the list its predecessor picks.
+        if len(ids) - 1 < MIN_TOKENS_SCORED:
+            return provenance_pb2.VerifyTextResponse(
+                verdict=provenance_pb2.VERDICT_NO_EVIDENCE,
+                explanation=f"too short to tell: at least {MIN_TOKENS_SCORED + 1} tokens are "
+                "needed, 200 are reliable",
+                detail_withheld=True,
+            )
+        score = detector.score(ids)
+        if score.tokens_scored >= MIN_TOKENS_SCORED and score.z_score >= self.z_threshold:
+            verdict_code = provenance_pb2.VERDICT_SYNTHETIC
+            explanation = "genmedia's text watermark is there"
+        else:
+            verdict_code = provenance_pb2.VERDICT_NO_EVIDENCE
+            explanation = (
+                "no watermark found; heavy editing or paraphrase removes it, so this is not "
+                "proof that a person wrote it"
+            )
+        return provenance_pb2.VerifyTextResponse(
+            verdict=verdict_code, explanation=explanation, detail_withheld=True
+        )
+
 
 def watermark_of(
     data: bytes, key: str, limits: ImageLimits
 ) -> provenance_pb2.ImageWatermark | None:
-    """Decodes the image (within the limits) and scores genmedia's watermark in it; None when
-    the pixels cannot be read (a damaged file still has its credentials checked)."""
+    """Decodes the centre of the image (within the limits; the detector reads no more) and
+    scores genmedia's watermark in it; None when the pixels cannot be read (a damaged file
+    still has its credentials checked)."""
     try:
-        pixels = decode_image(data, limits)
+        pixels = decode_centre(data, limits, image_watermark.WORK_SIDE)
     except InvalidArgument:
         return None
     found = image_watermark.score(pixels, key)
@@ -174,52 +262,134 @@ def watermark_of(
     return provenance_pb2.ImageWatermark(score=found, threshold=threshold, detected=detected)
 
 
+def _verify_image(
+    data: bytes, anchors: str | None, key: str, limits: ImageLimits
+) -> tuple[CredentialsReport, provenance_pb2.ImageWatermark | None]:
+    """The whole check of one image, in one executor thread: credentials, then watermark."""
+    return read_credentials(data, anchors), watermark_of(data, key, limits)
+
+
 class ProvenanceServicer(provenance_pb2_grpc.ProvenanceServiceServicer):
     def __init__(
         self,
         trust_anchors_file: Path | None,
+        authenticator: Authenticator,
+        quotas: Quotas,
+        open_limiter: OpenServiceLimiter,
         text_verifier: TextVerifier | None = None,
         watermark_key: str = image_watermark.DEVELOPMENT_KEY,
         limits: ImageLimits = VERIFY_LIMITS,
+        verify_concurrency: int = 2,
+        verify_memory_bytes: int = 256 * MIB,
     ) -> None:
         self._anchors = None if trust_anchors_file is None else trust_anchors_file.read_text()
+        self._authenticator = authenticator
+        self._quotas = quotas
+        self._open = open_limiter
         self._text = text_verifier
         self._watermark_key = watermark_key
         self._limits = limits
+        # Its own threads: a flood of checks must not hold up the loop's default executor.
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=verify_concurrency, thread_name_prefix="verify"
+        )
+        self._slots = asyncio.Semaphore(verify_concurrency)
+        self._budget = MemoryBudget(verify_memory_bytes)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @contextlib.asynccontextmanager
+    async def _admitted(self, context: aio.ServicerContext) -> AsyncIterator[bool]:
+        """Admits the call as keyed (its key's limits) or anonymous (the open service's);
+        yields whether the caller may see the detector's figures."""
+        metadata = context.invocation_metadata() or ()
+        anonymous = not isinstance(self._authenticator, OpenAccess) and not any(
+            key == AUTHORIZATION_HEADER for key, _ in metadata
+        )
+        try:
+            if anonymous:
+                caller_var.set(ANONYMOUS_CALLER)
+                ticket = self._open.admit(context.peer() or "")
+            else:
+                policy = self._authenticator.authenticate(metadata)
+                caller_var.set(policy.name if policy is not None else "open-mode")
+                ticket = self._quotas.admit(policy, units=())
+        except GenmediaError as exc:
+            metrics.refused.labels(exc.code.name).inc()
+            raise
+        try:
+            yield not anonymous
+        finally:
+            ticket.release()
+
+    async def _run(self, work: Callable[[], T], cost_bytes: int = FIXED_COST_BYTES) -> T:
+        """Runs ``work`` on the verification threads once ``cost_bytes`` fit the memory
+        budget and a thread is free. Both are handed back when the work is done, not when
+        its caller gives up, so abandoned checks cannot pile up behind the limits."""
+        reserved = await self._budget.acquire(cost_bytes)
+        try:
+            await self._slots.acquire()
+        except BaseException:
+            self._budget.release(reserved)
+            raise
+        loop = asyncio.get_running_loop()
+
+        def finished() -> None:
+            self._slots.release()
+            self._budget.release(reserved)
+
+        try:
+            future = self._executor.submit(work)
+        except BaseException:
+            finished()
+            raise
+
+        def hand_back(_: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed at shutdown
+                loop.call_soon_threadsafe(finished)
+
+        future.add_done_callback(hand_back)
+        return await asyncio.wrap_future(future)
 
     async def VerifyImage(
         self, request: provenance_pb2.VerifyImageRequest, context: aio.ServicerContext
     ) -> provenance_pb2.VerifyImageResponse:
-        if not request.data:
-            raise InvalidArgument("data is empty: send the PNG, JPEG or WebP bytes to verify")
-        try:
-            sniff_mime(request.data)
-        except ValueError:
-            raise InvalidArgument("data is not a PNG, JPEG or WebP file") from None
-        # Parsing, hashing and decoding take milliseconds: off the event loop.
-        report = await asyncio.to_thread(read_credentials, request.data, self._anchors)
-        watermark = await asyncio.to_thread(
-            watermark_of, request.data, self._watermark_key, self._limits
-        )
-        code, explanation = verdict(report, watermark)
+        async with self._admitted(context) as figures:
+            if not request.data:
+                raise InvalidArgument("data is empty: send the PNG, JPEG or WebP bytes to verify")
+            try:
+                sniff_mime(request.data)
+            except ValueError:
+                raise InvalidArgument("data is not a PNG, JPEG or WebP file") from None
+            report, watermark = await self._run(
+                functools.partial(
+                    _verify_image, request.data, self._anchors, self._watermark_key, self._limits
+                ),
+                verification_cost(request.data),
+            )
+        code, explanation = verdict(report, watermark, figures)
         return provenance_pb2.VerifyImageResponse(
             content_credentials=credentials_message(report),
-            watermark=watermark,
+            watermark=watermark if figures else None,
             verdict=code,
             explanation=explanation,
+            detail_withheld=not figures,
         )
 
     async def VerifyText(
         self, request: provenance_pb2.VerifyTextRequest, context: aio.ServicerContext
     ) -> provenance_pb2.VerifyTextResponse:
-        if self._text is None:
-            raise FailedPrecondition(
-                "this gateway cannot check text: it has no tokenizer (set GENMEDIA_TOKENIZER_DIR)"
-            )
-        if not request.text.strip():
-            raise InvalidArgument("text is empty: send the text to check")
-        if len(request.text) > MAX_TEXT_CHARACTERS:
-            raise InvalidArgument(
-                f"text is {len(request.text)} characters; at most {MAX_TEXT_CHARACTERS}"
-            )
-        return await asyncio.to_thread(self._text.verify, request.text)
+        async with self._admitted(context) as figures:
+            if self._text is None:
+                raise FailedPrecondition(
+                    "this gateway cannot check text: it has no tokenizer "
+                    "(set GENMEDIA_TOKENIZER_DIR)"
+                )
+            if not request.text.strip():
+                raise InvalidArgument("text is empty: send the text to check")
+            if len(request.text) > MAX_TEXT_CHARACTERS:
+                raise InvalidArgument(
+                    f"text is {len(request.text)} characters; at most {MAX_TEXT_CHARACTERS}"
+                )
+            return await self._run(functools.partial(self._text.verify, request.text, figures))

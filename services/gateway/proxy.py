@@ -12,6 +12,10 @@ responses are passed back as received, never parsed and re-serialised
    retry budget and the deadline;
 3. is cancelled downstream when the caller cancels or goes away;
 4. charges what the backend reports it generated to the key's budget.
+
+Errors a backend raised itself (its trailing metadata carries its request
+id) reach the caller as sent; errors of the connection to it (gRPC's own,
+naming addresses) reach the caller as a plain sentence, their detail logged.
 """
 
 from __future__ import annotations
@@ -20,76 +24,50 @@ import asyncio
 import functools
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pool
-from google.protobuf.message import DecodeError
 from grpc import aio
 
 # Importing the generated modules registers their descriptors.
 from genmedia.v1 import (
-    image_generation_pb2,
+    image_generation_pb2,  # noqa: F401
     image_translation_pb2,  # noqa: F401
-    text_generation_pb2,
+    text_generation_pb2,  # noqa: F401
 )
 from services.common import tracing
 from services.common.errors import RETRY_AFTER_HEADER, GenmediaError, Unavailable, UpstreamError
 from services.common.metrics import RedChildren
 from services.common.request_context import (
     CALLER_HEADER,
+    CORRELATION_ID_HEADER,
     REQUEST_ID_HEADER,
     add_trailing_metadata,
     caller_var,
+    correlation_id_var,
     current_request_id,
 )
 from services.common.usage import USAGE_HEADER, Usage
 from services.gateway import metrics
 from services.gateway.auth import OPEN_MODE_CALLER, Authenticator
 from services.gateway.backends import BackendPool, Replica
+from services.gateway.estimates import UNITS, Estimator, streamed_usage
 from services.gateway.keys import KeyPolicy
 from services.gateway.quotas import Quotas, Ticket
 
 PASSED_BACK = (RETRY_AFTER_HEADER,)
 """Backend trailing metadata handed on to the caller (besides usage)."""
 
-
-def _images_asked(request: bytes) -> Usage:
-    parsed = image_generation_pb2.GenerateImagesRequest.FromString(request)
-    return Usage(images=max(parsed.count, 1) * len(parsed.classes))
-
-
-DEFAULT_MAX_NEW_TOKENS = 64
-"""What max_new_tokens = 0 means, as the API documents it."""
-
-
-def _tokens_asked(request: bytes) -> Usage:
-    parsed = text_generation_pb2.GenerateTextRequest.FromString(request)
-    return Usage(tokens=parsed.max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
-
-
-UNITS: dict[str, tuple[str, ...]] = {
-    "/genmedia.v1.ImageGenerationService/GenerateImages": ("images",),
-    "/genmedia.v1.ImageTranslationService/TranslateImage": ("megapixels",),
-    "/genmedia.v1.TextGenerationService/GenerateText": ("tokens",),
-    "/genmedia.v1.TextGenerationService/StreamText": ("tokens",),
+_CONNECTION_ERRORS = {
+    grpc.StatusCode.UNAVAILABLE: "the {backend} service is unavailable; retry later",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "the deadline passed before the {backend} service answered",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "a message of this call is over the message size limit "
+    "between the gateway and the {backend} service",
 }
-"""The daily budgets each method draws on; listing calls draw on none."""
-
-ESTIMATES: dict[str, Callable[[bytes], Usage]] = {
-    "/genmedia.v1.ImageGenerationService/GenerateImages": _images_asked,
-    "/genmedia.v1.TextGenerationService/GenerateText": _tokens_asked,
-    "/genmedia.v1.TextGenerationService/StreamText": _tokens_asked,
-}
-"""What a request says it will generate, read from its small fields; checked
-against the budget before the call (the backend validates the rest)."""
-
-PER_MESSAGE: dict[str, Usage] = {
-    "/genmedia.v1.TextGenerationService/StreamText": Usage(tokens=1),
-}
-"""Least each streamed message stands for: charged when a stream ends without usage."""
+"""What the caller reads when the call failed on the way, not in the backend."""
 
 
 @dataclass(frozen=True)
@@ -123,36 +101,32 @@ class Forwarder:
         quotas: Quotas,
         retry: RetryPolicy,
         default_deadline_s: float,
+        estimator: Estimator | None = None,
     ) -> None:
         self._authenticator = authenticator
         self._quotas = quotas
         self._retry = retry
         self._default_deadline_s = default_deadline_s
+        self._estimator = estimator or Estimator()
         self._units: dict[tuple[str, str], Any] = {}
 
     # -- admission ---------------------------------------------------------
 
-    def admit(self, route: Route, request: bytes, context: aio.ServicerContext) -> Ticket:
+    async def admit(self, route: Route, request: bytes, context: aio.ServicerContext) -> Ticket:
         try:
             policy = self._authenticator.authenticate(context.invocation_metadata())
             caller_var.set(policy.name if policy is not None else OPEN_MODE_CALLER)
             self._authenticator.authorize(policy, route.grpc_service)
-            return self._quotas.admit(
-                policy, self._estimate(route, request, policy), UNITS.get(route.path, ())
-            )
+            estimate = await self._estimate(route, request, policy)
+            return self._quotas.admit(policy, estimate, UNITS.get(route.path, ()))
         except GenmediaError as exc:
             metrics.refused.labels(exc.code.name).inc()
             raise
 
-    @staticmethod
-    def _estimate(route: Route, request: bytes, policy: KeyPolicy | None) -> Usage:
-        estimate = ESTIMATES.get(route.path)
-        if estimate is None or policy is None or policy.daily_limit() is None:
+    async def _estimate(self, route: Route, request: bytes, policy: KeyPolicy | None) -> Usage:
+        if route.path not in UNITS or policy is None or policy.daily_limit() is None:
             return Usage()
-        try:
-            return estimate(request)
-        except DecodeError:
-            return Usage()  # the backend will say what is wrong with it
+        return await self._estimator.estimate(route.path, request)
 
     def _settle(self, ticket: Ticket, usage: Usage) -> None:
         if not usage:
@@ -179,7 +153,11 @@ class Forwarder:
     # -- backend calls -----------------------------------------------------
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
-        return ((REQUEST_ID_HEADER, current_request_id()), (CALLER_HEADER, caller_var.get()))
+        return (
+            (REQUEST_ID_HEADER, current_request_id()),
+            (CALLER_HEADER, caller_var.get()),
+            (CORRELATION_ID_HEADER, correlation_id_var.get()),
+        )
 
     def _deadline(self, context: aio.ServicerContext) -> float:
         remaining = context.time_remaining()
@@ -213,11 +191,12 @@ class Forwarder:
                 raise exc  # the caller cancelled or went away
             code = grpc.StatusCode.UNAVAILABLE
             error: GenmediaError = Unavailable(
-                f"{route.pool.name} replica {replica.address} went away during the call"
+                f"the {route.pool.name} service went away during the call; retry later",
+                detail=f"replica {replica.address} retired under the call",
             )
         else:
             assert isinstance(exc, aio.AioRpcError)
-            code, error = exc.code(), self._upstream_error(exc)
+            code, error = exc.code(), self._upstream_error(route.pool.name, replica, exc)
         route.pool.record(replica, code)
         # Once a message has gone to the caller the call cannot start over.
         if code is not grpc.StatusCode.UNAVAILABLE or forwarded:
@@ -225,20 +204,30 @@ class Forwarder:
         return error
 
     @staticmethod
-    def _upstream_error(exc: aio.AioRpcError) -> UpstreamError:
+    def _upstream_error(backend: str, replica: Replica, exc: aio.AioRpcError) -> UpstreamError:
+        trailing = tuple(exc.trailing_metadata() or ())
         passed = tuple(
-            (key, value)
-            for key, value in exc.trailing_metadata() or ()
-            if key in PASSED_BACK and isinstance(value, str)
+            (key, value) for key, value in trailing if key in PASSED_BACK and isinstance(value, str)
         )
-        error = UpstreamError(exc.code(), exc.details() or "")
+        details = exc.details() or ""
+        if any(key == REQUEST_ID_HEADER for key, _ in trailing):
+            # The backend's own answer: its message is written for the caller.
+            error = UpstreamError(exc.code(), details)
+        else:
+            # gRPC's own, on the way there: it names addresses; the log keeps it.
+            template = _CONNECTION_ERRORS.get(
+                exc.code(), "the call to the {backend} service failed on the way; retry later"
+            )
+            error = UpstreamError(
+                exc.code(), template.format(backend=backend), f"{replica.address}: {details}"
+            )
         error.metadata = passed
         return error
 
     async def forward_unary(
         self, route: Route, request: bytes, context: aio.ServicerContext
     ) -> bytes:
-        ticket = self.admit(route, request, context)
+        ticket = await self.admit(route, request, context)
         try:
             deadline = self._deadline(context)
             tried: set[str] = set()
@@ -284,8 +273,9 @@ class Forwarder:
     async def forward_stream(
         self, route: Route, request: bytes, context: aio.ServicerContext
     ) -> AsyncIterator[bytes]:
-        ticket = self.admit(route, request, context)
+        ticket = await self.admit(route, request, context)
         forwarded = 0
+        last: bytes | None = None
         settled = False
         try:
             deadline = self._deadline(context)
@@ -311,6 +301,7 @@ class Forwarder:
                 try:
                     async for message in call:
                         forwarded += 1
+                        last = message
                         yield message
                     code = grpc.StatusCode.OK
                 except (aio.AioRpcError, asyncio.CancelledError) as exc:
@@ -329,8 +320,8 @@ class Forwarder:
                 return
         finally:
             if not settled and forwarded:
-                # Cancelled or failed mid-stream: charge at least what was sent.
-                self._settle(ticket, PER_MESSAGE.get(route.path, Usage()).times(forwarded))
+                # Cancelled or failed mid-stream: charge what the last message counted.
+                self._settle(ticket, streamed_usage(route.path, last, forwarded))
             ticket.release()
 
 

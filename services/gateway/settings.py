@@ -9,8 +9,10 @@ from pydantic import Field, SecretStr, model_validator
 
 from services.common.registry import GATEWAY
 from services.common.settings import (
+    ENV_PREFIX,
     ImageWatermarkKeySettings,
     ServerSettings,
+    check_key,
     grpc_port_field,
     metrics_port_field,
     secret_from,
@@ -84,6 +86,33 @@ class GatewaySettings(ServerSettings, ImageWatermarkKeySettings):
     max_in_flight: int = Field(
         256, ge=1, description="Calls the gateway handles at once; more are refused, not queued."
     )
+    open_rate_per_s: float = Field(
+        2.0,
+        gt=0,
+        description="Calls a second each client address may make without an API key "
+        "(ProvenanceService); more are refused with RESOURCE_EXHAUSTED and retry-after-ms.",
+    )
+    open_burst: int = Field(
+        10, ge=1, description="Calls without an API key a client address may make at once."
+    )
+    open_max_concurrent: int = Field(
+        8,
+        ge=1,
+        description="Calls without an API key in progress at once, all addresses together.",
+    )
+    verify_concurrency: int = Field(
+        2,
+        ge=1,
+        description="Verifications (VerifyImage, VerifyText) running at once, on threads of "
+        "their own.",
+    )
+    verify_memory_mb: int = Field(
+        256,
+        ge=32,
+        description="Memory verifications may take at once: each image reserves its decode's "
+        "estimated peak (16 MB + 4 bytes a pixel, 16 for WebP) and waits until it fits; one "
+        "larger than this runs alone (docs/RELIABILITY.md).",
+    )
     overload_retry_after_s: float = Field(
         1.0, gt=0, description="retry-after hint sent when max_in_flight is reached."
     )
@@ -152,6 +181,13 @@ class GatewaySettings(ServerSettings, ImageWatermarkKeySettings):
             )
         if self.backend_retry_max_backoff_s < self.backend_retry_initial_backoff_s:
             raise ValueError("GENMEDIA_BACKEND_RETRY_MAX_BACKOFF_S is below the initial backoff")
+        check_key(
+            ENV_PREFIX + "TEXT_WATERMARK_KEY",
+            self.text_watermark_key,
+            self.text_watermark_key_file,
+            DEVELOPMENT_KEY,
+            self.development_mode,
+        )
         return self
 
     def backend_addr(self, process_name: str) -> str:

@@ -300,7 +300,7 @@ class TextGenerator:
                 if stops.stopped:
                     finish = pb.FINISH_REASON_STOP
                 if text:
-                    yield pb.StreamTextResponse(text=text)
+                    yield pb.StreamTextResponse(text=text, generated_tokens=generated)
                 if stops.stopped:
                     break
         tail = "" if stops.stopped else stops.feed(detokenizer.flush())
@@ -310,6 +310,7 @@ class TextGenerator:
             tail += stops.flush()
         yield pb.StreamTextResponse(
             text=tail,
+            generated_tokens=generated,
             finish_reason=finish,
             usage=pb.TextUsage(
                 prompt_tokens=len(plan.prompt_ids),
@@ -336,3 +337,13 @@ class TextGenerator:
 
     async def ready(self) -> bool:
         return await self._triton.is_model_ready(self.model)
+
+    async def describe(self) -> pb.TextModel:
+        """The model and this service's limits on it (the gateway's estimates use them)."""
+        return pb.TextModel(
+            name=self.model,
+            context_length=self._info.context_length,
+            default_max_new_tokens=self._settings.default_max_new_tokens,
+            max_new_tokens_limit=self._settings.max_new_tokens_limit,
+            ready=await self.ready(),
+        )

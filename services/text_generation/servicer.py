@@ -35,3 +35,8 @@ class TextGenerationServicer(pb_grpc.TextGenerationServiceServicer):
             if chunk.HasField("usage"):
                 report_usage(Usage(tokens=chunk.usage.generated_tokens))
             yield chunk
+
+    async def ListModels(
+        self, request: pb.ListTextModelsRequest, context: aio.ServicerContext
+    ) -> pb.ListTextModelsResponse:
+        return pb.ListTextModelsResponse(models=[await self._generator.describe()])

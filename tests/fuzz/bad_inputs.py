@@ -107,6 +107,59 @@ def image_count(raw: bytes) -> str:
     return f"OK, {len(gen_pb.GenerateImagesResponse.FromString(raw).images)} images"
 
 
+def verdict_of(raw: bytes) -> str:
+    answer = provenance_pb.VerifyImageResponse.FromString(raw)
+    failures = ", ".join(answer.content_credentials.failures)
+    return f"OK, {provenance_pb.Verdict.Name(answer.verdict)}" + (
+        f" ({failures})" if failures else ""
+    )
+
+
+def large_photo() -> bytes:
+    """A 4000 x 4000 PNG (16 megapixels, the verification limit), smooth so it stays small."""
+    rng = np.random.default_rng(4000)
+    coarse = Image.fromarray(rng.integers(0, 256, (80, 80, 3), dtype=np.uint8))
+    return encoded(coarse.resize((4000, 4000), Image.Resampling.BILINEAR), "PNG", compress_level=1)
+
+
+FLOOD_BYTES = 32 * 1024 * 1024 - 64
+"""Just under the 32 MiB message limit."""
+
+
+def field_flood(field_key: int) -> Callable[[], bytes]:
+    """A message of about 32 MiB holding one varint field 16 million times: valid wire format
+    that protobuf would take most of a second to parse on the event loop."""
+    return lambda: bytes([field_key, 0x01]) * (FLOOD_BYTES // 2)
+
+
+def hostile_manifest() -> bytes:
+    """A PNG with a validly signed C2PA manifest whose org.genmedia.provenance assertion is
+    not genmedia's record (its fields of the wrong types), as a forger might make it."""
+    from c2pa import Builder, C2paSignerInfo, Context, Signer
+
+    from services.common.content_credentials import PROVENANCE_ASSERTION
+    from services.common.provenance import TRAINED_ALGORITHMIC_MEDIA
+    from services.common.signing_keys import development_credentials
+
+    credentials = development_credentials("someone else")
+    signer = Signer.from_info(
+        C2paSignerInfo("es256", credentials.chain_pem, credentials.key_pem, None)
+    )
+    created = {"action": "c2pa.created", "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA}
+    definition = {
+        "claim_generator_info": [{"name": "forger", "version": "1"}],
+        "assertions": [
+            {"label": "c2pa.actions.v2", "data": {"actions": [created]}},
+            {"label": PROVENANCE_ASSERTION, "data": {"seed": {"x": 1}, "created_at": 5}},
+        ],
+    }
+    signed = io.BytesIO()
+    context = Context.from_dict({"builder": {"thumbnail": {"enabled": False}}})
+    with Builder(definition, context=context) as builder:
+        builder.sign(signer, "image/png", io.BytesIO(encoded(picture(64, 64), "PNG")), signed)
+    return signed.getvalue()
+
+
 def invalid_utf8_prompt() -> bytes:
     return bytes([0x0A, 3, 0xFF, 0xFE, 0x41])  # field 1 (prompt), 3 bytes, not UTF-8
 
@@ -155,6 +208,10 @@ CASES = [
          invalid_utf8_second_class_name, INVALID),
     Case("message", "bytes that are no protobuf message", "GenerateImages",
          lambda: b"\xff\xff\xff\xff", INVALID),
+    Case("message", "32 MiB of one field repeated 16 million times (parsing it would stall "
+         "the process)", "GenerateText", field_flood(0x10), INVALID),
+    Case("message", "the same, to the gateway's own service", "VerifyText",
+         field_flood(0x08), INVALID),
     Case("text", "prompt longer than the context", "GenerateText",
          text("deep " * 1100), INVALID),
     Case("text", "... with truncate_prompt", "GenerateText",
@@ -203,6 +260,13 @@ CASES = [
     Case("provenance", "VerifyImage of a GIF", "VerifyImage",
          lambda: provenance_pb.VerifyImageRequest(
              data=encoded(picture(), "GIF")).SerializeToString(), INVALID),
+    Case("provenance", "VerifyImage of a 4000 x 4000 PNG (16 megapixels, the limit)",
+         "VerifyImage", lambda: provenance_pb.VerifyImageRequest(
+             data=large_photo()).SerializeToString(), OK, verdict_of),
+    Case("provenance", "VerifyImage of a validly signed image whose genmedia provenance "
+         "record is forged (hostile C2PA manifest)", "VerifyImage",
+         lambda: provenance_pb.VerifyImageRequest(
+             data=hostile_manifest()).SerializeToString(), OK, verdict_of),
     Case("provenance", "VerifyText of blank text", "VerifyText",
          lambda: provenance_pb.VerifyTextRequest(text="  \n").SerializeToString(), INVALID),
     Case("provenance", "VerifyText of 100,001 characters", "VerifyText",

@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -36,6 +37,7 @@ from genmedia_models.gpt2 import load_gpt2
 from genmedia_models.test_weights import write_cyclegan, write_gpt2
 from services.client import fetch, published
 from services.client.cli import main
+from tests.certs import Pki, make_pki
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 # As listed by the authors' scripts/download_cyclegan_model.sh, in its order.
@@ -46,7 +48,9 @@ CYCLEGAN_SCRIPT_NAMES = [
     "facades_photo2label", "facades_label2photo", "iphone2dslr_flower",
 ]  # fmt: skip
 H2Z_PATH = "/cyclegan/pretrained_models/horse2zebra.pth"
-GPT2_WEIGHTS_PATH = "/openai-community/gpt2/resolve/main/model.safetensors"
+PUBLISHED_PINS = dict(published.PINNED_SHA256)  # before the tests swap them out
+GPT2_RESOLVE = f"/openai-community/gpt2/resolve/{published.GPT2_REVISION}"
+GPT2_WEIGHTS_PATH = f"{GPT2_RESOLVE}/model.safetensors"
 
 
 def sha256(data: bytes) -> str:
@@ -177,10 +181,18 @@ def server(checkpoints: Path) -> Iterator[MirrorServer]:
 
 
 @pytest.fixture(autouse=True)
+def _no_pins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mirror serves tiny checkpoints, not the published files the real pins are for;
+    the tests of pinning set their own."""
+    monkeypatch.setattr(published, "PINNED_SHA256", MappingProxyType({}))
+
+
+@pytest.fixture(autouse=True)
 def _no_environment_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(fetch.INTO_ENV, raising=False)
     monkeypatch.delenv(fetch.MIRROR_ENV, raising=False)
     monkeypatch.delenv(fetch.MODELS_ENV, raising=False)
+    monkeypatch.delenv(fetch.ALLOW_HTTP_ENV, raising=False)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -190,7 +202,8 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def fetch_args(server: MirrorServer, into: Path, *names: str, quiet: bool = True) -> list[str]:
-    args = ["models", "fetch", *names, "--into", str(into), "--mirror", server.url]
+    """A fetch from the local plain-http mirror, which --allow-http accepts for unpinned files."""
+    args = ["models", "fetch", *names, "--into", str(into), "--mirror", server.url, "--allow-http"]
     return [*args, "--quiet"] if quiet else args
 
 
@@ -252,7 +265,7 @@ def test_cyclegan_installs_as_latest_net_g_per_direction_and_loads(
     assert (target / "latest_net_G.pth").read_bytes() == original
     info = manifest(target)
     assert info["source"] == [
-        f"http://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models/{name}.pth"
+        f"https://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models/{name}.pth"
     ]
     assert (info["name"], info["dataset"], info["resolution"]) == (name, dataset, 256)
     assert "classes" not in info
@@ -265,7 +278,7 @@ def test_gpt2_from_a_hub_like_server_checks_the_linked_etag_and_loads(
 ) -> None:
     server.hub_redirect(GPT2_WEIGHTS_PATH)  # the right LFS digest on the redirect
     # Small files get a git blob id as ETag: not a SHA-256, so not a digest to check.
-    server.state.etags["/openai-community/gpt2/resolve/main/config.json"] = f'"{"ab" * 20}"'
+    server.state.etags[f"{GPT2_RESOLVE}/config.json"] = f'"{"ab" * 20}"'
     code, _, err = run(capsys, *fetch_args(server, tmp_path, "gpt2"))
     assert code == 0, err
     target = tmp_path / "gpt2"
@@ -275,9 +288,7 @@ def test_gpt2_from_a_hub_like_server_checks_the_linked_etag_and_loads(
         assert (target / name).read_bytes() == (checkpoints / "gpt2" / name).read_bytes()
     info = manifest(target)
     assert (info["name"], info["dataset"], info["resolution"]) == ("gpt2", "WebText", 0)
-    assert info["source"] == [
-        f"https://huggingface.co/openai-community/gpt2/resolve/main/{name}" for name in files
-    ]
+    assert info["source"] == [f"https://huggingface.co{GPT2_RESOLVE}/{name}" for name in files]
     assert sorted(info["sha256"]) == sorted(files)  # type: ignore[arg-type]
     assert server.state.requests_for(f"/cdn{GPT2_WEIGHTS_PATH}") == [None]
     model = load_gpt2(target)
@@ -393,6 +404,95 @@ def test_the_pinned_digest_is_checked(
     assert manifest(tmp_path / "cyclegan" / "horse2zebra")["sha256"] == {"latest_net_G.pth": right}
 
 
+def test_an_unpinned_file_over_plain_http_is_refused_without_allow_http(
+    server: MirrorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["models", "fetch", "horse2zebra", "--into", str(tmp_path), "--mirror", server.url]
+    code, _, err = run(capsys, *args, "--quiet")
+    assert code == 1
+    assert f"{server.url}{H2Z_PATH} is plain http" in err and "--allow-http" in err
+    assert server.state.requests == []  # refused before anything was asked
+    assert not (tmp_path / "cyclegan").exists()
+
+
+def test_a_pinned_file_comes_over_plain_http_and_is_checked_against_its_pin(
+    server: MirrorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    url = published.CATALOGUE["horse2zebra"].files[0].url
+    right = sha256(server.state.files[H2Z_PATH])
+    monkeypatch.setattr(published, "PINNED_SHA256", MappingProxyType({url: right}))
+    args = ["models", "fetch", "horse2zebra", "--into", str(tmp_path), "--mirror", server.url]
+    code, _, err = run(capsys, *args, "--quiet")
+    assert code == 0, err
+    assert manifest(tmp_path / "cyclegan" / "horse2zebra")["sha256"] == {"latest_net_G.pth": right}
+
+
+class RedirectToHttp(BaseHTTPRequestHandler):
+    """An https server that sends every request on to a plain-http one (a downgrade)."""
+
+    server: TlsRedirector
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(302)
+        self.send_header("Location", self.server.target + self.path)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+class TlsRedirector(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, pki: Pki, target: str) -> None:
+        super().__init__(("127.0.0.1", 0), RedirectToHttp)
+        self.target = target
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(pki.server.cert, pki.server.key)
+        self.socket = context.wrap_socket(self.socket, server_side=True)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.server_address[1]}"
+
+
+def test_a_redirect_from_https_to_plain_http_is_refused_for_an_unpinned_file(
+    server: MirrorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    pki = make_pki(tmp_path / "pki")
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))  # urllib trusts the test CA
+    redirector = TlsRedirector(pki, server.url)
+    thread = threading.Thread(target=redirector.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        args = ["models", "fetch", "horse2zebra", "--into", str(tmp_path / "w")]
+        code, _, err = run(capsys, *args, "--mirror", redirector.url, "--quiet")
+        assert code == 1
+        assert "from https to plain http" in err and f"{server.url}{H2Z_PATH}" in err
+        assert server.state.requests_for(H2Z_PATH) == []  # never fetched from the http side
+        # The same redirect is followed for a pinned file: its pin protects it.
+        url = published.CATALOGUE["horse2zebra"].files[0].url
+        right = sha256(server.state.files[H2Z_PATH])
+        monkeypatch.setattr(published, "PINNED_SHA256", MappingProxyType({url: right}))
+        code, _, err = run(capsys, *args, "--mirror", redirector.url, "--quiet")
+        assert code == 0, err
+    finally:
+        redirector.shutdown()
+        redirector.server_close()
+        thread.join(timeout=5)
+
+
+def test_every_pin_is_a_sha256_of_a_catalogue_url() -> None:
+    pins = PUBLISHED_PINS
+    urls = {file.url for model in published.CATALOGUE.values() for file in model.files}
+    assert pins and set(pins) <= urls
+    assert all(re.fullmatch(r"[0-9a-f]{64}", digest) for digest in pins.values())
+    assert all(url.startswith("https://") for url in urls)  # every publisher's, over TLS
+
+
 def test_a_size_that_disagrees_with_x_linked_size_installs_nothing(
     server: MirrorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -443,7 +543,7 @@ def test_connection_refused_exits_1_with_a_message_and_no_traceback(tmp_path: Pa
     mirror = f"http://127.0.0.1:{_closed_port()}"
     result = subprocess.run(
         [sys.executable, "-m", "services.client", "models", "fetch", "horse2zebra",
-         "--into", str(tmp_path), "--mirror", mirror],
+         "--into", str(tmp_path), "--mirror", mirror, "--allow-http"],
         capture_output=True, text=True, timeout=60, cwd=REPOSITORY,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{REPOSITORY}:{REPOSITORY / 'models'}"},
     )  # fmt: skip
@@ -462,7 +562,7 @@ def test_dns_failure_says_offline_and_how_to_use_a_mirror(
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     code, _, err = run(capsys, "models", "fetch", "horse2zebra", "--into", str(tmp_path))
     assert code == 1
-    assert "http://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models/horse2zebra.pth" in err
+    assert "https://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models/horse2zebra.pth" in err
     assert "cannot resolve host" in err and "--mirror" in err and fetch.MIRROR_ENV in err
 
 
@@ -479,6 +579,7 @@ def test_mirror_and_weights_root_come_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     monkeypatch.setenv(fetch.MIRROR_ENV, server.url)
+    monkeypatch.setenv(fetch.ALLOW_HTTP_ENV, "true")
     monkeypatch.setenv(fetch.INTO_ENV, str(tmp_path / "weights"))
     code, _, err = run(capsys, "models", "fetch", "horse2zebra", "--quiet")
     assert code == 0, err
@@ -537,14 +638,18 @@ def test_catalogue_uses_the_publishers_urls() -> None:
     for name in cyclegan:
         (file,) = catalogue[name].files
         assert (
-            file.url == f"http://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models/{name}.pth"
+            file.url == f"https://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models/{name}.pth"
         )
         assert catalogue[name].install_path == f"cyclegan/{name}"
-    for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"):
+    for name, revision in (
+        ("gpt2", published.GPT2_REVISION),
+        ("gpt2-medium", "main"),
+        ("gpt2-large", "main"),
+        ("gpt2-xl", "main"),
+    ):
         urls = {f.url for f in catalogue[name].files}
-        assert (
-            f"https://huggingface.co/openai-community/{name}/resolve/main/model.safetensors" in urls
-        )
+        hub = f"https://huggingface.co/openai-community/{name}/resolve/{revision}"
+        assert f"{hub}/model.safetensors" in urls
         assert len(urls) == 6
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import pytest
@@ -17,9 +19,11 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
+from genmedia.v1 import text_generation_pb2 as text_pb
 from services.common.interceptor import ServerCallInterceptor
-from services.gateway.auth import OpenAccess
+from services.gateway.auth import ApiKeys, Authenticator, OpenAccess
 from services.gateway.backends import BackendPool, EjectionPolicy, RetryBudget, parse_targets
+from services.gateway.keys import hash_key
 from services.gateway.proxy import Forwarder, RetryPolicy, forwarding_handler
 from services.gateway.quotas import Quotas
 
@@ -37,24 +41,45 @@ class FakeReplica:
     calls: int = 0
     fail_unary: bool = False
     stream_then_fail: bool = False
+    own_errors: bool = True
+    """Errors carry the replica's request id, as a genmedia backend's always do; without it
+    they look like gRPC's own (a connection lost on the way)."""
+    tokens_per_message: int = 0
+    """Stream text messages counting this many more tokens each, not raw bytes."""
     stall: asyncio.Event | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when a unary call here is cancelled while it runs."""
 
     async def generate(self, request: bytes, context: aio.ServicerContext) -> bytes:
         self.calls += 1
         self.started.set()
         if self.stall is not None:
-            await self.stall.wait()
+            try:
+                await self.stall.wait()
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
         if self.fail_unary:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "replica is failing")
+            await self.fail(context, "replica is failing")
         return b"reply from " + self.address.encode()
+
+    async def fail(self, context: aio.ServicerContext, message: str) -> None:
+        trailing = (("x-request-id", "replica-request"),) if self.own_errors else ()
+        await context.abort(grpc.StatusCode.UNAVAILABLE, message, trailing)
+
+    def message(self, index: int, text: bytes) -> bytes:
+        if not self.tokens_per_message:
+            return text
+        counted = self.tokens_per_message * (index + 1)
+        return text_pb.StreamTextResponse(text="x", generated_tokens=counted).SerializeToString()
 
     async def stream(self, request: bytes, context: aio.ServicerContext) -> AsyncIterator[bytes]:
         self.calls += 1
-        yield b"first"
+        yield self.message(0, b"first")
         if self.stream_then_fail:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "lost mid-stream")
-        yield b"second"
+            await self.fail(context, "lost mid-stream")
+        yield self.message(1, b"second")
 
 
 async def start_replica() -> FakeReplica:
@@ -93,7 +118,11 @@ class Gateway:
 
 
 @contextlib.asynccontextmanager
-async def serving_gateway(drain_max_s: float = 10.0) -> AsyncIterator[Gateway]:
+async def serving_gateway(
+    drain_max_s: float = 10.0,
+    authenticator: Authenticator | None = None,
+    quotas: Quotas | None = None,
+) -> AsyncIterator[Gateway]:
     replicas = [await start_replica(), await start_replica()]
     pool = BackendPool(
         "text-generation",
@@ -105,7 +134,9 @@ async def serving_gateway(drain_max_s: float = 10.0) -> AsyncIterator[Gateway]:
         drain_max_s=drain_max_s,
     )
     await pool.start()
-    forwarder = Forwarder(OpenAccess(), Quotas(64, 1.0), RetryPolicy(3, 0.01, 0.05), 30.0)
+    forwarder = Forwarder(
+        authenticator or OpenAccess(), quotas or Quotas(64, 1.0), RetryPolicy(3, 0.01, 0.05), 30.0
+    )
     server = aio.server(interceptors=[ServerCallInterceptor(trust_caller_header=False)])
     server.add_generic_rpc_handlers([forwarding_handler(SERVICE, pool, forwarder)])
     port = server.add_insecure_port("127.0.0.1:0")
@@ -171,8 +202,40 @@ async def test_a_stream_is_not_retried_after_a_message_reached_the_caller(
             received.append(message)
     assert received == [b"first"]
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert error.value.details() == "lost mid-stream"
+    assert error.value.details() == "lost mid-stream"  # the backend's own words
     assert sum(r.calls for r in gateway.replicas) == 1
+
+
+async def test_an_error_on_the_way_reaches_the_caller_without_addresses(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    for replica in gateway.replicas:
+        replica.stream_then_fail, replica.own_errors = True, False
+    with pytest.raises(aio.AioRpcError) as error:
+        async for _ in gateway.stream():
+            pass
+    details = error.value.details() or ""
+    assert details == "the text-generation service is unavailable; retry later"
+    assert not any(replica.address in details for replica in gateway.replicas)
+    assert any("lost mid-stream" in record.getMessage() for record in caplog.records)
+
+
+async def test_a_stream_cut_short_is_charged_the_tokens_its_last_message_counted(
+    tmp_path: Path,
+) -> None:
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"keys": [{"name": "alice", "sha256": hash_key("gm_a")}]}))
+    quotas = Quotas(64, 1.0)
+    async with serving_gateway(authenticator=ApiKeys(keys), quotas=quotas) as gateway:
+        for replica in gateway.replicas:
+            replica.stream_then_fail, replica.tokens_per_message = True, 5
+        call = gateway.channel.unary_stream(STREAM)(
+            b"", timeout=10, metadata=(("authorization", "Bearer gm_a"),)
+        )
+        with pytest.raises(aio.AioRpcError):
+            async for _ in call:
+                pass
+    assert quotas.used_today("alice").tokens == 5  # one message, five tokens in it
 
 
 async def test_retries_stop_when_every_replica_fails(gateway: Gateway) -> None:
@@ -202,7 +265,7 @@ async def test_a_replica_leaving_dns_finishes_its_call_before_its_channel_closes
 
 
 async def test_caller_cancelling_cancels_the_backend_call(gateway: Gateway) -> None:
-    stalled = asyncio.Event()
+    stalled = asyncio.Event()  # never set: only a cancellation ends the backend's call
     for replica in gateway.replicas:
         replica.stall = stalled
     call = gateway.channel.unary_unary(UNARY)(b"", timeout=10)
@@ -210,6 +273,9 @@ async def test_caller_cancelling_cancels_the_backend_call(gateway: Gateway) -> N
     call.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await call
+    backend = next(r for r in gateway.replicas if r.started.is_set())
+    # The replica sees its call cancelled, long before the 10 s deadline would end it.
+    await asyncio.wait_for(backend.cancelled.wait(), 2.0)
     await _until(lambda: all(r.in_flight == 0 for r in gateway.pool.replicas.values()))
     assert sum(r.calls for r in gateway.replicas) == 1
 

@@ -56,3 +56,23 @@ def test_the_mark_is_faint_and_small_images_are_left_alone() -> None:
     assert np.array_equal(image_watermark.embed(small, KEY), small)
     assert not image_watermark.applies(48, 200) and image_watermark.applies(64, 64)
     assert image_watermark.score(np.zeros((16, 16, 3), np.uint8), KEY) == 0.0
+
+
+def test_a_large_image_is_read_through_a_bounded_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    # embed() at a constant depth of 4 grey levels: a 4000 x 4000 marked picture built cheaply.
+    coarse = np.random.default_rng(7).integers(0, 256, (50, 50, 3), dtype=np.uint8)
+    picture = np.asarray(Image.fromarray(coarse).resize((4000, 4000)), dtype=np.float32)
+    pattern = np.tile(image_watermark.key_tile(KEY), (125, 125))[..., None] * 4
+    large = np.clip(picture + pattern, 0, 255).astype(np.uint8)
+    seen: list[tuple[int, ...]] = []
+    original = image_watermark._score_at
+
+    def recording(luma: np.ndarray, reference: np.ndarray) -> float:
+        seen.append(luma.shape)
+        return original(luma, reference)
+
+    monkeypatch.setattr(image_watermark, "_score_at", recording)
+    assert image_watermark.score(large, KEY) >= image_watermark.THRESHOLD
+    assert image_watermark.score(large, "other key") < image_watermark.THRESHOLD
+    side = image_watermark.WORK_SIDE
+    assert seen and all(shape == (side, side) for shape in seen)

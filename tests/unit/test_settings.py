@@ -98,7 +98,55 @@ def test_a_secret_comes_from_its_mounted_file_first(tmp_path: Path) -> None:
 
     assert secret_from(SecretStr("from-env"), None) == "from-env"
     mounted = tmp_path / "image-watermark.key"
-    mounted.write_text("from-file\n")
-    assert secret_from(SecretStr("from-env"), mounted) == "from-file"
+    key = "f" * 64
+    mounted.write_text(key + "\n")
+    assert secret_from(SecretStr("from-env"), mounted) == key
     settings = ImageWatermarkKeySettings(image_watermark_key_file=mounted)
-    assert settings.image_watermark() == "from-file"
+    assert settings.image_watermark() == key
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("", "is empty"),
+        ("genmedia-development-image-watermark", "public development key"),
+        ("REPLACE-WITH-ANOTHER-RANDOM-SECRET", "placeholder"),
+        ("0123456789abcdef", "is 16 characters; at least 32"),
+    ],
+)
+def test_a_weak_watermark_key_refuses_to_start_outside_development(
+    key: str, reason: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.common.settings import ImageServiceSettings, SettingsError, load_settings
+
+    mounted = tmp_path / "image-watermark.key"
+    mounted.write_text(key + "\n")
+    monkeypatch.setenv("GENMEDIA_TRITON_URL", "localhost:8001")
+    monkeypatch.setenv("GENMEDIA_IMAGE_WATERMARK_KEY_FILE", str(mounted))
+    monkeypatch.setenv("GENMEDIA_DEVELOPMENT_MODE", "false")
+    with pytest.raises(SettingsError) as refused:
+        load_settings(ImageServiceSettings)
+    message = str(refused.value)
+    assert reason in message and "GENMEDIA_DEVELOPMENT_MODE=true" in message
+    assert str(mounted) in message
+    if key:
+        assert key not in message  # the key itself never reaches a log
+    monkeypatch.setenv("GENMEDIA_DEVELOPMENT_MODE", "true")
+    assert load_settings(ImageServiceSettings).image_watermark() == key
+
+
+def test_the_gateway_refuses_a_weak_text_key_and_takes_a_strong_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.common.settings import SettingsError, load_settings
+    from services.gateway.settings import GatewaySettings
+
+    for name in ("IMAGE_GENERATION", "IMAGE_TRANSLATION", "TEXT_GENERATION"):
+        monkeypatch.setenv(f"GENMEDIA_{name}_ADDR", "localhost:1")
+    monkeypatch.setenv("GENMEDIA_AUTH_MODE", "open")
+    monkeypatch.setenv("GENMEDIA_DEVELOPMENT_MODE", "false")
+    monkeypatch.setenv("GENMEDIA_IMAGE_WATERMARK_KEY", "a" * 64)
+    with pytest.raises(SettingsError, match="GENMEDIA_TEXT_WATERMARK_KEY"):
+        load_settings(GatewaySettings)  # the text key is still the development default
+    monkeypatch.setenv("GENMEDIA_TEXT_WATERMARK_KEY", "b" * 64)
+    assert load_settings(GatewaySettings).watermark_key() == "b" * 64

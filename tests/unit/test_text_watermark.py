@@ -94,3 +94,18 @@ def test_the_key_comes_from_a_mounted_file_first(monkeypatch: pytest.MonkeyPatch
     }
     gateway = GatewaySettings(**addresses, auth_mode="open")
     assert gateway.watermark_key() == "from-file"  # the gateway reads the same variables
+
+
+def test_the_model_refuses_a_weak_key_outside_development(tmp_path) -> None:
+    from genmedia_models.text_watermark import DEVELOPMENT_KEY, watermark_key
+
+    strong = "c" * 64
+    assert watermark_key({"GENMEDIA_TEXT_WATERMARK_KEY": strong}) == strong
+    for weak in ({}, {"GENMEDIA_TEXT_WATERMARK_KEY": "REPLACE-WITH-A-RANDOM-SECRET-0123456"}):
+        with pytest.raises(ValueError, match="GENMEDIA_DEVELOPMENT_MODE=true"):
+            watermark_key({**weak, "GENMEDIA_DEVELOPMENT_MODE": "false"})
+    assert watermark_key({"GENMEDIA_DEVELOPMENT_MODE": "true"}) == DEVELOPMENT_KEY
+    secret = tmp_path / "text-watermark.key"
+    secret.write_text("short\n")
+    with pytest.raises(ValueError):
+        watermark_key({"GENMEDIA_TEXT_WATERMARK_KEY_FILE": str(secret)})

@@ -48,3 +48,25 @@ def test_nothing_to_name_in_valid_messages_or_non_messages() -> None:
     assert invalid_utf8_field(b"\xff\xff\xff\xff", TEXT) is None  # a varint that never ends
     assert invalid_utf8_field(b"\x0b\x01", TEXT) is None  # a group: not proto3
     assert invalid_utf8_field(b"", TEXT) is None
+
+
+def test_a_large_message_of_many_fields_is_counted_within_a_budget() -> None:
+    from services.common.wire import LARGE_MESSAGE_BYTES, MAX_FIELDS, too_many_fields
+
+    flood = bytes([0x10, 0x01]) * (16 * 1024 * 1024)  # max_new_tokens 16 million times
+    assert too_many_fields(flood, TEXT)
+    nested = (bytes([0x0A, 2, 0x10, 0x01])) * (LARGE_MESSAGE_BYTES // 4 + 1)  # classes
+    assert too_many_fields(nested, IMAGES)
+    # A real request of the same size: one large string, a few fields.
+    prompt = text_pb.GenerateTextRequest(prompt="x" * (2 * LARGE_MESSAGE_BYTES), stop=["a"])
+    assert not too_many_fields(prompt.SerializeToString(), TEXT)
+    # Small messages are not counted (protobuf parses them in well under a millisecond).
+    assert not too_many_fields(bytes([0x10, 0x01]) * (MAX_FIELDS + 1), TEXT)
+
+
+def test_the_utf8_walk_stops_at_its_budget() -> None:
+    from services.common.wire import MAX_FIELDS
+
+    flood = bytes([0x10, 0x01]) * (MAX_FIELDS + 1) + bytes([0x0A, 2, 0xFF, 0xFE])
+    assert invalid_utf8_field(flood, TEXT) is None  # gives up rather than walk on
+    assert invalid_utf8_field(flood, TEXT, max_fields=MAX_FIELDS + 10) == "prompt"
