@@ -110,8 +110,9 @@ test-integration: setup prometheus-tools
 	$(PYTEST) tests/integration
 
 # The demo and full-size benches (about 10 minutes), then the gateway's (about 2) and
-# Content Credentials signing's (seconds), the watermarks' (about 3 minutes) and
-# genmedia's image watermark against invisible-watermark's (about 6).
+# Content Credentials signing's (seconds), the watermarks' (about 3 minutes),
+# genmedia's image watermark against invisible-watermark's (about 6) and one
+# verification's memory and time against the whole-image detector (about 1).
 bench: setup
 	$(PY) -m bench
 	$(PY) -m bench.gateway
@@ -119,6 +120,7 @@ bench: setup
 	$(PY) -m bench.watermark_text
 	$(PY) -m bench.watermark_image
 	$(PY) -m bench.watermark_compare
+	$(PY) -m bench.verify_cost
 
 # A bounded locust run against a local stack on the demo pack, or GENMEDIA_LOAD_TARGET;
 # GENMEDIA_LOAD_* from the environment or the command line (make load GENMEDIA_LOAD_USERS=50).

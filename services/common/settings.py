@@ -170,8 +170,9 @@ class ImageWatermarkKeySettings(BaseSettings):
 
     image_watermark_key: SecretStr = Field(
         SecretStr(IMAGE_WATERMARK_DEVELOPMENT_KEY),
-        description="Key of the invisible image watermark (default: a development key, the "
-        "same on every side; set your own secret).",
+        description="Key of the invisible image watermark, at least 32 random characters "
+        "(`openssl rand -hex 32`); default: the public development key, accepted only with "
+        "GENMEDIA_DEVELOPMENT_MODE.",
     )
     image_watermark_key_file: Path | None = Field(
         None,

@@ -67,7 +67,8 @@ class GatewaySettings(ServerSettings, ImageWatermarkKeySettings):
     text_watermark_key: SecretStr = Field(
         SecretStr(DEVELOPMENT_KEY),
         description="Key of the text watermark: the one the gpt2 model marks with (its "
-        "GENMEDIA_TEXT_WATERMARK_KEY[_FILE]; default: the development key both sides use).",
+        "GENMEDIA_TEXT_WATERMARK_KEY[_FILE]); default: the public development key both sides "
+        "use, accepted only with GENMEDIA_DEVELOPMENT_MODE.",
     )
     text_watermark_key_file: Path | None = Field(
         None,

@@ -209,9 +209,9 @@ def test_caller_name_not_key_reaches_logs(
     time.sleep(0.3)
     log = secured.log_text()
     events = log_events(log)
-    served = [e for e in events if e["request_id"] == "who-am-i"]
+    served = [e for e in events if e["correlation_id"] == "who-am-i"]
     assert served and all(e["caller"] == "full" for e in served)
-    refused = [e for e in events if e["request_id"] == "no-key"]
+    refused = [e for e in events if e["correlation_id"] == "no-key"]
     assert refused and all(e["caller"] == "-" for e in refused)
     assert {"method": "/genmedia.v1.ImageGenerationService/ListClasses",
             "code": "UNAUTHENTICATED"}.items() <= refused[-1].items()  # fmt: skip
@@ -496,7 +496,7 @@ def test_service_is_not_serving_when_no_backend_is_healthy(stack: Stack, work: P
 # -- request ids, shutdown -------------------------------------------------------------
 
 
-def test_request_id_is_kept_returned_and_passed_downstream(
+def test_the_gateways_request_id_is_returned_and_passed_downstream_with_the_callers_id(
     channel: grpc.Channel, keys: dict[str, ApiKey], stack: Stack, secured: Spawned
 ) -> None:
     text = text_grpc.TextGenerationServiceStub(channel)
@@ -504,15 +504,14 @@ def test_request_id_is_kept_returned_and_passed_downstream(
     reply, call = text.GenerateText.with_call(
         request, metadata=(*keys["full"].metadata, ("x-request-id", "trace-me-42")), timeout=30
     )
-    assert trailing(call)["x-request-id"] == "trace-me-42"
-    assert reply.provenance.request_id == "trace-me-42"
-    _, call = text.GenerateText.with_call(request, metadata=keys["full"].metadata, timeout=30)
-    generated = trailing(call)["x-request-id"]
-    assert re.fullmatch("[0-9a-f]{32}", generated), generated
+    minted = trailing(call)["x-request-id"]
+    assert re.fullmatch("[0-9a-f]{32}", minted), minted  # the gateway's, not the caller's
+    assert reply.provenance.request_id == minted
     time.sleep(0.3)
     for log in (stack.log_path("text-generation").read_text(), secured.log_text()):
-        traced = [e for e in log_events(log) if e["request_id"] == "trace-me-42"]
+        traced = [e for e in log_events(log) if e["request_id"] == minted]
         assert traced and all(e["caller"] == "full" for e in traced)
+        assert all(e["correlation_id"] == "trace-me-42" for e in traced)
         access = [e for e in traced if e["logger"] == "genmedia.access"]
         assert access and access[-1]["code"] == "OK" and access[-1]["duration_ms"] > 0
 

@@ -288,3 +288,26 @@ def test_a_figure_bench_run_writes_its_json_and_png_where_asked(tmp_path: Path) 
     results = json.loads((tmp_path / "signing.json").read_text())
     assert results["machine"]["cpus"] and set(results["formats"]) == {"PNG", "JPEG", "WebP"}
     assert (tmp_path / "signing.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_verification_cost_bench_measures_the_window_against_the_whole_image(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.verify_cost", "--quick", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = json.loads((tmp_path / "verify-cost.json").read_text())
+    assert {row["format"] for row in results["rows"]} == {"PNG", "JPEG", "WEBP"}
+    for row in results["rows"]:
+        # Both find the mark; at 1000 px the window is the whole image at scale 1, so the
+        # scores agree, and the bounded check holds less memory than the whole-image one.
+        assert row["bounded"]["score"] >= 0.4 and row["whole"]["score"] >= 0.4
+        assert abs(row["bounded"]["score"] - row["whole"]["score"]) < 0.05
+        assert row["bounded"]["mb"] < row["whole"]["mb"]
+    assert results["verdict"]["met"] is True
+    assert (tmp_path / "verify-cost.png").read_bytes().startswith(b"\x89PNG")
