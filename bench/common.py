@@ -93,18 +93,29 @@ class BenchStack:
         return self.stack.milestones
 
 
+FLOOR_MODELS = (
+    Path(__file__).parent / "triton" / "floor",
+    Path(__file__).parent / "triton" / "floor_stream",
+)
+"""Triton models that do nothing but answer: the floor of a Triton hop, served beside ours."""
+
+
 @contextlib.contextmanager
 def bench_stack(
     weights: Path,
     say: Callable[[str], None] = print,
     instance_group: InstanceGroup | None = None,
+    floors: bool = False,
 ) -> Iterator[BenchStack]:
-    """Starts Triton, the services and the gateway (API keys on) on free ports; stops them after."""
+    """Starts Triton, the services and the gateway (API keys on) on free ports; stops them after.
+
+    ``floors``: Triton also serves the floor models (bench/triton)."""
     with tempfile.TemporaryDirectory(prefix="genmedia-bench-") as scratch:
         say(f"starting the stack on {weights}...")
         with stack_with_api_key(
-            weights, Path(scratch), timeout_s=600, progress=say, instance_group=instance_group
-        ) as (stack, key):
+            weights, Path(scratch), timeout_s=600, progress=say, instance_group=instance_group,
+            extra_models=FLOOR_MODELS if floors else (),
+        ) as (stack, key):  # fmt: skip
             yield BenchStack(stack, (("authorization", f"Bearer {key}"),))
 
 

@@ -2,13 +2,14 @@
 
 Same loaders (``genmedia_models``), same weights, same inputs as the
 tensors the services send, same torch thread count as Triton's instances
-(``GENMEDIA_TORCH_THREADS`` or torch's default), so the difference to a call
-through Triton is the serving path alone. Only benches import this module:
-it pulls in torch.
+(``GENMEDIA_TORCH_THREADS``, else the launcher's default for this machine),
+so the difference to a call through Triton is the serving path alone. Only
+benches import this module: it pulls in torch.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +24,7 @@ from genmedia_models.cyclegan import load_generator, translate
 from genmedia_models.gpt2 import eos_token_ids, load_gpt2
 from genmedia_models.runtime import configure_torch_threads
 from genmedia_models.sampling import SamplingParams
+from services.launcher.triton import TORCH_THREADS_ENV, local_torch_threads
 
 
 class InProcessModels:
@@ -32,7 +34,9 @@ class InProcessModels:
         self.weights = weights
         self.device = torch.device(device)
         self._cyclegans: dict[str, torch.nn.Module] = {}
-        configure_torch_threads()
+        configure_torch_threads(
+            {TORCH_THREADS_ENV: os.environ.get(TORCH_THREADS_ENV, str(local_torch_threads()))}
+        )
 
     @cached_property
     def biggan(self) -> torch.nn.Module:

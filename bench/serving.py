@@ -1,4 +1,5 @@
-"""What serving costs per call: each call in-process, through Triton, the service and the gateway.
+"""What serving costs per call: each call in-process, through Triton, the service and the gateway,
+each hop beside its floor.
 
 One call at a time (concurrency 1), the same inputs on every side: each
 seed is sent to every side back to back, so the samples pair up and a hop's
@@ -12,8 +13,20 @@ cancels out). The hops:
 - gateway hop: gateway - service (auth, quotas, routing, one more gRPC hop);
 - serving overhead: gateway - in-process, also as a share of the model time.
 
+And the floors, measured in the same rounds with the same payload sizes
+(issue #18):
+
+- Triton floor: the ``floor`` model (bench/triton), which answers with as
+  many bytes as the call's real response and computes nothing, through the
+  same Triton client the service uses (``floor_stream`` for a text call);
+- Python gRPC floor: the bare pass-through proxy (``bench.passthrough``) in
+  front of the service: passthrough - service;
+- the service's own work (noise, decoding, resizing, encoding, signing,
+  watermarking, detokenizing) run in this process with the service's own
+  functions, so a hop's transport and its necessary work are told apart.
+
 ListModels (a call that never reaches a model) is the cheap call; its Triton
-side is a model readiness check.
+side is a model readiness check, which has no floor of its own.
 """
 
 from __future__ import annotations
@@ -29,11 +42,17 @@ from tqdm import tqdm
 
 from bench.common import median, percentile, pyplot
 from bench.inprocess import InProcessModels
+from bench.service_work import ServiceWork
 from bench.workloads import SIDES, Addresses, Clients, Workloads, run_with_clients
 from genmedia.v1 import image_translation_pb2 as trans_pb
 
 CHEAP = "ListModels"
 MODEL_CALLS = ("GenerateImages", "TranslateImage", "GenerateText")
+FLOOR_SIDES = ("work", "floor", "passthrough")
+"""Measured beside the chain when the bench has them: the service's own work in-process, the
+Triton floor model, the service through the bare pass-through proxy."""
+HOP_LIMIT = 1.5
+"""Issue #18: every hop within 1.5x of its floor (its necessary work taken out)."""
 
 
 @dataclass(frozen=True)
@@ -59,10 +78,14 @@ class ServingBench:
     models: InProcessModels
     work: Workloads
     sizes: ServingSizes
+    service_work: ServiceWork | None = None
+    """The services' own work, in-process; None: no floors measured."""
     samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def _runner(self, call: str, side: str) -> Callable[[int], Awaitable[Any]] | None:
         """The coroutine that makes ``call`` on ``side`` with a seed; None where it has no side."""
+        if side in FLOOR_SIDES:
+            return self._floor_runner(call, side)
         clients, work, models = self.clients, self.work, self.models
         if call == CHEAP:
             if side == "in-process":
@@ -97,13 +120,52 @@ class ServingBench:
         if call == "GenerateText":
             if side == "in-process":
                 return _sync(lambda seed: models.stream(work.text, seed))
-            if side == "triton":
-                return lambda seed: clients.stream("triton", work.text, seed)
+            if side == "triton":  # as the service asks it: every token in one response
+                return lambda seed: clients.stream("triton", work.text, seed, single=True)
             stub, metadata = clients.text(side)
             return lambda seed: stub.GenerateText(
                 work.text.request(seed), metadata=metadata, timeout=600
             )
         raise ValueError(f"unknown call {call!r}")
+
+    def _floor_runner(self, call: str, side: str) -> Callable[[int], Awaitable[Any]] | None:
+        """The floors of ``call``'s hops and the service's own work (see the module docstring)."""
+        work = self.service_work
+        if work is None:
+            return None
+        if side == "passthrough":
+            return self._service_call(call, "passthrough")
+        if call == CHEAP:
+            return None  # no model work, and a readiness check has no floor but itself
+        if side == "work":
+            return _sync(lambda seed: work.run(call, seed))
+        if call == "GenerateText":
+            return lambda _: self.clients.floor_stream(1)  # one response, as the service asks
+        sent, received = work.triton_bytes(call)
+        return lambda _: self.clients.floor(sent, received)
+
+    def _service_call(self, call: str, side: str) -> Callable[[int], Awaitable[Any]]:
+        clients, work = self.clients, self.work
+        if call == CHEAP:
+            stub, metadata = clients.translation(side)
+            return lambda _: stub.ListModels(trans_pb.ListModelsRequest(), metadata=metadata)
+        if call == "GenerateImages":
+            stub, metadata = clients.images(side)
+            return lambda seed: stub.GenerateImages(
+                work.images.request(seed), metadata=metadata, timeout=600
+            )
+        if call == "TranslateImage":
+            stub, metadata = clients.translation(side)
+            return lambda _: stub.TranslateImage(
+                work.translate.request(), metadata=metadata, timeout=600
+            )
+        stub, metadata = clients.text(side)
+        return lambda seed: stub.GenerateText(
+            work.text.request(seed), metadata=metadata, timeout=600
+        )
+
+    def sides(self) -> tuple[str, ...]:
+        return SIDES + (FLOOR_SIDES if self.service_work is not None else ())
 
     def calls(self) -> tuple[str, ...]:
         return ((CHEAP,) if self.sizes.cheap else ()) + self.sizes.model_calls
@@ -113,7 +175,7 @@ class ServingBench:
         plan = [
             (call, side, runner)
             for call in self.calls()
-            for side in SIDES
+            for side in self.sides()
             if (runner := self._runner(call, side)) is not None
         ]
         for call, side, runner in plan:
@@ -127,7 +189,7 @@ class ServingBench:
             for round_number in range(self.sizes.rounds):
                 for call in calls if round_number % 2 == 0 else calls[::-1]:
                     bar.set_postfix_str(call)
-                    sides = [side for side in SIDES if (call, side) in runners]
+                    sides = [side for side in self.sides() if (call, side) in runners]
                     count = self.sizes.cheap_calls if call == CHEAP else self.sizes.calls
                     for number in range(count):
                         seed = 1 + round_number * count + number
@@ -156,6 +218,8 @@ class ServingBench:
                 figures["overhead_ms"] = overhead
                 figures["overhead_percent"] = 100 * overhead / model_ms
                 figures["triton_vs_in_process"] = p50["triton"] / model_ms
+            if "passthrough" in by_side:
+                figures.update(_floors(figures["hops_ms"], by_side, p50))
             calls[call] = figures
         return {
             "calls": calls,
@@ -164,6 +228,26 @@ class ServingBench:
             "text_tokens": self.work.text.max_new_tokens,
             "raw_ms": self.samples,
         }
+
+
+def _floors(
+    hops: dict[str, float], by_side: dict[str, list[float]], p50: dict[str, float]
+) -> dict[str, Any]:
+    """Each hop beside its floor: transport alone, the service's own work taken out."""
+    python_floor = _paired_median(by_side["passthrough"], by_side["service"])
+    work = p50.get("work", 0.0)
+    floors: dict[str, Any] = {
+        "floors_ms": {"python_hop": python_floor},
+        "work_ms": {"service": work},
+        "vs_floor": {
+            "service": (hops["service"] - work) / python_floor,
+            "gateway": hops["gateway"] / python_floor,
+        },
+    }
+    if "floor" in p50:
+        floors["floors_ms"]["triton_hop"] = p50["floor"]
+        floors["vs_floor"]["triton"] = hops["triton"] / p50["floor"]
+    return floors
 
 
 def _paired_median(after: list[float], before: list[float]) -> float:
@@ -186,10 +270,13 @@ def measure(
     work: Workloads,
     sizes: ServingSizes,
     progress: bool = True,
+    service_work: ServiceWork | None = None,
 ) -> dict[str, Any]:
-    """Runs the bench against a running stack; returns its figures."""
+    """Runs the bench against a running stack; returns its figures (with floors when the
+    stack serves the floor models and ``addresses`` has a pass-through)."""
     return run_with_clients(
-        addresses, lambda clients: ServingBench(clients, models, work, sizes).run(progress)
+        addresses,
+        lambda clients: ServingBench(clients, models, work, sizes, service_work).run(progress),
     )
 
 
@@ -209,6 +296,34 @@ def report(results: dict[str, Any], title: str) -> str:
         if "overhead_ms" in figures:
             line += f"{figures['overhead_ms']:12.2f}{figures['overhead_percent']:8.1f}%"
         lines.append(line)
+    if any("vs_floor" in figures for figures in results["calls"].values()):
+        lines.append(floor_report(results))
+    return "\n".join(lines)
+
+
+def floor_report(results: dict[str, Any]) -> str:
+    """Each hop beside its floor (p50 ms): the ratio is hop (minus the service's own work)
+    over floor; issue #18's target is <= 1.5x."""
+    lines = [
+        "each hop beside its floor, p50 ms (ratio = hop, its own work taken out, / floor)",
+        f"{'':16s}{'Triton hop':>11s}{'floor':>7s}{'ratio':>7s}{'service':>10s}{'work':>7s}"
+        f"{'floor':>7s}{'ratio':>7s}{'gateway':>10s}{'floor':>7s}{'ratio':>7s}",
+    ]
+    for call, figures in results["calls"].items():
+        if "vs_floor" not in figures:
+            continue
+        hops, floors, ratio = figures["hops_ms"], figures["floors_ms"], figures["vs_floor"]
+        triton = (
+            f"{hops['triton']:11.2f}{floors['triton_hop']:7.2f}{ratio['triton']:6.1f}x"
+            if "triton" in ratio
+            else f"{'-':>11s}{'-':>7s}{'-':>7s}"
+        )
+        python = floors["python_hop"]
+        lines.append(
+            f"{call:16s}{triton}{hops['service']:10.2f}{figures['work_ms']['service']:7.2f}"
+            f"{python:7.2f}{ratio['service']:6.1f}x{hops['gateway']:10.2f}{python:7.2f}"
+            f"{ratio['gateway']:6.1f}x"
+        )
     return "\n".join(lines)
 
 
@@ -242,3 +357,31 @@ def plot(results: dict[str, Any], path: Path, title: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def main() -> None:
+    """``python -m bench.serving [--quick]``: this part alone, on the demo pack."""
+    import argparse
+
+    from bench.common import DEMO_WEIGHTS, bench_stack
+    from bench.gateway import passthrough_beside
+
+    parser = argparse.ArgumentParser(description="the cost of each hop per call, beside floors")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--weights", type=Path, default=DEMO_WEIGHTS)
+    args = parser.parse_args()
+    with (
+        bench_stack(args.weights, floors=True) as running,
+        passthrough_beside(running.stack) as passthrough,
+    ):
+        models, work = InProcessModels(args.weights), Workloads.for_weights(args.weights)
+        sizes = ServingSizes.quick() if args.quick else ServingSizes()
+        results = measure(
+            Addresses.of(running, passthrough), models, work, sizes,
+            service_work=ServiceWork(work, models),
+        )  # fmt: skip
+    print(report(results, str(args.weights)))
+
+
+if __name__ == "__main__":
+    main()

@@ -23,7 +23,7 @@ from bench.common import median, percentile, pyplot
 from bench.workloads import Addresses, Clients, StreamTiming, TextCall, Workloads, run_with_clients
 
 STREAM_SIDES = ("triton", "service", "gateway")
-THROUGHPUT_MIN_GAIN = 4.0
+THROUGHPUT_MIN_GAIN = 6.0
 FIRST_TOKEN_MAX_RATIO = 3.0
 
 

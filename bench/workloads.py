@@ -113,8 +113,9 @@ class TextCall:
             prompt=PROMPT, max_new_tokens=self.max_new_tokens, seed=seed, temperature=1.0
         )
 
-    def tensors(self, seed: int) -> dict[str, np.ndarray]:
-        """What text-generation sends Triton for ``request(seed)``."""
+    def tensors(self, seed: int, single: bool = False) -> dict[str, np.ndarray]:
+        """What text-generation sends Triton for ``request(seed)``: StreamText streams, and
+        GenerateText (``single``, no stop sequences) gets every token in one response."""
         return {
             "input_ids": np.asarray(self.prompt_ids, dtype=np.int64),
             "max_new_tokens": np.asarray([self.max_new_tokens], dtype=np.int32),
@@ -122,6 +123,7 @@ class TextCall:
             "top_k": np.asarray([0], dtype=np.int32),
             "top_p": np.asarray([1.0], dtype=np.float32),
             "seed": np.asarray([seed], dtype=np.int64),
+            "single_response": np.asarray([single], dtype=np.bool_),
         }
 
 
@@ -168,9 +170,11 @@ class Addresses:
     text_generation: str
     gateway: str
     gateway_metadata: tuple[tuple[str, str], ...] = ()
+    passthrough: str | None = None
+    """A bare pass-through proxy in front of the services (the floor of a Python gRPC hop)."""
 
     @classmethod
-    def of(cls, running: BenchStack) -> Addresses:
+    def of(cls, running: BenchStack, passthrough: str | None = None) -> Addresses:
         ports = running.stack.ports
         return cls(
             triton=running.stack.triton.grpc_url,
@@ -179,6 +183,7 @@ class Addresses:
             text_generation=ports.address(TEXT_GENERATION),
             gateway=ports.address(GATEWAY),
             gateway_metadata=running.gateway_metadata,
+            passthrough=passthrough,
         )
 
 
@@ -189,21 +194,26 @@ class Clients:
         self.addresses = addresses
         # The service's own Triton client: the direct side takes the very hop the service takes.
         self.triton = TritonClient(addresses.triton, MAX_MESSAGE_BYTES, default_timeout_s=600)
-        self._channels = {
-            address: aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-            for address in {
-                addresses.image_generation,
-                addresses.image_translation,
-                addresses.text_generation,
-                addresses.gateway,
-            }
+        targets = {
+            addresses.image_generation,
+            addresses.image_translation,
+            addresses.text_generation,
+            addresses.gateway,
         }
+        if addresses.passthrough:
+            targets.add(addresses.passthrough)
+        self._channels = {
+            address: aio.insecure_channel(address, options=CHANNEL_OPTIONS) for address in targets
+        }
+        self._floor_inputs: dict[tuple[int, int], dict[str, np.ndarray]] = {}
 
     def _channel(self, side: str, service_address: str) -> tuple[aio.Channel, tuple]:
         if side == "gateway":
             return self._channels[self.addresses.gateway], self.addresses.gateway_metadata
         if side == "service":
             return self._channels[service_address], ()
+        if side == "passthrough" and self.addresses.passthrough:
+            return self._channels[self.addresses.passthrough], ()
         raise ValueError(f"no gRPC service on side {side!r}")
 
     def images(self, side: str) -> tuple[gen_grpc.ImageGenerationServiceStub, tuple]:
@@ -218,15 +228,18 @@ class Clients:
         channel, metadata = self._channel(side, self.addresses.text_generation)
         return text_grpc.TextGenerationServiceStub(channel), metadata
 
-    async def stream(self, side: str, call: TextCall, seed: int) -> StreamTiming:
+    async def stream(
+        self, side: str, call: TextCall, seed: int, single: bool = False
+    ) -> StreamTiming:
         """One stream, timed at its first and last arrival; tokens as generated."""
         started = time.perf_counter()
         first: float | None = None
         tokens = 0
         if side == "triton":
-            async for _ in self.triton.stream("gpt2", call.tensors(seed), "token_id", "bench", 600):
+            tensors = call.tensors(seed, single)
+            async for ids in self.triton.stream("gpt2", tensors, "token_id", "bench", 600):
                 first = time.perf_counter() - started if first is None else first
-                tokens += 1
+                tokens += ids.size
         else:
             stub, metadata = self.text(side)
             request = call.request(seed)
@@ -235,6 +248,24 @@ class Clients:
                 # Deltas carry whole characters; the last message counts the tokens.
                 tokens = message.usage.generated_tokens or tokens
         return StreamTiming(first or 0.0, time.perf_counter() - started, tokens)
+
+    async def floor(self, sent: int, received: int) -> None:
+        """One call of the Triton floor model with these payload sizes (bench/triton/floor)."""
+        inputs = self._floor_inputs.get((sent, received))
+        if inputs is None:
+            inputs = self._floor_inputs[(sent, received)] = {
+                "data": np.zeros(sent, dtype=np.uint8),
+                "reply_bytes": np.asarray([received], dtype=np.int64),
+            }
+        await self.triton.infer("floor", inputs, ["data"], "bench", 600)
+
+    async def floor_stream(self, count: int) -> int:
+        """A Triton stream of ``count`` responses that computes nothing (floor_stream)."""
+        inputs = {"count": np.asarray([count], dtype=np.int64)}
+        received = 0
+        async for ids in self.triton.stream("floor_stream", inputs, "token_id", "bench", 600):
+            received += ids.size
+        return received
 
     async def ready(self) -> None:
         await asyncio.gather(*(channel.channel_ready() for channel in self._channels.values()))

@@ -52,7 +52,8 @@ class FinishReason(enum.Enum):
 class TokenSink(Protocol):
     """Where one request's tokens go (a Triton response sender, a test's list)."""
 
-    def emit(self, token: int) -> None: ...
+    def emit(self, tokens: list[int]) -> None:
+        """The next tokens, in order: one or more (several when delivery was behind)."""
 
     def finish(self, reason: FinishReason, error: BaseException | None = None) -> None:
         """Called exactly once, after the last emit."""

@@ -70,7 +70,11 @@ def token_uniforms(key: str, vocab_size: int) -> np.ndarray:
 
 
 def previous_token_shift(key: str, previous: int) -> float:
-    keyed = hashlib.sha256(key.encode()).digest()
+    return _shift(hashlib.sha256(key.encode()).digest(), previous)
+
+
+def _shift(keyed: bytes, previous: int) -> float:
+    """h(previous) in [0, 1) under the key's SHA-256 (what previous_token_shift computes)."""
     digest = hashlib.blake2b(int(previous).to_bytes(8, "little"), key=keyed, digest_size=8).digest()
     return int.from_bytes(digest, "little") / 2**64
 
@@ -82,6 +86,10 @@ class GreenList:
     gamma: float = DEFAULT_GAMMA
     delta: float = DEFAULT_DELTA
     _uniforms: np.ndarray = field(init=False, repr=False, compare=False)
+    _keyed: bytes = field(init=False, repr=False, compare=False)
+    _on_device: dict[torch.device, torch.Tensor] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         if not 0 < self.gamma < 1:
@@ -89,6 +97,8 @@ class GreenList:
         if not 0 <= self.delta <= 20:
             raise ValueError(f"watermark delta must be 0..20, got {self.delta}")
         object.__setattr__(self, "_uniforms", token_uniforms(self.key, self.vocab_size))
+        # Hashed once, not at every token: the keyed hash only needs the digest.
+        object.__setattr__(self, "_keyed", hashlib.sha256(self.key.encode()).digest())
 
     @classmethod
     def from_config(cls, model_config: Mapping[str, Any], vocab_size: int) -> GreenList | None:
@@ -106,9 +116,16 @@ class GreenList:
 
     def green(self, previous: int) -> np.ndarray:
         """Which tokens are green after ``previous``: a [vocab] bool array."""
-        return (self._uniforms + previous_token_shift(self.key, previous)) % 1.0 < self.gamma
+        return (self._uniforms + _shift(self._keyed, previous)) % 1.0 < self.gamma
 
     def bias(self, previous: int, device: torch.device) -> torch.Tensor:
-        """What to add to the logits after ``previous``: delta on the green tokens."""
-        green = torch.from_numpy(self.green(previous)).to(device)
-        return green.to(torch.float32) * self.delta
+        """What to add to the logits after ``previous``: delta on the green tokens.
+
+        The same float64 arithmetic as :meth:`green` (and the detector), on the logits'
+        device, with the uniforms copied there once.
+        """
+        uniforms = self._on_device.get(device)
+        if uniforms is None:
+            uniforms = self._on_device[device] = torch.from_numpy(self._uniforms).to(device)
+        green = (uniforms + _shift(self._keyed, previous)).remainder_(1.0) < self.gamma
+        return green.to(torch.float32).mul_(self.delta)

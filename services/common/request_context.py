@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import logging
+import logging.handlers
 import os
+import queue
 import re
 
 from pythonjsonlogger.json import JsonFormatter
@@ -91,10 +94,18 @@ def configure_logging(level: str, log_format: str = "json") -> None:
 
     Every line carries the request id, the caller's key name (never the
     key) and the caller's own correlation id; access lines add method, code
-    and duration_ms.
+    and duration_ms. A record is only queued where it is logged (on the event
+    loop, with the call's ids); a thread of its own formats and writes it, so
+    the access line of every call costs the loop microseconds, not the 0.2 ms
+    that formatting JSON and writing it took there (README, Performance).
     """
+    # The logging HOWTO's optimizations: no caller lookup (nothing prints it), no
+    # thread or process names.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler()
-    handler.addFilter(RequestIdLogFilter())
     if log_format == "json":
         handler.setFormatter(
             JsonFormatter(
@@ -110,4 +121,33 @@ def configure_logging(level: str, log_format: str = "json") -> None:
                 "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(caller)s] %(message)s"
             )
         )
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    _stop_writing()
+    queued = _Enqueue(queue.SimpleQueue())
+    queued.addFilter(RequestIdLogFilter())  # here: the ids live in the caller's context
+    _writers.append(logging.handlers.QueueListener(queued.queue, handler))
+    _writers[-1].start()
+    logging.basicConfig(level=level.upper(), handlers=[queued], force=True)
+
+
+class _Enqueue(logging.handlers.QueueHandler):
+    """Queues the record as it is: the writer thread formats it. (The standard handler
+    formats and copies every record first, on the logging thread: what it exists to save.)
+    Records' arguments here are strings and numbers, safe to format later."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        if record.exc_info and not record.exc_text:
+            # A traceback refers to live frames: render it now, where it was raised.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        return record
+
+
+_writers: list[logging.handlers.QueueListener] = []
+"""The thread writing log lines (one; a list so that it can be replaced without a global)."""
+
+
+@atexit.register
+def _stop_writing() -> None:
+    """Writes what is queued, then stops the writer (at exit, or before a new one)."""
+    while _writers:
+        _writers.pop().stop()

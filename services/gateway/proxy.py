@@ -21,6 +21,7 @@ naming addresses) reach the caller as a plain sentence, their detail logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 import time
@@ -39,6 +40,7 @@ from genmedia.v1 import (
     text_generation_pb2,  # noqa: F401
 )
 from services.common import tracing
+from services.common.coalesce import coalesced
 from services.common.errors import RETRY_AFTER_HEADER, GenmediaError, Unavailable, UpstreamError
 from services.common.metrics import RedChildren
 from services.common.request_context import (
@@ -54,6 +56,7 @@ from services.common.usage import USAGE_HEADER, Usage
 from services.gateway import metrics
 from services.gateway.auth import OPEN_MODE_CALLER, Authenticator
 from services.gateway.backends import BackendPool, Replica
+from services.gateway.coalescing import MERGES
 from services.gateway.estimates import UNITS, Estimator, streamed_usage
 from services.gateway.keys import KeyPolicy
 from services.gateway.quotas import Quotas, Ticket
@@ -298,11 +301,15 @@ class Forwarder:
                 replica.in_flight += 1
                 started, code = route.client.start(), grpc.StatusCode.CANCELLED
                 retryable = None
+                merge = MERGES.get(route.path)
+                # Messages that wait for a slow caller go out merged (services/common/coalesce).
+                messages = call.__aiter__() if merge is None else coalesced(call.__aiter__(), merge)
                 try:
-                    async for message in call:
-                        forwarded += 1
-                        last = message
-                        yield message
+                    async with contextlib.aclosing(messages):
+                        async for message in messages:
+                            forwarded += 1
+                            last = message
+                            yield message
                     code = grpc.StatusCode.OK
                 except (aio.AioRpcError, asyncio.CancelledError) as exc:
                     code = _code(exc)

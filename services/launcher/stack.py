@@ -125,6 +125,9 @@ class Stack:
     """Replaces every model's instance group (e.g. KIND_GPU); None keeps the sources' KIND_AUTO."""
     model_parameters: dict[str, dict[str, str]] = field(default_factory=dict)
     """Replacements of models' config parameters, e.g. {"gpt2": {"max_sequences": "2"}}."""
+    extra_models: tuple[Path, ...] = ()
+    """More Triton model directories (config.pbtxt + 1/model.py) to serve beside the weights'
+    models, e.g. the bench's identity model (the floor of a Triton hop)."""
     milestones: dict[str, float] = field(default_factory=dict)
     """Seconds from start() to Triton ready and to each process SERVING (the cold start)."""
     _triton: TritonServer | None = None
@@ -204,6 +207,8 @@ class Stack:
         served = build_repository(
             self.weights_dir, repository, self.instance_group, self.model_parameters
         )
+        for model in self.extra_models:
+            (repository / model.name).symlink_to(model.resolve(), target_is_directory=True)
         self._triton = TritonServer(
             weights_dir=self.weights_dir,
             work_dir=self.work_dir / "triton",

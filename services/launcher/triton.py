@@ -66,9 +66,21 @@ class TritonInstall:
         return target
 
 
+TORCH_THREADS_ENV = "GENMEDIA_TORCH_THREADS"
+
+
+def local_torch_threads() -> int:
+    """Intra-op threads per model instance on this machine when nothing says otherwise: every
+    core but one, which stays for the services and the gateway sharing the machine (with all
+    of them, torch's spinning workers and the services' per-token work took turns on the
+    same cores: README, Performance)."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
 def triton_environment(weights_dir: Path, base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for tritonserver and the python stubs it starts."""
     env = dict(os.environ if base is None else base)
+    env.setdefault(TORCH_THREADS_ENV, str(local_torch_threads()))
     install = TritonInstall.find()
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     env["LD_LIBRARY_PATH"] = os.pathsep.join(

@@ -24,7 +24,13 @@ class IncrementalDetokenizer:
 
     def push(self, token_id: int) -> str:
         """Adds one token; returns the text it completes (possibly "")."""
-        self._ids.append(token_id)
+        return self.push_many([token_id])
+
+    def push_many(self, token_ids: list[int]) -> str:
+        """Adds tokens; returns the text they complete (possibly ""), decoding once."""
+        if not token_ids:
+            return ""
+        self._ids.extend(token_ids)
         before = self._decode(self._ids[self._prefix : self._read])
         after = self._decode(self._ids[self._prefix :])
         if len(after) > len(before) and not after.endswith(REPLACEMENT_CHARACTER):

@@ -27,6 +27,7 @@ from tokenizers import Tokenizer
 
 from genmedia.v1 import text_generation_pb2 as pb
 from services.common.audit import AuditLog, sha256
+from services.common.coalesce import coalesced
 from services.common.errors import DeadlineExceeded, GenmediaError, InvalidArgument
 from services.common.metrics import LATENCY_BUCKETS_S
 from services.common.provenance import make_provenance
@@ -50,7 +51,8 @@ tokens_generated = Counter(
 )
 inter_token = Histogram(
     "genmedia_inter_token_seconds",
-    "Time between two tokens of one text request.",
+    "Time between two tokens of one streamed text request (tokens that arrive together "
+    "share the time since the previous arrival).",
     ("model",),
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
@@ -61,7 +63,8 @@ finished = Counter(
 )
 time_to_first_token = Histogram(
     "genmedia_time_to_first_token_seconds",
-    "From the start of a text request to its first token.",
+    "From the start of a streamed text request to its first token (GenerateText without "
+    "stop sequences gets its text whole and is not counted).",
     ("model",),
     buckets=LATENCY_BUCKETS_S,
 )
@@ -191,17 +194,28 @@ class TextGenerator:
         )
 
     async def stream(
-        self, request: pb.GenerateTextRequest, request_id: str, timeout_s: float | None
+        self,
+        request: pb.GenerateTextRequest,
+        request_id: str,
+        timeout_s: float | None,
+        whole: bool = False,
     ) -> AsyncIterator[pb.StreamTextResponse]:
-        """Text deltas as they are produced; the last message carries the finish reason."""
+        """Text deltas as they are produced; the last message carries the finish reason.
+
+        ``whole``: the caller wants the text whole (GenerateText), so, unless stop sequences
+        must be watched as the text grows, the model sends every token in one response.
+        """
         plan = self.plan(request)
         watermark = await self._watermark()
         reason = "error"
         sent: list[str] = []
         last = pb.StreamTextResponse()
+        single = whole and not plan.stops
         try:
             # Closed at once when the caller goes away, so Triton hears of it now, not at GC.
-            async with contextlib.aclosing(self._stream(plan, request_id, timeout_s)) as messages:
+            async with contextlib.aclosing(
+                self._stream(plan, request_id, timeout_s, single)
+            ) as messages:
                 async for message in messages:
                     if message.finish_reason:
                         reason = pb.FinishReason.Name(message.finish_reason)
@@ -260,7 +274,7 @@ class TextGenerator:
         )
 
     async def _stream(
-        self, plan: TextPlan, request_id: str, timeout_s: float | None
+        self, plan: TextPlan, request_id: str, timeout_s: float | None, single: bool
     ) -> AsyncIterator[pb.StreamTextResponse]:
         started = time.perf_counter()
         version = await self._triton.model_version(self.model)
@@ -272,31 +286,30 @@ class TextGenerator:
             "top_p": np.asarray([plan.top_p], dtype=np.float32),
             "seed": np.asarray([plan.seed], dtype=np.int64),
             "repetition_penalty": np.asarray([plan.repetition_penalty], dtype=np.float32),
+            "single_response": np.asarray([single], dtype=np.bool_),
         }
         detokenizer = IncrementalDetokenizer(self._tokenizer)
         stops = StopSequenceFilter(plan.stops)
         finish = pb.FINISH_REASON_LENGTH
         generated = 0
-        token_stream = self._triton.stream(self.model, inputs, "token_id", request_id, timeout_s)
+        arrays = self._triton.stream(self.model, inputs, "token_id", request_id, timeout_s)
+        # A stream read while the caller's side is busy comes coalesced: one message for
+        # every token that waited, not one message per token (services/common/coalesce.py).
+        token_stream = arrays if single else coalesced(arrays, np.concatenate)
         async with contextlib.aclosing(token_stream):
             previous = started
             async for token_ids in token_stream:
-                now = time.perf_counter()
-                if generated == 0:
-                    time_to_first_token.labels(self.model).observe(now - started)
-                else:
-                    inter_token.labels(self.model).observe(now - previous)
-                previous = now
-                generated += 1
-                tokens_generated.labels(self.model).inc()
-                token_id = int(token_ids.reshape(-1)[0])
-                if token_id in self._info.eos_token_ids:
+                ids = token_ids.reshape(-1).tolist()
+                if not single:
+                    previous = self._observe_arrival(len(ids), started, previous, generated == 0)
+                tokens_generated.labels(self.model).inc(len(ids))
+                text, used = self._text_of(ids, detokenizer, stops)
+                generated += used
+                if used and ids[used - 1] in self._info.eos_token_ids:
                     # The model ends the stream right after end-of-text; reading
                     # to its end (rather than cancelling) leaves Triton no race
                     # between our cancel and its final response.
                     finish = pb.FINISH_REASON_EOS
-                    continue
-                text = stops.feed(detokenizer.push(token_id))
                 if stops.stopped:
                     finish = pb.FINISH_REASON_STOP
                 if text:
@@ -320,13 +333,41 @@ class TextGenerator:
             provenance=make_provenance(self.model, version, plan.seed, request_id),
         )
 
+    def _observe_arrival(self, count: int, started: float, previous: float, first: bool) -> float:
+        """Time to first token, and the gap since the last arrival shared by its tokens."""
+        now = time.perf_counter()
+        if first:
+            time_to_first_token.labels(self.model).observe(now - started)
+            return now
+        for _ in range(count):
+            inter_token.labels(self.model).observe((now - previous) / count)
+        return now
+
+    def _text_of(
+        self, ids: list[int], detokenizer: IncrementalDetokenizer, stops: StopSequenceFilter
+    ) -> tuple[str, int]:
+        """The text ``ids`` complete and how many of them count as generated: all of them,
+        or those up to the one that completed a stop sequence (the rest were never asked
+        for). End-of-text counts as generated and adds no text."""
+        text = [id_ for id_ in ids if id_ not in self._info.eos_token_ids]
+        if not stops.stops:
+            return stops.feed(detokenizer.push_many(text)), len(ids)
+        parts: list[str] = []
+        for used, token_id in enumerate(ids, start=1):
+            if token_id in self._info.eos_token_ids:
+                continue
+            parts.append(stops.feed(detokenizer.push(token_id)))
+            if stops.stopped:
+                return "".join(parts), used
+        return "".join(parts), len(ids)
+
     async def generate(
         self, request: pb.GenerateTextRequest, request_id: str, timeout_s: float | None
     ) -> pb.GenerateTextResponse:
         """The whole completion: exactly the concatenation of :meth:`stream`."""
         parts: list[str] = []
         last = pb.StreamTextResponse()
-        async for last in self.stream(request, request_id, timeout_s):
+        async for last in self.stream(request, request_id, timeout_s, whole=True):
             parts.append(last.text)
         return pb.GenerateTextResponse(
             text="".join(parts),

@@ -7,7 +7,7 @@ class StopSequenceFilter:
     """Passes text through, holding back what might be the start of a stop sequence."""
 
     def __init__(self, stops: list[str]) -> None:
-        self._stops = [s for s in stops if s]
+        self.stops = [s for s in stops if s]
         self._pending = ""
         self.stopped = False
 
@@ -16,7 +16,7 @@ class StopSequenceFilter:
         if self.stopped:
             return ""
         self._pending += text
-        hits = [i for i in (self._pending.find(s) for s in self._stops) if i >= 0]
+        hits = [i for i in (self._pending.find(s) for s in self.stops) if i >= 0]
         if hits:
             self.stopped = True
             emitted, self._pending = self._pending[: min(hits)], ""
@@ -33,7 +33,7 @@ class StopSequenceFilter:
 
     def _longest_partial_match(self) -> int:
         longest = 0
-        for stop in self._stops:
+        for stop in self.stops:
             for length in range(min(len(stop) - 1, len(self._pending)), longest, -1):
                 if self._pending.endswith(stop[:length]):
                     longest = length

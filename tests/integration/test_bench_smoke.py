@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,16 @@ import pytest
 from PIL import Image
 
 from bench import resources, streams
-from bench.__main__ import BATCHING_MIN_GAIN, OVERHEAD_LIMIT_MS, OVERHEAD_LIMIT_PERCENT, verdicts
+from bench.__main__ import (
+    BATCHING_MIN_GAIN,
+    INTER_TOKEN_LIMIT,
+    OVERHEAD_LIMIT_MS,
+    OVERHEAD_LIMIT_PERCENT,
+    PER_TOKEN_LIMIT_MS,
+    verdicts,
+)
 from bench.gateway import Sizes, measure, passthrough_beside, report, stack_endpoints
-from bench.serving import MODEL_CALLS
+from bench.serving import FLOOR_SIDES, HOP_LIMIT, MODEL_CALLS
 from bench.workloads import SIDES
 from services.launcher.stack import Stack
 from services.launcher.triton import REPO_ROOT
@@ -72,6 +80,7 @@ def written_results(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         "batching": read("batching"),
         "memory": read("resources")["memory"],
         "streams": read("streams"),
+        "text": read("text"),
     }
     return demo, {"serving": serving["full_size"]}
 
@@ -88,9 +97,20 @@ def every_figure_at_its_limit(
     def at_least(minimum: float) -> float:  # targets "figure >= minimum"
         return minimum if met else minimum * 0.99
 
-    for call in demo["serving"]["calls"].values():
+    def at_most(limit: float) -> float:  # targets "figure <= limit"
+        return limit if met else limit * 1.01
+
+    tokens = demo["serving"]["text_tokens"]
+    for name, call in demo["serving"]["calls"].items():
         if "overhead_ms" in call:
-            call["overhead_ms"] = under(OVERHEAD_LIMIT_MS)
+            call["overhead_ms"] = (
+                at_most(PER_TOKEN_LIMIT_MS) * tokens
+                if name == "GenerateText"
+                else under(OVERHEAD_LIMIT_MS)
+            )
+        for hop in call.get("vs_floor", {}):
+            call["vs_floor"][hop] = at_most(HOP_LIMIT)
+    demo["text"]["inter_token_vs_in_process"]["gateway"] = at_most(INTER_TOKEN_LIMIT)
     for call in full["serving"]["calls"].values():
         call["overhead_percent"] = under(OVERHEAD_LIMIT_PERCENT)
     levels = demo["batching"]["rpcs"]["GenerateImages"]["levels"]
@@ -106,7 +126,7 @@ def every_figure_at_its_limit(
 
 def assert_verdicts_follow_the_figures(out: Path, stdout: str) -> None:
     summary = json.loads((out / "summary.json").read_text())
-    assert len(summary["targets"]) == 6
+    assert len(summary["targets"]) == 11
     for row in summary["targets"]:
         assert isinstance(row["met"], bool) and row["figure"]
         assert ("met    " if row["met"] else "NOT MET") + f"  {row['target']}" in stdout
@@ -117,7 +137,7 @@ def assert_verdicts_follow_the_figures(out: Path, stdout: str) -> None:
     # figures are too noisy to be met or not on purpose).
     for met in (True, False):
         rows = verdicts(*every_figure_at_its_limit(demo, full, met))
-        assert [row["met"] for row in rows] == [met] * 6, rows
+        assert [row["met"] for row in rows] == [met] * 11, rows
 
 
 def test_make_bench_runs_every_part_and_judges_every_target(tmp_path: Path) -> None:
@@ -128,8 +148,17 @@ def test_make_bench_runs_every_part_and_judges_every_target(tmp_path: Path) -> N
     serving = json.loads((out / "serving.json").read_text())
     for call in ("ListModels", *MODEL_CALLS):
         p50 = serving["demo"]["calls"][call]["p50_ms"]
-        assert set(p50) == (set(SIDES) - {"in-process"} if call == "ListModels" else set(SIDES))
+        sides = set(SIDES) | set(FLOOR_SIDES)
+        if call == "ListModels":  # no model: no in-process side, no work, no Triton floor
+            sides -= {"in-process", "work", "floor"}
+        assert set(p50) == sides
         assert all(value > 0 for value in p50.values())
+        # The floors and the hop table are produced (the figures are noisy in a quick run).
+        figures = serving["demo"]["calls"][call]
+        assert math.isfinite(figures["floors_ms"]["python_hop"])
+        assert set(figures["vs_floor"]) == (
+            {"service", "gateway"} if call == "ListModels" else {"triton", "service", "gateway"}
+        )
     assert set(serving["full_size"]["calls"]) == {"GenerateImages", "TranslateImage"}
 
     batching = json.loads((out / "batching.json").read_text())

@@ -105,29 +105,48 @@ def stream_levels(gain: float, slowdown: float) -> dict[str, Any]:
 
 def demo_results(
     overhead_ms: float, gain: float, peak_mb: float, stream_gain: float = 5.0,
-    first_token_slowdown: float = 2.0,
+    first_token_slowdown: float = 2.0, hop_ratio: float = 1.2, per_token_ms: float = 0.2,
+    inter_token: float = 1.2,
 ) -> dict[str, Any]:  # fmt: skip
-    calls = {c: {"overhead_ms": overhead_ms / 2} for c in ("GenerateImages", "TranslateImage")}
-    calls["GenerateText"] = {"overhead_ms": overhead_ms}
+    vs_floor = {"triton": hop_ratio / 2, "service": hop_ratio, "gateway": hop_ratio / 2}
+    calls: dict[str, Any] = {
+        c: {"overhead_ms": overhead_ms / 2, "vs_floor": dict(vs_floor)}
+        for c in ("GenerateImages", "TranslateImage")
+    }
+    calls["TranslateImage"]["overhead_ms"] = overhead_ms
+    calls["TranslateImage"]["vs_floor"]["gateway"] = hop_ratio
+    calls["GenerateText"] = {"overhead_ms": per_token_ms * 64, "vs_floor": dict(vs_floor)}
+    calls["GenerateText"]["vs_floor"]["triton"] = hop_ratio
+    calls["ListModels"] = {"vs_floor": {"service": hop_ratio / 2, "gateway": hop_ratio / 3}}
     return {
-        "serving": {"calls": calls},
+        "serving": {"calls": calls, "text_tokens": 64},
         "batching": {"rpcs": {"GenerateImages": {"levels": {"16": {"vs_concurrency_1": gain}}}}},
         "memory": {"services": {"gateway": {"peak_mb": 50.0}, "text": {"peak_mb": peak_mb}}},
         "streams": stream_levels(stream_gain, first_token_slowdown),
+        "text": {
+            "inter_token_vs_in_process": {"gateway": inter_token},
+            "inter_token_p50_ms": {"gateway": 1.5},
+        },
     }
 
 
 def test_verdicts_judge_the_worst_figure_against_each_target() -> None:
     full = {"serving": {"calls": {"GenerateImages": {"overhead_percent": 4.0},
                                   "TranslateImage": {"overhead_percent": 6.0}}}}  # fmt: skip
-    rows = verdicts(demo_results(4.9, 1.5, 149.0, 4.0, 2.99), full)
-    assert [row["met"] for row in rows] == [True, False, True, True, True, True]
-    assert "GenerateText" in rows[0]["figure"] and "TranslateImage" in rows[1]["figure"]
+    rows = verdicts(demo_results(4.9, 1.5, 149.0, 6.0, 2.99, 1.5, 0.25, 1.3), full)
+    assert [row["met"] for row in rows] == [True, False, True, True] + [True] * 7
+    assert "TranslateImage" in rows[0]["figure"] and "TranslateImage" in rows[1]["figure"]
     assert "text" in rows[3]["figure"]
-    assert rows[4]["figure"].startswith("4.00x (400 tokens/s)")
-    assert rows[5]["figure"].startswith("2.99x (29.9 ms p50; triton 2.99x, service 2.99x)")
-    rows = verdicts(demo_results(5.0, 1.49, 150.0, 3.99, 3.0), None)
-    assert [row["met"] for row in rows] == [False, False, False, False, False]
+    # Each hop's worst call is named: the gateway's on TranslateImage, Triton's on text.
+    assert "1.50x (TranslateImage" in rows[4]["figure"]
+    assert rows[5]["figure"].startswith("1.50x (")  # every model call ties on the service hop
+    assert "1.50x (GenerateText" in rows[6]["figure"]
+    assert rows[7]["figure"].startswith("0.250 ms (16.00 ms over 64 tokens)")
+    assert rows[8]["figure"].startswith("1.30x")
+    assert rows[9]["figure"].startswith("6.00x (600 tokens/s)")
+    assert rows[10]["figure"].startswith("2.99x (29.9 ms p50; triton 2.99x, service 2.99x)")
+    rows = verdicts(demo_results(5.0, 1.49, 150.0, 5.99, 3.0, 1.51, 0.26, 1.31), None)
+    assert [row["met"] for row in rows] == [False] * 10
 
 
 def test_stream_summary_compares_every_level_with_one_stream() -> None:

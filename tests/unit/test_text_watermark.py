@@ -22,6 +22,9 @@ def test_model_and_detector_compute_the_same_green_lists(key: str) -> None:
         green = model_side.green(previous)
         assert green.dtype == bool and abs(green.mean() - 0.25) < 0.05
         assert [detector.is_green(previous, t) for t in range(VOCAB)] == green.tolist()
+        # The bias the model adds is delta exactly on those tokens (its own torch path).
+        bias = model_side.bias(previous, torch.device("cpu"))
+        assert (bias > 0).tolist() == green.tolist() and float(bias.max()) == model_side.delta
     # Lists differ from one previous token to the next, and from key to key.
     assert not np.array_equal(model_side.green(1), model_side.green(2))
     assert not np.array_equal(model_side.green(1), GreenList("other", VOCAB).green(1))

@@ -79,7 +79,13 @@ class FakeSender:
             self.closed.set()
 
     def tokens(self) -> list[int]:
-        return [int(r.output("token_id")[0]) for r, _ in self.sent if r is not None and not r.error]
+        """Every token sent, in order (a response carries one or more)."""
+        return [
+            int(token)
+            for r, _ in self.sent
+            if r is not None and not r.error
+            for token in r.output("token_id").reshape(-1)
+        ]
 
     def errors(self) -> list[str]:
         return [r.error.message() for r, _ in self.sent if r is not None and r.error]
@@ -90,11 +96,13 @@ class FakeRequest:
         self.inputs = {name: FakeTensor(name, array) for name, array in inputs.items()}
         self.sender = FakeSender()
         self.cancel_after_tokens: int | None = None
+        self.cancel_checks = 0
 
     def get_response_sender(self) -> FakeSender:
         return self.sender
 
     def is_cancelled(self) -> bool:
+        self.cancel_checks += 1
         limit = self.cancel_after_tokens
         return limit is not None and len(self.sender.tokens()) >= limit
 

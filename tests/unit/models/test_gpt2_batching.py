@@ -33,9 +33,9 @@ class ListSink:
         self.cancel_after = cancel_after
         self.done = threading.Event()
 
-    def emit(self, token: int) -> None:
+    def emit(self, tokens: list[int]) -> None:
         assert self.reason is None, "token after finish"
-        self.tokens.append(token)
+        self.tokens.extend(tokens)
 
     def finish(self, reason: FinishReason, error: BaseException | None = None) -> None:
         assert self.reason is None, "finished twice"
@@ -236,7 +236,7 @@ def test_the_loop_thread_serves_requests_and_close_ends_the_rest(model: GPT2LMHe
 
 def test_a_sink_that_fails_ends_only_its_own_sequence(model: GPT2LMHeadModel) -> None:
     class BrokenSink(ListSink):
-        def emit(self, token: int) -> None:
+        def emit(self, tokens: list[int]) -> None:
             raise ConnectionError("client gone")
 
     engine = batcher(model)

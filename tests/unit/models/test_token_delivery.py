@@ -14,17 +14,21 @@ from genmedia_models.token_delivery import Outbox, TokenDelivery
 class SlowSink:
     """Records what it receives; each emit sleeps a little, as a Triton round trip waits."""
 
-    def __init__(self, fail_at: int | None = None) -> None:
+    def __init__(self, fail_at: int | None = None, pause_s: float = 0.001) -> None:
         self.events: list[object] = []
+        self.emits: list[list[int]] = []
         self.fail_at = fail_at
+        self.pause_s = pause_s
         self.threads: set[str] = set()
 
-    def emit(self, token: int) -> None:
-        if token == self.fail_at:
-            raise ConnectionError("client gone")
-        time.sleep(0.001)
+    def emit(self, tokens: list[int]) -> None:
+        time.sleep(self.pause_s)
         self.threads.add(threading.current_thread().name)
-        self.events.append(token)
+        self.emits.append(list(tokens))
+        for token in tokens:
+            if token == self.fail_at:
+                raise ConnectionError("client gone")
+            self.events.append(token)
 
     def finish(self, reason: FinishReason, error: BaseException | None = None) -> None:
         self.events.append(reason)
@@ -78,3 +82,31 @@ def test_a_failed_emit_is_reported_once_and_forgotten_when_the_sink_ends() -> No
     assert delivery.take_failure(broken) is None
     assert delivery.take_failure(ended) is None  # it ended in that step
     delivery.close()
+
+
+def test_steps_that_wait_for_a_slow_sender_go_out_together_and_in_order() -> None:
+    delivery = TokenDelivery(threads=2)
+    slow = SlowSink(pause_s=0.02)
+    for step in range(30):  # the loop is far faster than one send
+        outbox = Outbox()
+        outbox.token(slow, step)
+        delivery.deliver(outbox)
+    finish = Outbox()
+    finish.finish(slow, FinishReason.LENGTH)
+    delivery.deliver(finish)
+    delivery.close()
+    assert slow.events == [*range(30), FinishReason.LENGTH]
+    assert len(slow.emits) < 10  # coalesced: one emit carried many steps
+    assert max(len(tokens) for tokens in slow.emits) > 1
+
+
+def test_a_sender_that_keeps_up_sends_every_step_at_once() -> None:
+    delivery = TokenDelivery(threads=2)
+    sink = SlowSink(pause_s=0.0)
+    for step in range(10):
+        outbox = Outbox()
+        outbox.token(sink, step)
+        delivery.deliver(outbox)
+        delivery.drain()  # the next step comes after this one went out
+    delivery.close()
+    assert sink.emits == [[step] for step in range(10)]

@@ -148,7 +148,9 @@ def test_test_delay_must_be_a_sane_number_of_milliseconds(
 
 GPT2_CONFIG = {
     "model_transaction_policy": {"decoupled": True},
-    **parameters(weights_path="gpt2", max_sequences="2", max_queued_requests="1"),
+    **parameters(
+        weights_path="gpt2", max_sequences="2", max_queued_requests="1", cancel_check_ms="0"
+    ),
 }
 
 
@@ -158,6 +160,8 @@ def gpt2_request(pb_utils: types.ModuleType, prompt: list[int], **overrides: flo
     optional = {}
     if "repetition_penalty" in values:  # an optional input
         optional["repetition_penalty"] = np.array([values["repetition_penalty"]], np.float32)
+    if "single_response" in values:  # an optional input
+        optional["single_response"] = np.array([values["single_response"]], np.bool_)
     return pb_utils.InferenceRequest(
         input_ids=np.array(prompt, np.int64),
         max_new_tokens=np.array([values["max_new_tokens"]], np.int32),
@@ -196,6 +200,39 @@ def test_gpt2_streams_tokens_then_an_empty_final_response(
     if len(tokens) < 12:  # stopped early: only on the eos token, sent last
         assert tokens[-1] == model.model.config.eos_token_id
     assert counter(pb_utils, "genmedia_model_tokens_generated_total") == 2 * len(tokens)
+
+
+def test_gpt2_sends_every_token_in_the_final_response_when_asked(
+    pb_utils: types.ModuleType, triton_model: BuildModel
+) -> None:
+    model = triton_model("gpt2", GPT2_CONFIG)
+    streamed = gpt2_request(pb_utils, [5, 6, 7])
+    whole = gpt2_request(pb_utils, [5, 6, 7], single_response=True)
+    model.execute([streamed, whole])
+    wait_closed(streamed, whole)
+    assert whole.sender.tokens() == streamed.sender.tokens()  # the same tokens, one response
+    ((response, flags),) = whole.sender.sent
+    assert response is not None and flags == pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+def test_gpt2_asks_whether_its_caller_cancelled_at_most_every_cancel_check_ms(
+    pb_utils: types.ModuleType, triton_model: BuildModel
+) -> None:
+    every_step = triton_model("gpt2", GPT2_CONFIG)
+    request = gpt2_request(pb_utils, [5, 6, 7], max_new_tokens=200)
+    every_step.batcher.stop_token_ids = frozenset()
+    every_step.execute([request])
+    wait_closed(request)
+    assert request.cancel_checks >= 199  # once a step
+    spaced = triton_model(
+        "gpt2", {**GPT2_CONFIG, **parameters(weights_path="gpt2", cancel_check_ms="1000")}
+    )
+    spaced.batcher.stop_token_ids = frozenset()
+    request = gpt2_request(pb_utils, [5, 6, 7], max_new_tokens=200)
+    started = time.monotonic()
+    spaced.execute([request])
+    wait_closed(request)
+    assert request.cancel_checks <= 1 + (time.monotonic() - started)  # one a second at most
 
 
 def test_gpt2_stops_when_the_client_cancels(

@@ -1,13 +1,17 @@
-"""gpt2: decoupled, streaming one response (`token_id` INT64 [1]) per generated token.
+"""gpt2: decoupled, streaming the generated tokens (`token_id` INT64 [n]) as they come.
 
 All requests share one continuously batched decode loop
 (genmedia_models.continuous_batching): execute() validates each request and
 queues it, then returns at once; the loop thread admits it at its next step,
 streams its tokens through the request's response sender (from a few
 sender threads, while it computes the next step) and ends every stream with
-an empty TRITONSERVER_RESPONSE_COMPLETE_FINAL response. Running
-requests are asked every step whether their client cancelled, so a cancelled
-or expired request leaves the batch before the next forward pass.
+an empty TRITONSERVER_RESPONSE_COMPLETE_FINAL response. A response carries
+one token when the senders keep up with the loop, and every token waiting
+for its stream when they are behind (genmedia_models.token_delivery). With
+the optional input `single_response` true, all of a request's tokens come in
+one final response instead (a unary call needs no stream). Running requests
+are asked whether their client cancelled at most every `cancel_check_ms`
+(every step with 0): each question is a round trip to the server.
 
 Errors a stream can end with start with the gRPC status the service should
 report ("RESOURCE_EXHAUSTED: ...", "UNAVAILABLE: ..."): Triton's streaming API
@@ -26,6 +30,7 @@ import importlib.util
 import json
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +69,13 @@ from genmedia_models.weights import model_parameter, weights_path_from_config
 TOKENS_PER_METRIC_UPDATE = 32
 DEFAULT_LIMITS = BatchLimits()
 DEFAULT_SENDER_THREADS = 4
+DEFAULT_CANCEL_CHECK_MS = 20.0
+
+
+def single_response(request: Any) -> bool:
+    """Whether the caller wants every token in one final response (optional input)."""
+    tensor = pb_utils.get_input_tensor_by_name(request, "single_response")
+    return tensor is not None and bool(tensor.as_numpy().reshape(-1)[0])
 
 
 def read_request(request: Any) -> tuple[list[int], SamplingParams]:
@@ -124,22 +136,48 @@ class TokenCounter:
 
 
 class TritonSink:
-    """Sends one request's tokens as decoupled responses, then the final flag."""
+    """Sends one request's tokens as decoupled responses, then the final flag.
 
-    def __init__(self, model: TritonPythonModel, request: Any) -> None:
+    Streaming, each emit is one response holding the tokens handed over (one,
+    or several when delivery was behind); with `single_response`, the tokens
+    are kept and sent with the final flag in one response. Whether the client
+    cancelled is asked of the server at most every `cancel_check_s`.
+    """
+
+    def __init__(
+        self, model: TritonPythonModel, request: Any, single: bool, cancel_check_s: float
+    ) -> None:
         self._model = model
         self._request = request
         self._sender = request.get_response_sender()
+        self._single = single
+        self._kept: list[int] = []
+        self._cancel_check_s = cancel_check_s
+        self._checked_at = -float("inf")
+        self._cancelled = False
 
-    def emit(self, token: int) -> None:
-        output = pb_utils.Tensor("token_id", np.array([token], dtype=np.int64))
-        self._sender.send(pb_utils.InferenceResponse(output_tensors=[output]))
-        self._model.tokens.add()
+    def emit(self, tokens: list[int]) -> None:
+        if self._single:
+            self._kept.extend(tokens)
+            return
+        self._sender.send(self._response(tokens))
+        self._model.tokens.add(len(tokens))
+
+    @staticmethod
+    def _response(tokens: list[int]) -> Any:
+        output = pb_utils.Tensor("token_id", np.array(tokens, dtype=np.int64))
+        return pb_utils.InferenceResponse(output_tensors=[output])
 
     def cancelled(self) -> bool:
-        return bool(self._request.is_cancelled())
+        now = time.monotonic()
+        if now - self._checked_at >= self._cancel_check_s:
+            self._checked_at = now
+            self._cancelled = bool(self._request.is_cancelled())
+        return self._cancelled
 
     def finish(self, reason: FinishReason, error: BaseException | None = None) -> None:
+        final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        sent_final = False
         try:
             if reason is FinishReason.CANCELLED:
                 self._model.count(self._model.requests_cancelled)
@@ -149,8 +187,14 @@ class TritonSink:
             elif reason is FinishReason.FAILED:
                 assert error is not None
                 self._sender.send(internal_error_response(self._model.model_name, error))
+            elif self._kept:
+                # Every token and the end in one response: one round trip for the request.
+                self._model.tokens.add(len(self._kept))
+                self._sender.send(self._response(self._kept), flags=final)
+                sent_final = True
         finally:
-            self._sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            if not sent_final:
+                self._sender.send(flags=final)
             self._model.tokens.flush()
 
 
@@ -201,6 +245,10 @@ class TritonPythonModel:
         self.tokens = TokenCounter(tokens_metric, self.metrics_lock)
 
         senders = model_parameter(model_config, "response_sender_threads")
+        cancel_check_ms = model_parameter(model_config, "cancel_check_ms")
+        self.cancel_check_s = (
+            DEFAULT_CANCEL_CHECK_MS if cancel_check_ms is None else float(cancel_check_ms)
+        ) / 1000
         self.batcher = ContinuousBatcher(
             self.model,
             limits,
@@ -222,7 +270,8 @@ class TritonPythonModel:
         for request in requests:
             try:
                 input_ids, params = read_request(request)
-                self.batcher.submit(GenerationRequest(input_ids, params, TritonSink(self, request)))
+                sink = TritonSink(self, request, single_response(request), self.cancel_check_s)
+                self.batcher.submit(GenerationRequest(input_ids, params, sink))
             except InvalidInputError as error:
                 self._refuse(request, error_response(str(error)))
             except QueueFull as error:
