@@ -112,7 +112,8 @@ test-integration: setup prometheus-tools
 # The demo and full-size benches (about 10 minutes), then the gateway's (about 2) and
 # Content Credentials signing's (seconds), the watermarks' (about 3 minutes),
 # genmedia's image watermark against invisible-watermark's (about 6) and one
-# verification's memory and time against the whole-image detector (about 1).
+# verification's memory and time against the whole-image detector (about 1), then
+# the CPU each process spends per streamed token (under 1).
 bench: setup
 	$(PY) -m bench
 	$(PY) -m bench.gateway
@@ -121,6 +122,7 @@ bench: setup
 	$(PY) -m bench.watermark_image
 	$(PY) -m bench.watermark_compare
 	$(PY) -m bench.verify_cost
+	$(PY) -m bench.token_tax
 
 # A bounded locust run against a local stack on the demo pack, or GENMEDIA_LOAD_TARGET;
 # GENMEDIA_LOAD_* from the environment or the command line (make load GENMEDIA_LOAD_USERS=50).

@@ -209,3 +209,16 @@ def test_gpu_bench_runs_its_cpu_path(tmp_path: Path) -> None:
         assert row["stack_vs_raw"] == pytest.approx(row["stack"] / row["raw_pytorch"])
     assert "stack/raw" in stdout
     assert_png(out / "gpu.png")
+
+
+def test_token_tax_bench_reads_every_processs_cpu_per_token(tmp_path: Path) -> None:
+    stdout = run_bench("bench.token_tax", "--out", str(tmp_path))
+    results = json.loads((tmp_path / "token-tax.json").read_text())
+    assert results["traffic"]["tokens"] > 0 and results["traffic"]["streams"] > 0
+    assert set(results["cpu_ms_per_token"]) == {"gateway", "text-generation", "tritonserver",
+                                                 "stub gpt2"}  # fmt: skip
+    # Every process on the path worked for the tokens, the model's stub most of all.
+    assert all(value > 0 for value in results["cpu_ms_per_token"].values())
+    assert results["cpu_ms_per_token"]["stub gpt2"] == max(results["cpu_ms_per_token"].values())
+    assert "CPU ms per token" in stdout
+    assert_png(tmp_path / "token-tax.png")
