@@ -24,6 +24,8 @@ from genmedia_models.cyclegan import load_generator, translate
 from genmedia_models.gpt2 import eos_token_ids, load_gpt2
 from genmedia_models.runtime import configure_torch_threads
 from genmedia_models.sampling import SamplingParams
+from genmedia_models.text_watermark import DEFAULT_DELTA, DEFAULT_GAMMA, GreenList
+from genmedia_models.text_watermark import DEVELOPMENT_KEY as TEXT_DEVELOPMENT_KEY
 from services.launcher.triton import TORCH_THREADS_ENV, local_torch_threads
 
 
@@ -73,14 +75,22 @@ class InProcessModels:
         self._synchronize()
         return translated
 
+    @cached_property
+    def watermark(self) -> GreenList:
+        """The green list the served gpt2 marks with (its config's defaults, the local stack's
+        development key): the watermark is the model's own work, not serving."""
+        vocab = int(self.gpt2.config.vocab_size)
+        return GreenList(TEXT_DEVELOPMENT_KEY, vocab, DEFAULT_GAMMA, DEFAULT_DELTA)
+
     def stream(self, call: TextCall, seed: int) -> StreamTiming:
-        """The generate loop Triton's gpt2 model runs, timed like a stream."""
+        """The generate loop Triton's gpt2 model runs, watermark included, timed like a stream."""
         params = SamplingParams(max_new_tokens=call.max_new_tokens, temperature=1.0, seed=seed)
         model = self.gpt2
         started = time.perf_counter()
         first: float | None = None
         tokens = 0
-        for _ in generate_one(model, call.prompt_ids, params, eos_token_ids(model)):
+        stops = eos_token_ids(model)
+        for _ in generate_one(model, call.prompt_ids, params, stops, self.watermark):
             first = time.perf_counter() - started if first is None else first
             tokens += 1
         return StreamTiming(first or 0.0, time.perf_counter() - started, tokens)

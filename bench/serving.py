@@ -81,6 +81,9 @@ class ServingBench:
     service_work: ServiceWork | None = None
     """The services' own work, in-process; None: no floors measured."""
     samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    inside_triton: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per image call: Triton's own mean ms per stage (queue, compute_input, compute_infer,
+    compute_output) over the run, to tell the model's time in its stub from transport."""
 
     def _runner(self, call: str, side: str) -> Callable[[int], Awaitable[Any]] | None:
         """The coroutine that makes ``call`` on ``side`` with a seed; None where it has no side."""
@@ -170,8 +173,24 @@ class ServingBench:
     def calls(self) -> tuple[str, ...]:
         return ((CHEAP,) if self.sizes.cheap else ()) + self.sizes.model_calls
 
+    async def _stats(self) -> dict[str, dict[str, tuple[int, int]]]:
+        """Triton's own per-stage counts and nanoseconds for the image models, so far."""
+        models = {"GenerateImages": "biggan", "TranslateImage": self.work.translate.triton_model}
+        stats: dict[str, dict[str, tuple[int, int]]] = {}
+        for call, model in models.items():
+            if call not in self.sizes.model_calls:
+                continue
+            answer = await self.clients.triton_statistics(model)
+            inference = answer["model_stats"][0]["inference_stats"]
+            stats[call] = {
+                stage: (int(inference[stage]["count"]), int(inference[stage]["ns"]))
+                for stage in ("queue", "compute_input", "compute_infer", "compute_output")
+            }
+        return stats
+
     async def run(self, progress: bool = True) -> dict[str, Any]:
         await self.clients.ready()
+        before = await self._stats()
         plan = [
             (call, side, runner)
             for call in self.calls()
@@ -201,6 +220,16 @@ class ServingBench:
                             elapsed = (time.perf_counter() - started) * 1000
                             self.samples[call][side].append(elapsed)
                     bar.update()
+        after = await self._stats()
+        self.inside_triton = {
+            call: {
+                stage: (after[call][stage][1] - before[call][stage][1])
+                / max(after[call][stage][0] - before[call][stage][0], 1)
+                / 1e6
+                for stage in after[call]
+            }
+            for call in after
+        }
         return self.summary()
 
     def summary(self) -> dict[str, Any]:
@@ -220,6 +249,8 @@ class ServingBench:
                 figures["triton_vs_in_process"] = p50["triton"] / model_ms
             if "passthrough" in by_side:
                 figures.update(_floors(figures["hops_ms"], by_side, p50))
+            if call in self.inside_triton:
+                figures["inside_triton_ms"] = self.inside_triton[call]
             calls[call] = figures
         return {
             "calls": calls,
@@ -298,6 +329,15 @@ def report(results: dict[str, Any], title: str) -> str:
         lines.append(line)
     if any("vs_floor" in figures for figures in results["calls"].values()):
         lines.append(floor_report(results))
+    for call, figures in results["calls"].items():
+        inside = figures.get("inside_triton_ms")
+        if inside and "in-process" in figures["p50_ms"]:
+            moving = inside["queue"] + inside["compute_input"] + inside["compute_output"]
+            lines.append(
+                f"{call}: inside Triton the model ran {inside['compute_infer']:.2f} ms a call "
+                f"(in-process p50 {figures['p50_ms']['in-process']:.2f}); queue, inputs and "
+                f"outputs {moving:.2f}"
+            )
     return "\n".join(lines)
 
 

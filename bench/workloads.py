@@ -27,6 +27,7 @@ import numpy as np
 from grpc import aio
 from PIL import Image
 from tokenizers import Tokenizer
+from tritonclient.grpc import aio as triton_aio
 
 from bench.common import CHANNEL_OPTIONS, MAX_MESSAGE_BYTES, BenchStack
 from genmedia.v1 import image_generation_pb2 as gen_pb
@@ -206,6 +207,7 @@ class Clients:
             address: aio.insecure_channel(address, options=CHANNEL_OPTIONS) for address in targets
         }
         self._floor_inputs: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+        self._statistics = triton_aio.InferenceServerClient(addresses.triton)
 
     def _channel(self, side: str, service_address: str) -> tuple[aio.Channel, tuple]:
         if side == "gateway":
@@ -249,6 +251,10 @@ class Clients:
                 tokens = message.usage.generated_tokens or tokens
         return StreamTiming(first or 0.0, time.perf_counter() - started, tokens)
 
+    async def triton_statistics(self, model: str) -> dict:
+        """Triton's own inference statistics of ``model`` (JSON)."""
+        return await self._statistics.get_inference_statistics(model, as_json=True)
+
     async def floor(self, sent: int, received: int) -> None:
         """One call of the Triton floor model with these payload sizes (bench/triton/floor)."""
         inputs = self._floor_inputs.get((sent, received))
@@ -273,6 +279,7 @@ class Clients:
     async def close(self) -> None:
         await asyncio.gather(*(channel.close() for channel in self._channels.values()))
         await self.triton.close()
+        await self._statistics.close()
 
 
 def run_with_clients(addresses: Addresses, body: Callable[[Clients], Awaitable[T]]) -> T:

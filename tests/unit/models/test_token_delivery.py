@@ -110,3 +110,22 @@ def test_a_sender_that_keeps_up_sends_every_step_at_once() -> None:
         delivery.drain()  # the next step comes after this one went out
     delivery.close()
     assert sink.emits == [[step] for step in range(10)]
+
+
+def test_a_sink_that_keeps_its_tokens_takes_them_inline_and_ends_after_them() -> None:
+    class Keeper(SlowSink):
+        keeps_tokens = True
+
+    delivery = TokenDelivery(threads=2)
+    keeper, streamer = Keeper(pause_s=0.0), SlowSink(pause_s=0.0)
+    for step in range(5):
+        outbox = Outbox()
+        outbox.token(keeper, step)
+        outbox.token(streamer, step)
+        if step == 4:
+            outbox.finish(keeper, FinishReason.LENGTH)
+        delivery.deliver(outbox)
+    delivery.close()
+    assert keeper.threads == {threading.current_thread().name}  # no hand-off for its tokens
+    assert keeper.events == [0, 1, 2, 3, 4, FinishReason.LENGTH]
+    assert streamer.events == [0, 1, 2, 3, 4]

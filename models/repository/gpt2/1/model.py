@@ -151,6 +151,8 @@ class TritonSink:
         self._request = request
         self._sender = request.get_response_sender()
         self._single = single
+        self.keeps_tokens = single
+        """Tokens are only kept until the end: token delivery hands them over inline."""
         self._kept: list[int] = []
         self._cancel_check_s = cancel_check_s
         self._checked_at = -float("inf")
