@@ -183,7 +183,7 @@ class ServingBench:
             answer = await self.clients.triton_statistics(model)
             inference = answer["model_stats"][0]["inference_stats"]
             stats[call] = {
-                stage: (int(inference[stage]["count"]), int(inference[stage]["ns"]))
+                stage: (int(inference[stage].get("count", 0)), int(inference[stage].get("ns", 0)))
                 for stage in ("queue", "compute_input", "compute_infer", "compute_output")
             }
         return stats
