@@ -1,21 +1,27 @@
 """Streams that coalesce when their consumer falls behind.
 
 A hop that forwards a stream item by item pays its per-message cost for every
-token. :func:`coalesced` reads the source in a task of its own; the consumer
-gets each item as soon as it arrives when it keeps up, and everything that
-arrived while it was busy (writing the previous message to a slow client)
-merged into one item when it does not. Nothing waits to be merged: a lone
-item goes out at once.
+token. :func:`coalesced` hands items on one by one, at the cost of a plain
+``async for``, while its consumer keeps up. Once the consumer takes longer
+than ``behind_s`` over an item (writing it to a slow client, or waiting for a
+busy CPU), it starts reading the source in a task of its own, and from then
+on everything that arrived while the consumer was busy comes merged into one
+item. Nothing waits to be merged: a lone item goes out at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
+
+BEHIND_S = 0.002
+"""A consumer that spends longer than this on one item is behind: read ahead from then on.
+(One token's text through a service or the gateway takes a few tenths of a millisecond.)"""
 
 
 class _End:
@@ -25,17 +31,41 @@ class _End:
         self.error = error
 
 
-async def coalesced(source: AsyncIterator[T], merge: Callable[[list[T]], T]) -> AsyncIterator[T]:
+async def coalesced(
+    source: AsyncIterator[T], merge: Callable[[list[T]], T], behind_s: float = BEHIND_S
+) -> AsyncIterator[T]:
     """``source``'s items, those that waited merged by ``merge`` (given two or more, in order).
 
     The source's error is raised after the items that came before it; closing this
-    iterator (or cancelling its reader) cancels the reading task and closes the source.
+    iterator (or cancelling its reader) closes the source and any reading task.
     """
+    items = source.__aiter__()
+    try:
+        while True:  # keeping up: no task, no queue
+            try:
+                item = await items.__anext__()
+            except StopAsyncIteration:
+                return
+            handed = time.perf_counter()
+            yield item
+            if time.perf_counter() - handed > behind_s:
+                break
+        async with contextlib.aclosing(_read_ahead(items, merge)) as ahead:
+            async for merged in ahead:
+                yield merged
+    finally:
+        closer = getattr(items, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
+async def _read_ahead(items: AsyncIterator[T], merge: Callable[[list[T]], T]) -> AsyncIterator[T]:
+    """Reads ``items`` in a task; yields what waited, merged."""
     waiting: asyncio.Queue[T | _End] = asyncio.Queue()
 
     async def pump() -> None:
         try:
-            async for item in source:
+            async for item in items:
                 waiting.put_nowait(item)
         except BaseException as error:
             task = asyncio.current_task()
@@ -54,9 +84,9 @@ async def coalesced(source: AsyncIterator[T], merge: Callable[[list[T]], T]) -> 
             while not waiting.empty():
                 ready.append(waiting.get_nowait())
             end = ready.pop() if isinstance(ready[-1], _End) else None
-            items: list[T] = ready  # type: ignore[assignment] - an _End only ever comes last
-            if items:
-                yield items[0] if len(items) == 1 else merge(items)
+            arrived: list[T] = ready  # type: ignore[assignment] - an _End only ever comes last
+            if arrived:
+                yield arrived[0] if len(arrived) == 1 else merge(arrived)
             if end is not None:
                 if end.error is not None:
                     raise end.error
@@ -65,6 +95,3 @@ async def coalesced(source: AsyncIterator[T], merge: Callable[[list[T]], T]) -> 
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
-        closer = getattr(source, "aclose", None)
-        if closer is not None:
-            await closer()

@@ -96,3 +96,11 @@ def test_stream_text_messages_merge_into_one_with_the_last_ones_ending() -> None
     assert merged.text == "Deep fakes." and merged.generated_tokens == 4
     assert merged.finish_reason == text_pb.FINISH_REASON_LENGTH
     assert merged.usage.generated_tokens == 4
+
+
+async def test_a_consumer_that_keeps_up_costs_no_reading_task() -> None:
+    tasks_before = len(asyncio.all_tasks())
+    counts = []
+    async for _ in coalesced(numbers(20, 0.001), concatenate):
+        counts.append(len(asyncio.all_tasks()))
+    assert max(counts) == tasks_before  # read in place: no task, no queue
