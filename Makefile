@@ -15,6 +15,7 @@ AUDIT_TOOLS ?= .venv-audit
 AUDIT_TOOLS_STAMP := $(AUDIT_TOOLS)/.installed
 WEIGHTS_STAMP := $(WEIGHTS_DIR)/.complete
 PYTEST ?= $(PY) -m pytest
+PYTHON_SOURCES := genmedia_shared services models tools tests bench deploy
 
 export PYTHONPATH := $(CURDIR):$(CURDIR)/models
 
@@ -43,12 +44,15 @@ setup: venv protos weights
 
 venv: $(VENV_STAMP)
 
-$(VENV_STAMP): requirements/services.txt requirements/models.txt requirements/dev.txt requirements/no-deps.txt pyproject.toml
+# The model code (models/) is installed as a package too: Triton's python stubs import it
+# from the venv like torch, and no model.py looks for it.
+$(VENV_STAMP): requirements/services.txt requirements/models.txt requirements/dev.txt requirements/no-deps.txt pyproject.toml models/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/dev.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements/no-deps.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e models --config-settings editable_mode=compat
 	touch $@
 
 protos: $(GENERATED)
@@ -61,12 +65,12 @@ $(GENERATED): $(PROTOS) $(VENV_STAMP)
 
 weights: $(WEIGHTS_STAMP)
 
-$(WEIGHTS_STAMP): models/genmedia_models/test_weights.py $(VENV_STAMP)
-	$(PY) -m genmedia_models.test_weights --out $(WEIGHTS_DIR)
+$(WEIGHTS_STAMP): tools/test_weights.py $(VENV_STAMP)
+	$(PY) -m tools.test_weights --out $(WEIGHTS_DIR)
 	touch $@
 
 demo-models: venv protos
-	$(PY) -m genmedia_models.training.demo_pack --out models/demo --docs docs/demo --readme README.md
+	$(PY) -m tools.training.demo_pack --out models/demo --docs docs/demo --readme README.md
 
 run: setup
 	$(PY) -m services.launcher
@@ -101,7 +105,7 @@ fuzz: setup
 
 # A bounded soak of the local stack: out/soak/soak.json and soak.png (make test runs 28 s of it).
 soak: setup
-	$(PY) -m tests.soak
+	$(PY) -m tools.soak
 
 test-unit: setup
 	$(PYTEST) tests/unit
@@ -127,7 +131,7 @@ bench: setup
 # A bounded locust run against a local stack on the demo pack, or GENMEDIA_LOAD_TARGET;
 # GENMEDIA_LOAD_* from the environment or the command line (make load GENMEDIA_LOAD_USERS=50).
 load: setup
-	$(PY) -m tests.load
+	$(PY) -m tools.load
 
 # On a machine with an NVIDIA GPU and a CUDA build of torch in the venv.
 bench-gpu: setup
@@ -147,12 +151,12 @@ $(AUDIT_TOOLS_STAMP): requirements/audit.txt
 	touch $@
 
 lint: venv
-	$(VENV)/bin/ruff check services models tests bench deploy
-	$(VENV)/bin/ruff format --check services models tests bench deploy
+	$(VENV)/bin/ruff check $(PYTHON_SOURCES)
+	$(VENV)/bin/ruff format --check $(PYTHON_SOURCES)
 
 format: venv
-	$(VENV)/bin/ruff check --fix services models tests bench deploy
-	$(VENV)/bin/ruff format services models tests bench deploy
+	$(VENV)/bin/ruff check --fix $(PYTHON_SOURCES)
+	$(VENV)/bin/ruff format $(PYTHON_SOURCES)
 
 clean:
 	rm -rf genmedia var .pytest_cache .ruff_cache $(DEPLOY_TOOLS) $(AUDIT_TOOLS)

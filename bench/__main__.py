@@ -13,7 +13,7 @@
    BigGAN-deep-128, CycleGAN at 256x256): cold start and the cost of each hop.
 
 Each part writes JSON and a PNG into ``bench/results/`` (or ``--out``);
-``summary.json`` holds the figures the README quotes and each target's verdict.
+``summary.json`` holds the figures docs/PERFORMANCE.md quotes and each target's verdict.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import batching, resources, serving, streams, text
-from bench.common import DEMO_WEIGHTS, RESULTS_DIR, bench_stack, machine, write_json
+from bench.common import DEMO_WEIGHTS, RESULTS_DIR, bench_stack, machine
 from bench.full_size import FullSizeSet, write_full_size
 from bench.gateway import passthrough_beside
 from bench.inprocess import InProcessModels
 from bench.service_work import ServiceWork
 from bench.workloads import Addresses, Workloads
-from services.launcher.triton import REPO_ROOT
+from genmedia_shared.paths import REPO_ROOT
+from tools.figures import write_json
 
 FULL_SIZE_WEIGHTS = REPO_ROOT / "var" / "bench-weights" / "cpu"
 # Tiny stand-ins of the full-size set: the quick run checks the code path, not the figures.

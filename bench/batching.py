@@ -19,8 +19,9 @@ from typing import Any
 from tqdm import tqdm
 from tritonclient.grpc import aio as triton_aio
 
-from bench.common import median, pyplot
+from bench.common import median
 from bench.workloads import Addresses, Clients, Workloads, run_with_clients
+from tools.figures import pyplot
 
 RPCS = ("GenerateImages", "TranslateImage")
 

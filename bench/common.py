@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import statistics
@@ -17,9 +16,11 @@ from typing import Any
 
 import grpc
 
+from genmedia_shared.paths import REPO_ROOT
 from services.launcher.repository import InstanceGroup
-from services.launcher.stack import Stack, stack_with_api_key
-from services.launcher.triton import REPO_ROOT
+from services.launcher.stack import Stack
+from tools.figures import write_json
+from tools.keyed_stack import stack_with_api_key
 
 RESULTS_DIR = Path(__file__).parent / "results"
 DEMO_WEIGHTS = REPO_ROOT / "models" / "demo"
@@ -28,7 +29,7 @@ CHANNEL_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
 
 
 def machine() -> dict[str, object]:
-    """The CPU and library versions a figure was measured with (README quotes them)."""
+    """The CPU and library versions a figure was measured with (docs/PERFORMANCE.md quotes them)."""
     model = "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -54,30 +55,6 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
-
-
-def write_json(results: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
-
-
-def pyplot() -> Any:
-    """matplotlib's pyplot on the file-only Agg backend (benches run headless)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(figure: Any, path: Path) -> None:
-    """Lays out, writes (creating the folder) and closes a matplotlib figure."""
-    plt = pyplot()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 @dataclass

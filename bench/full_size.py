@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from bench.common import DEMO_WEIGHTS
 from genmedia_models.metadata import write_metadata
-from genmedia_models.test_weights import GPT2Size, write_biggan, write_cyclegan, write_gpt2
+from tools.test_weights import GPT2Size, write_biggan, write_cyclegan, write_gpt2
 
 STAMP = ".bench-weights.json"
 DIRECTION = "horse2zebra"

@@ -40,6 +40,7 @@ from genmedia.v1 import image_translation_pb2 as trans_pb
 from genmedia.v1 import image_translation_pb2_grpc as trans_grpc
 from genmedia.v1 import text_generation_pb2 as text_pb
 from genmedia.v1 import text_generation_pb2_grpc as text_grpc
+from genmedia_shared.paths import REPO_ROOT
 from services.common.registry import (
     BACKENDS,
     GATEWAY,
@@ -48,7 +49,6 @@ from services.common.registry import (
     TEXT_GENERATION,
 )
 from services.launcher.stack import Stack, free_port
-from services.launcher.triton import REPO_ROOT
 
 SIDES = ("direct", "passthrough", "gateway")
 

@@ -19,13 +19,13 @@ import torch
 
 from bench.workloads import ImageCall, StreamTiming, TextCall, TranslateCall
 from genmedia_models.biggan import generate_images, load_biggan
-from genmedia_models.continuous_batching import generate_one
 from genmedia_models.cyclegan import load_generator, translate
-from genmedia_models.gpt2 import eos_token_ids, load_gpt2
+from genmedia_models.gpt2.batching import generate_one
+from genmedia_models.gpt2.loading import eos_token_ids, load_gpt2
+from genmedia_models.gpt2.sampling import SamplingParams
+from genmedia_models.gpt2.watermark import DEFAULT_DELTA, DEFAULT_GAMMA, GreenList
+from genmedia_models.gpt2.watermark import DEVELOPMENT_KEY as TEXT_DEVELOPMENT_KEY
 from genmedia_models.runtime import configure_torch_threads
-from genmedia_models.sampling import SamplingParams
-from genmedia_models.text_watermark import DEFAULT_DELTA, DEFAULT_GAMMA, GreenList
-from genmedia_models.text_watermark import DEVELOPMENT_KEY as TEXT_DEVELOPMENT_KEY
 from services.launcher.triton import TORCH_THREADS_ENV, local_torch_threads
 
 

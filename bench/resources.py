@@ -11,11 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from bench.common import pyplot
-from services.common.registry import BACKENDS, GATEWAY
 from services.launcher.stack import Stack
+from tools.figures import pyplot
+from tools.processes import service_pids, triton_pids
 
 MIB = 1024 * 1024
 SERVICE_LIMIT_MB = 150.0
@@ -29,29 +27,6 @@ def _memory_mb(pid: int) -> dict[str, float]:
         if name in ("VmRSS", "VmHWM"):
             fields[name] = int(value.split()[0]) * 1024 / MIB
     return {"rss_mb": fields["VmRSS"], "peak_mb": fields["VmHWM"]}
-
-
-def _stub_name(process: psutil.Process) -> str:
-    """The model a python-backend stub serves, from its model.py path on the command line."""
-    for argument in process.cmdline():
-        if argument.endswith("model.py"):
-            return f"stub {Path(argument).parents[1].name}"
-    return f"stub {process.pid}"
-
-
-def triton_pids(stack: Stack) -> dict[str, int]:
-    """tritonserver and each python-backend stub it started, by name."""
-    triton_pid = stack.triton.pid
-    if triton_pid is None:
-        raise RuntimeError("Triton is not running")
-    pids = {"tritonserver": triton_pid}
-    for child in psutil.Process(triton_pid).children(recursive=True):
-        pids[_stub_name(child)] = child.pid
-    return pids
-
-
-def service_pids(stack: Stack) -> dict[str, int]:
-    return {process.name: stack.pid_of(process) for process in (*BACKENDS, GATEWAY)}
 
 
 def memory(stack: Stack) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from tokenizers import Tokenizer
 
 from bench.inprocess import InProcessModels
 from bench.workloads import PROMPT, Workloads
-from genmedia_models.continuous_batching import generate_one
-from genmedia_models.sampling import SamplingParams
+from genmedia_models.gpt2.batching import generate_one
+from genmedia_models.gpt2.sampling import SamplingParams
 from services.common import image_watermark
 from services.common.content_credentials import ContentCredentials, SourceImage
 from services.common.images import ImageLimits, decode_image, resize, resize_and_encode

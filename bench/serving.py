@@ -40,11 +40,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bench.common import median, percentile, pyplot
+from bench.common import median, percentile
 from bench.inprocess import InProcessModels
 from bench.service_work import ServiceWork
 from bench.workloads import SIDES, Addresses, Clients, Workloads, run_with_clients
 from genmedia.v1 import image_translation_pb2 as trans_pb
+from tools.figures import pyplot
 
 CHEAP = "ListModels"
 MODEL_CALLS = ("GenerateImages", "TranslateImage", "GenerateText")

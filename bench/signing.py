@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import figure_bench_arguments, median, publish, pyplot, save_figure
+from bench.common import figure_bench_arguments, median, publish
 from genmedia.v1 import common_pb2
 from services.common.content_credentials import ContentCredentials
 from services.common.images import resize_and_encode
 from services.common.provenance import make_provenance
 from services.common.signing_keys import development_credentials
+from tools.figures import pyplot, save_figure
 
 SIDE = 512
 MODEL_SIDE = 128  # what biggan-deep-128 hands the service

@@ -19,8 +19,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bench.common import median, percentile, pyplot
+from bench.common import median, percentile
 from bench.workloads import Addresses, Clients, StreamTiming, TextCall, Workloads, run_with_clients
+from tools.figures import pyplot
 
 STREAM_SIDES = ("triton", "service", "gateway")
 THROUGHPUT_MIN_GAIN = 6.0

@@ -15,7 +15,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bench.common import median, pyplot
+from bench.common import median
 from bench.inprocess import InProcessModels
 from bench.workloads import (
     SIDES,
@@ -26,6 +26,7 @@ from bench.workloads import (
     Workloads,
     run_with_clients,
 )
+from tools.figures import pyplot
 
 
 @dataclass(frozen=True)

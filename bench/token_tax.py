@@ -20,19 +20,13 @@ from typing import Any
 
 import psutil
 
-from bench.common import (
-    DEMO_WEIGHTS,
-    bench_stack,
-    figure_bench_arguments,
-    publish,
-    pyplot,
-    save_figure,
-)
+from bench.common import DEMO_WEIGHTS, bench_stack, figure_bench_arguments, publish
 from bench.inprocess import InProcessModels
 from bench.resources import service_pids, triton_pids
 from bench.workloads import Addresses, Clients, Workloads, run_with_clients
 from genmedia.v1 import text_generation_pb2 as text_pb
 from services.common.registry import GATEWAY, TEXT_GENERATION
+from tools.figures import pyplot, save_figure
 
 TOKENS = 64
 PROCESSES = (GATEWAY.name, TEXT_GENERATION.name, "tritonserver", "stub gpt2")

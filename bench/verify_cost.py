@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from bench.common import RESULTS_DIR, publish, pyplot, save_figure
+from bench.common import RESULTS_DIR, publish
 from services.common import image_watermark
 from services.common.images import decode_image
 from services.gateway.provenance import VERIFY_LIMITS, _verify_image
+from tools.figures import pyplot, save_figure
 
 KEY = image_watermark.DEVELOPMENT_KEY
 SIDES = (1000, 2000, 4000)

@@ -31,9 +31,10 @@ from imwatermark import WatermarkDecoder, WatermarkEncoder
 from PIL import Image
 from tqdm import tqdm
 
-from bench.common import figure_bench_arguments, median, publish, pyplot, save_figure
+from bench.common import figure_bench_arguments, median, publish
 from bench.watermark_images import EDITS, images, psnr
 from services.common import image_watermark
+from tools.figures import pyplot, save_figure
 
 PAYLOAD_BITS = 32  # rivaGan's only length
 PACKAGE_MIN_PIXELS = 256 * 256  # imwatermark's own limit, on width x height

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from bench.common import figure_bench_arguments, publish, pyplot, save_figure
+from bench.common import figure_bench_arguments, publish
 from bench.watermark_images import EDITS, images, psnr
 from services.common.image_watermark import DEVELOPMENT_KEY, THRESHOLD, embed, score
+from tools.figures import pyplot, save_figure
 
 
 def measure(per_size: int, progress: bool = True) -> dict[str, Any]:

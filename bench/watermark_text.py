@@ -21,13 +21,14 @@ import torch
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from bench.common import DEMO_WEIGHTS, figure_bench_arguments, publish, pyplot, save_figure
-from genmedia_models.continuous_batching import generate_one
-from genmedia_models.gpt2 import load_gpt2
-from genmedia_models.sampling import SamplingParams
-from genmedia_models.text_watermark import DEVELOPMENT_KEY, GreenList
-from genmedia_models.training.gpt2_docstrings import build_corpus
+from bench.common import DEMO_WEIGHTS, figure_bench_arguments, publish
+from genmedia_models.gpt2.batching import generate_one
+from genmedia_models.gpt2.loading import load_gpt2
+from genmedia_models.gpt2.sampling import SamplingParams
+from genmedia_models.gpt2.watermark import DEVELOPMENT_KEY, GreenList
 from services.common.text_watermark import WatermarkDetector
+from tools.figures import pyplot, save_figure
+from tools.training.gpt2_docstrings import build_corpus
 
 LENGTHS = (50, 200)
 Z_THRESHOLD = 4.0

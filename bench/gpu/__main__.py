@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import batching, text
-from bench.common import RESULTS_DIR, bench_stack, machine, pyplot, write_json
+from bench.common import RESULTS_DIR, bench_stack, machine
 from bench.full_size import FullSizeSet, write_full_size
 from bench.inprocess import InProcessModels
 from bench.workloads import Addresses, Workloads
-from genmedia_models.test_weights import GPT2Size
+from genmedia_shared.paths import REPO_ROOT
 from services.launcher.repository import InstanceGroup
-from services.launcher.triton import REPO_ROOT
+from tools.figures import pyplot, write_json
+from tools.test_weights import GPT2Size
 
 GPU_SET = FullSizeSet(biggan_resolution=512, gpt2="124m")
 # The CPU smoke: the same code on tiny stand-ins.

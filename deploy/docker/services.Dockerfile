@@ -29,6 +29,7 @@ WORKDIR /src
 COPY requirements/services.txt requirements/services.txt
 RUN pip install -r requirements/services.txt
 COPY pyproject.toml ./
+COPY genmedia_shared/ genmedia_shared/
 COPY services/ services/
 COPY --from=protos /src/genmedia/ genmedia/
 RUN pip install --no-deps . && genmedia-serve --help >/dev/null
@@ -64,10 +65,10 @@ RUN groupadd --system --gid 10001 genmedia \
        --shell /usr/sbin/nologin genmedia
 COPY --from=loadtest-build /opt/venv /opt/venv
 WORKDIR /opt/genmedia
-COPY tests/__init__.py tests/__init__.py
-COPY tests/load/ tests/load/
+COPY tools/__init__.py tools/runner_settings.py tools/
+COPY tools/load/ tools/load/
 USER 10001:10001
 # locust's web UI, and the port its workers connect to on the master.
 EXPOSE 8089 5557
-ENTRYPOINT ["locust", "-f", "tests/load/locustfile.py"]
+ENTRYPOINT ["locust", "-f", "tools/load/locustfile.py"]
 CMD ["--help"]

@@ -25,14 +25,17 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_BREAK_SYSTEM_PACKAGES
 COPY requirements/triton.txt /opt/genmedia/requirements/triton.txt
 RUN pip install -r /opt/genmedia/requirements/triton.txt
 
-# Same layout as the repository: each model.py finds genmedia_models beside
-# `repository/`, and the repository builder finds its sources from services/.
+# The model code, installed as a package with the torch-free code it shares with
+# the services: every model.py imports it like any other package. The repository
+# builder (standard library only) finds its sources beside services/.
+COPY models/pyproject.toml /opt/genmedia/models/pyproject.toml
 COPY models/genmedia_models/ /opt/genmedia/models/genmedia_models/
+COPY genmedia_shared/ /opt/genmedia/models/genmedia_shared/
+RUN pip install --no-deps /opt/genmedia/models
 COPY models/repository/ /opt/genmedia/models/repository/
 COPY models/demo/ /opt/genmedia/models/demo/
 COPY services/__init__.py /opt/genmedia/services/__init__.py
-COPY services/launcher/__init__.py services/launcher/repository.py services/launcher/triton.py \
-     /opt/genmedia/services/launcher/
+COPY services/launcher/__init__.py services/launcher/repository.py /opt/genmedia/services/launcher/
 WORKDIR /opt/genmedia
 
 # Any unprivileged uid works: the image's files are world-readable and HOME is /tmp.

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from genmedia_models.runtime import signed_unit_to_uint8, uint8_to_signed_unit
+from genmedia_models.runtime import InvalidInputError, signed_unit_to_uint8, uint8_to_signed_unit
 from genmedia_models.weights import CheckpointError, read_state_dict
 
 # Index of the first residual block in `model`: pad, conv, norm, relu, then two
@@ -198,3 +198,42 @@ def translate(net: ResnetGenerator, images: np.ndarray) -> np.ndarray:
     device = next(net.parameters()).device
     batch = uint8_to_signed_unit(torch.from_numpy(np.ascontiguousarray(images)).to(device))
     return signed_unit_to_uint8(net(batch)).cpu().numpy()
+
+
+MODEL_NAME_PREFIX = "cyclegan_"
+CHECKPOINT_NAME = "latest_net_G.pth"
+# Below 8 pixels the bottleneck is 1 pixel wide and reflection padding fails.
+MIN_SIDE = 8
+
+
+def direction_from_model_name(model_name: str) -> str:
+    """`cyclegan_horse2zebra` -> `horse2zebra`."""
+    if not model_name.startswith(MODEL_NAME_PREFIX) or len(model_name) == len(MODEL_NAME_PREFIX):
+        raise ValueError(
+            f'model name must look like "{MODEL_NAME_PREFIX}<direction>", got "{model_name}"'
+        )
+    return model_name[len(MODEL_NAME_PREFIX) :]
+
+
+def checkpoint_path(weights_path: Path, direction: str) -> Path:
+    """The generator file for `direction` under the resolved weights_path."""
+    if weights_path.is_file():
+        return weights_path
+    path = weights_path / direction / CHECKPOINT_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no CycleGAN generator for {direction} at {path}")
+    return path
+
+
+def validate_images(images: np.ndarray) -> None:
+    """Raise InvalidInputError unless `images` is [B, H, W, 3] with usable H and W."""
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise InvalidInputError(
+            f"image must have shape [batch, height, width, 3], got {list(images.shape)}"
+        )
+    height, width = images.shape[1:3]
+    if height % 4 or width % 4 or min(height, width) < MIN_SIDE:
+        raise InvalidInputError(
+            f"image height and width must be multiples of 4 and at least {MIN_SIDE}, "
+            f"got {height}x{width}"
+        )

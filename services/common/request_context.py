@@ -97,7 +97,7 @@ def configure_logging(level: str, log_format: str = "json") -> None:
     and duration_ms. A record is only queued where it is logged (on the event
     loop, with the call's ids); a thread of its own formats and writes it, so
     the access line of every call costs the loop microseconds, not the 0.2 ms
-    that formatting JSON and writing it took there (README, Performance).
+    that formatting JSON and writing it took there (docs/PERFORMANCE.md).
     """
     # The logging HOWTO's optimizations: no caller lookup (nothing prints it), no
     # thread or process names.

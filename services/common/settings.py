@@ -14,10 +14,10 @@ from typing import Any, Literal, TypeVar
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from genmedia_shared.keys import DEVELOPMENT_MODE_ENV, weak_key_reason
 from services.common.image_watermark import DEVELOPMENT_KEY as IMAGE_WATERMARK_DEVELOPMENT_KEY
 
 ENV_PREFIX = "GENMEDIA_"
-DEVELOPMENT_MODE_SETTING = ENV_PREFIX + "DEVELOPMENT_MODE"
 GRPC_PORT_HELP = "gRPC listen port."
 METRICS_PORT_HELP = "Prometheus /metrics port."
 MIB = 1024 * 1024
@@ -125,24 +125,6 @@ def secret_from(value: SecretStr, file: Path | None) -> str:
     return file.read_text().strip() if file is not None else value.get_secret_value()
 
 
-MIN_KEY_CHARACTERS = 32
-"""`openssl rand -hex 32` gives 64; anything shorter than 32 is too easy to guess."""
-PLACEHOLDER_WORDS = ("replace", "placeholder", "changeme", "change-me", "example", "your-")
-
-
-def weak_key_reason(key: str, development_key: str) -> str | None:
-    """Why ``key`` must not mark or verify anything outside development, or None."""
-    if not key.strip():
-        return "is empty"
-    if key == development_key:
-        return "is the public development key (it is in the source code)"
-    if any(word in key.lower() for word in PLACEHOLDER_WORDS):
-        return "is a placeholder (the Secret template's text)"
-    if len(key) < MIN_KEY_CHARACTERS:
-        return f"is {len(key)} characters; at least {MIN_KEY_CHARACTERS} are needed"
-    return None
-
-
 def check_key(
     name: str, value: SecretStr, file: Path | None, development_key: str, development: bool
 ) -> None:
@@ -158,7 +140,7 @@ def check_key(
         raise ValueError(
             f"the key in {where} {reason}: anyone could forge or strip genmedia's marks with "
             f"it. Set a random key (`openssl rand -hex 32`) in {name}_FILE (a mounted Secret) "
-            f"or {name}, or set {DEVELOPMENT_MODE_SETTING}=true for local development"
+            f"or {name}, or set {DEVELOPMENT_MODE_ENV}=true for local development"
         )
 
 

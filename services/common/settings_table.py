@@ -1,7 +1,8 @@
-"""Prints the README's settings table from the settings classes themselves.
+"""Prints the settings table of docs/SETTINGS.md from the settings classes themselves.
 
-``python -m services.common.settings_table [--write README.md]`` — a unit test checks that the
-README lists every variable, so the table cannot drift from the code.
+``python -m services.common.settings_table`` prints it; ``--write [FILE]`` replaces it in FILE
+(default docs/SETTINGS.md). A unit test checks that docs/SETTINGS.md lists every variable, so
+the table cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings
 
+from genmedia_shared.paths import REPO_ROOT
 from services.common.settings import ENV_PREFIX
 from services.gateway.settings import GatewaySettings
 from services.image_generation.settings import ImageGenerationSettings
 from services.image_translation.settings import ImageTranslationSettings
 from services.launcher.settings import LauncherSettings
-from services.launcher.triton import REPO_ROOT
 from services.text_generation.settings import TextGenerationSettings
+
+SETTINGS_DOC = REPO_ROOT / "docs" / "SETTINGS.md"
+"""The page that holds the table."""
 
 SETTINGS_BY_PROCESS: dict[str, type[BaseSettings]] = {
     "gateway": GatewaySettings,
@@ -72,16 +76,16 @@ def markdown() -> str:
     return "\n".join(lines)
 
 
-def write_into(readme: Path) -> None:
-    """Replaces the table in ``readme`` (from its header line to the blank line after)."""
-    text = readme.read_text()
+def write_into(document: Path = SETTINGS_DOC) -> None:
+    """Replaces the table in ``document`` (from its header line to the blank line after)."""
+    text = document.read_text()
     start = text.index("| variable | processes |")
     end = text.index("\n\n", start)
-    readme.write_text(text[:start] + markdown() + text[end:])
+    document.write_text(text[:start] + markdown() + text[end:])
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--write"]:
-        write_into(Path(sys.argv[2]))
+        write_into(Path(sys.argv[2]) if len(sys.argv) > 2 else SETTINGS_DOC)
     else:
         print(markdown())

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 
+from genmedia_shared.text_watermark import DEVELOPMENT_KEY
 from services.common.registry import GATEWAY
 from services.common.settings import (
     ENV_PREFIX,
@@ -17,7 +18,6 @@ from services.common.settings import (
     metrics_port_field,
     secret_from,
 )
-from services.common.text_watermark import DEVELOPMENT_KEY
 
 BACKEND_ADDR_HELP = (
     "backend replicas: comma-separated host:port entries; a host name is re-resolved "

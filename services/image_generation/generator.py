@@ -15,6 +15,7 @@ from prometheus_client import Counter
 
 from genmedia.v1 import common_pb2
 from genmedia.v1 import image_generation_pb2 as pb
+from genmedia_shared.limits import MAX_SEED
 from services.common import images
 from services.common.audit import AuditLog, image_watermark_label, sha256
 from services.common.content_credentials import ContentCredentials
@@ -28,7 +29,7 @@ from services.image_generation.classes import (
     ImageClass,
     catalog_path,
 )
-from services.image_generation.noise import MAX_SEED, random_seed, truncated_noise
+from services.image_generation.noise import random_seed, truncated_noise
 from services.image_generation.settings import ImageGenerationSettings
 
 Z_DIM = 128

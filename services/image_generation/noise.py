@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from genmedia_shared.limits import MAX_SEED
+
 TRUNCATION_BOUND = 2.0
-MAX_SEED = 2**63 - 1
 
 
 def truncated_noise(seed: int, rows: int, dim: int, truncation: float) -> np.ndarray:

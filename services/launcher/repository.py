@@ -1,8 +1,8 @@
 """The model repository Triton serves, built from the weights that are there.
 
 ``models/repository`` holds the sources: one ``config.pbtxt`` + ``1/model.py``
-per model, and ``cyclegan_horse2zebra`` as the reference for every CycleGAN
-direction. The served repository gets
+per model, ``cyclegan`` being the source of every CycleGAN direction. The
+served repository gets
 
 - ``biggan`` and ``gpt2`` when their weights exist,
 - one ``cyclegan_<direction>`` per ``cyclegan/<direction>/latest_net_G.pth``,
@@ -19,7 +19,8 @@ replace every model's instance group, e.g. ``KIND_GPU`` x2 on a GPU node; by
 default the sources' ``KIND_AUTO`` x1 stays. ``--parameter MODEL.KEY=VALUE``
 (repeatable; or ``GENMEDIA_TRITON_MODEL_PARAMETERS``, space-separated)
 replaces a string parameter a model's config already declares, e.g.
-``gpt2.max_sequences=32``.
+``gpt2.max_sequences=32``. Test-only parameters (``test_delay_ms``) are in
+no shipped config: only an explicit override adds them.
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.launcher.triton import REPO_ROOT
-
-SOURCE_REPOSITORY = REPO_ROOT / "models" / "repository"
-CYCLEGAN_REFERENCE = "cyclegan_horse2zebra"
+# Beside the services tree, in a checkout and in the Triton image alike; this module runs
+# there with the standard library only.
+SOURCE_REPOSITORY = Path(__file__).resolve().parents[2] / "models" / "repository"
+CYCLEGAN_SOURCE = "cyclegan"
+TEST_ONLY_PARAMETERS = ("test_delay_ms",)
+"""Knobs of the fault tests: added to a served config on request, never shipped in one."""
 METADATA_FILE = "genmedia.json"
 MANIFEST_FILE = "MANIFEST.sha256"
 PARAMETER_PREFIX = "genmedia_"
@@ -83,7 +86,9 @@ def _with_overrides(config: str, model: str, overrides: Mapping[str, str]) -> st
         prefix = r'(parameters \{\n  key: "' + re.escape(key) + r'"\n  value: \{ string_value: )'
         replacement = json.dumps(value).replace("\\", "\\\\")
         config, count = re.subn(prefix + r'"[^"\n]*"', r"\g<1>" + replacement, config)
-        if count != 1:
+        if count == 0 and key in TEST_ONLY_PARAMETERS:
+            config += _parameter_block(key, value)
+        elif count != 1:
             raise WeightsError(f"model {model} has no parameter {key!r} to replace")
     return config
 
@@ -152,15 +157,16 @@ def _metadata(model_dir: Path) -> dict[str, object]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _parameter_block(key: str, value: str) -> str:
+    return f'parameters {{\n  key: "{key}"\n  value: {{ string_value: {json.dumps(value)} }}\n}}\n'
+
+
 def _with_parameters(config: str, metadata: dict[str, object]) -> str:
-    blocks = []
-    for key in ("name", "architecture", "resolution", "dataset", "classes"):
-        if key in metadata:
-            value = json.dumps(str(metadata[key]))
-            blocks.append(
-                f'parameters {{\n  key: "{PARAMETER_PREFIX}{key}"\n'
-                f"  value: {{ string_value: {value} }}\n}}\n"
-            )
+    blocks = [
+        _parameter_block(PARAMETER_PREFIX + key, str(metadata[key]))
+        for key in ("name", "architecture", "resolution", "dataset", "classes")
+        if key in metadata
+    ]
     header = "\n# From genmedia.json beside the weights (services/launcher/repository.py).\n"
     return config.rstrip("\n") + "\n" + (header + "".join(blocks) if blocks else "")
 
@@ -209,13 +215,13 @@ def build_repository(
             _add_model(
                 out_dir, name, source, _with_parameters(config, _metadata(weights_dir / name))
             )
-    reference = SOURCE_REPOSITORY / CYCLEGAN_REFERENCE
+    reference = SOURCE_REPOSITORY / CYCLEGAN_SOURCE
     reference_config = _with_instance_group(
         (reference / "config.pbtxt").read_text(), instance_group
     )
     for direction in served.directions:
         name = f"cyclegan_{direction}"
-        config = reference_config.replace(f'name: "{CYCLEGAN_REFERENCE}"', f'name: "{name}"')
+        config = reference_config.replace(f'name: "{CYCLEGAN_SOURCE}"', f'name: "{name}"')
         config = _with_overrides(config, name, parameters.get(name, {}))
         metadata = _metadata(weights_dir / "cyclegan" / direction)
         _add_model(out_dir, name, reference, _with_parameters(config, metadata))

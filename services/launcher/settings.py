@@ -7,8 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from genmedia_shared.paths import REPO_ROOT
 from services.common.settings import ENV_PREFIX
-from services.launcher.triton import REPO_ROOT
 
 
 class LauncherSettings(BaseSettings):

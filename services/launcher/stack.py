@@ -6,8 +6,6 @@ integration tests, which give it free loopback ports.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import random
 import signal
@@ -15,14 +13,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from genmedia_shared.paths import REPO_ROOT
 from services.common.registry import (
     ALL_PROCESSES,
     BACKENDS,
@@ -32,7 +31,6 @@ from services.common.registry import (
     ProcessSpec,
 )
 from services.common.signing_keys import CHAIN_FILE, KEY_FILE, ROOT_FILE, development_credentials
-from services.gateway.keys import hash_key, new_key
 from services.launcher.ports import (
     LOOPBACK,
     NotOurListener,
@@ -46,7 +44,7 @@ from services.launcher.repository import (
     build_repository,
     verify_manifest,
 )
-from services.launcher.triton import REPO_ROOT, TritonPorts, TritonServer
+from services.launcher.triton import TritonPorts, TritonServer
 from services.launcher.workdir_lock import WorkDirLock
 
 IMAGE_SERVICES = (IMAGE_GENERATION, IMAGE_TRANSLATION)
@@ -321,42 +319,3 @@ class Stack:
         self._logs.clear()
         if self._lock is not None:
             self._lock.release()
-
-
-@contextlib.contextmanager
-def stack_with_api_key(
-    weights_dir: Path,
-    work_dir: Path,
-    timeout_s: float = 300.0,
-    progress: Callable[[str], None] = lambda _: None,
-    **options: Any,
-) -> Iterator[tuple[Stack, str]]:
-    """A started stack on free ports whose gateway requires API keys, and one new key without
-    limits (a run measures the stack, not the quotas); stopped at the end. If it fails to
-    start, the tail of each log goes to ``progress`` before the error is raised."""
-    key = new_key()
-    keys_file = work_dir / "keys.json"
-    keys_file.write_text(json.dumps({"keys": [{"name": "local-run", "sha256": hash_key(key)}]}))
-    stack = Stack(
-        weights_dir=weights_dir,
-        work_dir=work_dir,
-        ports=StackPorts.free(),
-        extra_env={
-            "GENMEDIA_AUTH_MODE": "api-keys",
-            "GENMEDIA_API_KEYS_FILE": str(keys_file),
-            "GENMEDIA_LOG_LEVEL": "warning",
-        },
-        **options,
-    )
-    try:
-        stack.start(timeout_s=timeout_s, progress=progress)
-    except BaseException as error:  # Ctrl-C included: nothing may outlive the caller
-        stack.stop()
-        if isinstance(error, RuntimeError | TimeoutError):
-            for log in sorted((work_dir / "logs").glob("*.log")):
-                progress(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
-        raise
-    try:
-        yield stack, key
-    finally:
-        stack.stop()

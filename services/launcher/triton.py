@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from genmedia_shared.paths import REPO_ROOT
 from services.launcher.ports import LOOPBACK, PortUse, confirm_listener
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_REPOSITORY = REPO_ROOT / "models" / "repository"
 
 
@@ -73,7 +73,7 @@ def local_torch_threads() -> int:
     """Intra-op threads per model instance on this machine when nothing says otherwise: every
     core but one, which stays for the services and the gateway sharing the machine (with all
     of them, torch's spinning workers and the services' per-token work took turns on the
-    same cores: README, Performance)."""
+    same cores: docs/PERFORMANCE.md)."""
     return max(1, (os.cpu_count() or 2) - 1)
 
 

@@ -26,6 +26,7 @@ from prometheus_client import Counter, Histogram
 from tokenizers import Tokenizer
 
 from genmedia.v1 import text_generation_pb2 as pb
+from genmedia_shared.limits import MAX_SEED
 from services.common.audit import AuditLog, sha256
 from services.common.coalesce import coalesced
 from services.common.errors import DeadlineExceeded, GenmediaError, InvalidArgument
@@ -38,7 +39,6 @@ from services.text_generation.stops import StopSequenceFilter
 
 logger = logging.getLogger(__name__)
 
-MAX_SEED = 2**63 - 1
 MAX_TEMPERATURE = 2.0
 MAX_TOP_K = 1000
 MAX_REPETITION_PENALTY = 10.0

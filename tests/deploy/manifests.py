@@ -36,7 +36,9 @@ def tool(name: str) -> str:
 def kubectl() -> str:
     found = shutil.which("kubectl")
     if found is None:
-        pytest.fail("kubectl (with kustomize) is missing; it comes with the machine (DESIGN.md)")
+        pytest.fail(
+            "kubectl (with kustomize) is missing; it comes with the machine (docs/TESTING.md)"
+        )
     return found
 
 

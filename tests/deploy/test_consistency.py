@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from genmedia_models.text_watermark import KEY_FILE_ENV as WATERMARK_KEY_FILE_ENV
+from genmedia_models.gpt2.watermark import KEY_FILE_ENV as WATERMARK_KEY_FILE_ENV
 from services.client.fetch import INTO_ENV, MIRROR_ENV, MODELS_ENV
 from services.common.registry import ALL_PROCESSES, ProcessSpec
 from services.common.server import LIVENESS_SERVICE
@@ -54,7 +54,7 @@ SETTINGS = {
 PROCESSES: dict[str, ProcessSpec] = {p.name: p for p in ALL_PROCESSES}
 # models/genmedia_models/weights.py and text_watermark.py
 MODEL_CODE_ENV = {"GENMEDIA_WEIGHTS_DIR", WATERMARK_KEY_FILE_ENV}
-LOCUSTFILE = REPO_ROOT / "tests" / "load" / "locustfile.py"
+LOCUSTFILE = REPO_ROOT / "tools" / "load" / "locustfile.py"
 SETS = ["gpu", "cpu", "loadtest", "all-components"]
 CLUSTER_SETS = ["gpu", "cpu", "all-components"]
 """The sets that deploy genmedia itself (the load test deploys only locust)."""

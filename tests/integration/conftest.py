@@ -13,9 +13,9 @@ from typing import Any
 import grpc
 import pytest
 
+from genmedia_shared.paths import REPO_ROOT
 from services.common.registry import GATEWAY, ProcessSpec
 from services.launcher.stack import Stack, StackPorts
-from services.launcher.triton import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from genmedia_shared.paths import REPO_ROOT
 from services.common.registry import GATEWAY, ProcessSpec
 from services.gateway.keys import hash_key, new_key
 from services.launcher.stack import Stack, free_port
-from services.launcher.triton import REPO_ROOT
+from tools.api_calls import open_channel
 
 
 @dataclass
@@ -84,15 +85,6 @@ def log_events(text: str) -> list[dict[str, object]]:
             if "level" in event:
                 events.append(event)
     return events
-
-
-def open_channel(
-    address: str, credentials: grpc.ChannelCredentials | None = None, **options: int
-) -> grpc.Channel:
-    settings = [("grpc.max_receive_message_length", 64 * 1024 * 1024), *options.items()]
-    if credentials is None:
-        return grpc.insecure_channel(address, options=settings)
-    return grpc.secure_channel(address, credentials, options=settings)
 
 
 def spawn(stack: Stack, process: ProcessSpec, work_dir: Path, **env: str) -> Spawned:

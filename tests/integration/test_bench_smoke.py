@@ -25,8 +25,8 @@ from bench.__main__ import (
 from bench.gateway import Sizes, measure, passthrough_beside, report, stack_endpoints
 from bench.serving import FLOOR_SIDES, HOP_LIMIT, MODEL_CALLS
 from bench.workloads import SIDES
+from genmedia_shared.paths import REPO_ROOT
 from services.launcher.stack import Stack
-from services.launcher.triton import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -21,12 +21,12 @@ from genmedia.v1 import image_generation_pb2 as gen_pb
 from genmedia.v1 import image_generation_pb2_grpc as gen_grpc
 from genmedia.v1 import image_translation_pb2 as trans_pb
 from genmedia.v1 import image_translation_pb2_grpc as trans_grpc
+from genmedia_shared.paths import REPO_ROOT
 from services.common.content_credentials import read_credentials
 from services.common.provenance import TRAINED_ALGORITHMIC_MEDIA
 from services.common.registry import ALL_PROCESSES, GATEWAY
 from services.common.signing_keys import development_credentials
 from services.launcher.stack import Stack
-from services.launcher.triton import REPO_ROOT
 from tests.integration.conftest import scrape
 from tests.integration.processes import open_channel, spawn
 

@@ -25,11 +25,11 @@ from genmedia.v1 import image_translation_pb2 as trans_pb
 from genmedia.v1 import image_translation_pb2_grpc as trans_grpc
 from genmedia.v1 import text_generation_pb2 as text_pb
 from genmedia.v1 import text_generation_pb2_grpc as text_grpc
-from genmedia_models.training import cyclegan_digits, digits
+from genmedia_shared.paths import REPO_ROOT
 from services.common.registry import GATEWAY
 from services.launcher.stack import Stack
-from services.launcher.triton import REPO_ROOT
 from tests.integration.conftest import channel_to, running_stack
+from tools.training import cyclegan_digits, digits
 
 pytestmark = pytest.mark.integration
 

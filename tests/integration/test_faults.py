@@ -38,7 +38,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.processes import open_channel, spawn
 from tests.integration.tcp_proxy import TcpProxy
-from tests.integration.traffic import Traffic, failures
+from tools.traffic import Traffic, failures
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
 """Short locust runs through the real gateway: the locustfile (the k8s load test runs it)
-and the runner behind `make load` (``python -m tests.load``)."""
+and the runner behind `make load` (``python -m tools.load``)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from genmedia_shared.paths import REPO_ROOT
 from services.common.registry import GATEWAY
 from services.launcher.stack import Stack
-from services.launcher.triton import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
-LOCUSTFILE = REPO_ROOT / "tests" / "load" / "locustfile.py"
+LOCUSTFILE = REPO_ROOT / "tools" / "load" / "locustfile.py"
 EVERY_CALL = {
     "GenerateImages",
     "ListClasses",
@@ -86,7 +86,7 @@ def test_load_runner_writes_reports_and_a_plot_and_prints_every_rpc(
         "GENMEDIA_LOADTEST_WAIT_S": "0,0.05",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "tests.load"],
+        [sys.executable, "-m", "tools.load"],
         env=os.environ | {"PYTHONPATH": f"{REPO_ROOT}:{REPO_ROOT / 'models'}"} | settings,
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=90, check=False,
     )  # fmt: skip

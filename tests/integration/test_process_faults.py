@@ -20,7 +20,8 @@ from services.common.registry import (
     ProcessSpec,
 )
 from services.launcher.stack import Stack
-from tests.integration.api_calls import (
+from tests.integration.processes import open_channel, spawn
+from tools.api_calls import (
     CallOn,
     PerWorker,
     generate,
@@ -29,8 +30,7 @@ from tests.integration.api_calls import (
     translate,
     write,
 )
-from tests.integration.processes import open_channel, spawn
-from tests.integration.traffic import Call, Traffic, failures
+from tools.traffic import Call, Traffic, failures
 
 pytestmark = pytest.mark.integration
 

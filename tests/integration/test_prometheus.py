@@ -26,9 +26,9 @@ from genmedia.v1 import image_generation_pb2 as gen_pb
 from genmedia.v1 import image_generation_pb2_grpc as gen_grpc
 from genmedia.v1 import text_generation_pb2 as text_pb
 from genmedia.v1 import text_generation_pb2_grpc as text_grpc
+from genmedia_shared.paths import REPO_ROOT
 from services.common.registry import ALL_PROCESSES
 from services.launcher.stack import Stack, free_port
-from services.launcher.triton import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

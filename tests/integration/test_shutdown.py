@@ -12,9 +12,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from genmedia.v1 import text_generation_pb2 as pb
 from genmedia.v1 import text_generation_pb2_grpc as pb_grpc
+from genmedia_shared.paths import REPO_ROOT
 from services.common.registry import TEXT_GENERATION
 from services.launcher.stack import free_port
-from services.launcher.triton import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,9 @@ import pytest
 
 from services.common.registry import ALL_PROCESSES
 from services.launcher.stack import Stack
-from tests.soak.report import summary, write
-from tests.soak.run import soak
-from tests.soak.settings import SoakSettings
+from tools.soak.report import summary, write
+from tools.soak.run import soak
+from tools.soak.settings import SoakSettings
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ import pytest
 from genmedia.v1 import provenance_pb2, provenance_pb2_grpc
 from genmedia.v1 import text_generation_pb2 as text_pb
 from genmedia.v1 import text_generation_pb2_grpc as text_grpc
+from genmedia_shared.paths import REPO_ROOT
 from services.common.registry import GATEWAY
 from services.launcher.stack import Stack
-from services.launcher.triton import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,9 @@ import re
 
 import pytest
 
+from genmedia_shared.paths import REPO_ROOT
 from services.launcher.repository import MANIFEST_FILE, discover, verify_manifest
 from services.launcher.settings import LauncherSettings
-from services.launcher.triton import REPO_ROOT
 
 DEMO = REPO_ROOT / "models" / "demo"
 README = REPO_ROOT / "README.md"

@@ -33,11 +33,11 @@ from tokenizers import Tokenizer
 
 from genmedia_models.biggan import load_biggan
 from genmedia_models.cyclegan import load_generator
-from genmedia_models.gpt2 import load_gpt2
-from genmedia_models.test_weights import write_cyclegan, write_gpt2
+from genmedia_models.gpt2.loading import load_gpt2
 from services.client import fetch, published
 from services.client.cli import main
 from tests.certs import Pki, make_pki
+from tools.test_weights import write_cyclegan, write_gpt2
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 # As listed by the authors' scripts/download_cyclegan_model.sh, in its order.

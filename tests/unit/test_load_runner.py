@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from genmedia_shared.paths import REPO_ROOT
 from services.launcher.stack import free_port
-from services.launcher.triton import REPO_ROOT
-from tests.load.plot import plot_history
-from tests.load.report import (
+from tools.load.plot import plot_history
+from tools.load.report import (
     INTERRUPTED,
     NOT_RUN,
     OK,
@@ -22,7 +22,7 @@ from tests.load.report import (
     stats_table,
     summary,
 )
-from tests.load.results import (
+from tools.load.results import (
     AGGREGATED,
     Failure,
     LocustFiles,
@@ -34,9 +34,9 @@ from tests.load.results import (
     read_history,
     read_stats,
 )
-from tests.load.run import locust_command, locust_env
-from tests.load.settings import LoadSettings, load_settings, markdown
-from tests.load.target import Target, TargetError, wait_reachable
+from tools.load.run import locust_command, locust_env
+from tools.load.settings import LoadSettings, load_settings, markdown
+from tools.load.target import Target, TargetError, wait_reachable
 
 # Header lines exactly as locust 2.47 writes them (--csv PREFIX --csv-full-history).
 STATS_HEADER = (
@@ -301,8 +301,8 @@ def test_a_target_nobody_listens_on_fails_fast() -> None:
         wait_reachable(f"127.0.0.1:{free_port()}", timeout_s=0.5)
 
 
-def test_readme_lists_the_load_settings_table() -> None:
-    readme = (REPO_ROOT / "README.md").read_text()
-    assert markdown() in readme, (
-        "README's load settings are stale: paste `python -m tests.load.settings`"
+def test_testing_doc_lists_the_load_settings_table() -> None:
+    testing = (REPO_ROOT / "docs" / "TESTING.md").read_text()
+    assert markdown() in testing, (
+        "docs/TESTING.md's load settings are stale: paste `python -m tools.load.settings`"
     )

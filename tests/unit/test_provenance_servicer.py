@@ -12,9 +12,10 @@ import pytest
 from PIL import Image
 
 from genmedia.v1 import provenance_pb2
+from genmedia_shared.paths import REPO_ROOT
+from genmedia_shared.text_watermark import DEVELOPMENT_KEY
 from services.common import image_watermark
 from services.common.errors import ResourceExhausted, Unauthenticated
-from services.common.text_watermark import DEVELOPMENT_KEY
 from services.gateway.auth import ApiKeys, OpenAccess
 from services.gateway.keys import hash_key
 from services.gateway.open_service import OpenLimits, OpenServiceLimiter
@@ -26,7 +27,6 @@ from services.gateway.provenance import (
     verification_cost,
 )
 from services.gateway.quotas import Quotas
-from services.launcher.triton import REPO_ROOT
 from tests.fuzz.bad_inputs import encoded, hostile_manifest
 
 KEY = "gm_test-key"

@@ -1,13 +1,18 @@
+"""The README's quick start, and the docs tables that must follow the code (settings, metrics)."""
+
 from pathlib import Path
 
-from services.common.settings_table import markdown, rows
+from services.common.settings_table import SETTINGS_DOC, markdown, rows
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+README = REPO_ROOT / "README.md"
+OPERATIONS = REPO_ROOT / "docs" / "OPERATIONS.md"
 
 
-def test_readme_settings_table_is_the_generated_one() -> None:
-    assert markdown() in README.read_text(), (
-        "README's settings table is stale: paste `python -m services.common.settings_table`"
+def test_settings_doc_table_is_the_generated_one() -> None:
+    assert markdown() in SETTINGS_DOC.read_text(), (
+        "docs/SETTINGS.md's settings table is stale: run "
+        "`python -m services.common.settings_table --write`"
     )
 
 
@@ -24,7 +29,7 @@ def test_readme_quick_start_is_the_two_make_commands() -> None:
     ]
 
 
-def test_readme_lists_every_metric_the_processes_export() -> None:
+def test_operations_doc_lists_every_metric_the_processes_export() -> None:
     # Importing the modules registers their metrics in the default registry.
     from prometheus_client import REGISTRY
 
@@ -39,6 +44,6 @@ def test_readme_lists_every_metric_the_processes_export() -> None:
         if metric.name.startswith(("grpc_", "genmedia_"))
     }
     assert len(ours) >= 20
-    observability = README.read_text().split("## Observability", 1)[1]
+    observability = OPERATIONS.read_text().split("## Observability", 1)[1]
     missing = sorted(name for name in ours if f"`{name}" not in observability)
-    assert not missing, f"README's Observability table misses {missing}"
+    assert not missing, f"docs/OPERATIONS.md's Observability table misses {missing}"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.runner_settings import markdown
-from tests.soak.sampler import Sample
-from tests.soak.settings import SoakSettings, soak_settings
-from tests.soak.verdict import judge
+from tools.runner_settings import markdown
+from tools.soak.sampler import Sample
+from tools.soak.settings import SoakSettings, soak_settings
+from tools.soak.verdict import judge
 
 SETTINGS = SoakSettings(warmup_s=10, rss_margin_percent=5, rss_margin_mib=16, fd_margin=2)
 
@@ -85,9 +85,9 @@ def test_soak_settings_come_from_flags_over_environment(
     assert "GENMEDIA_SOAK_CALLERS" in capsys.readouterr().err
 
 
-def test_readme_lists_the_soak_settings() -> None:
-    from tests.unit.test_readme import README
+def test_testing_doc_lists_the_soak_settings() -> None:
+    from tests.unit.test_readme import REPO_ROOT
 
-    assert markdown(SoakSettings) in README.read_text(), (
-        "README's soak settings table is stale: paste `python -m tests.soak.settings`"
+    assert markdown(SoakSettings) in (REPO_ROOT / "docs" / "TESTING.md").read_text(), (
+        "docs/TESTING.md's soak settings table is stale: paste `python -m tools.soak.settings`"
     )

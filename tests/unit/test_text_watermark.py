@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from genmedia_models.sampling import SamplerState, SamplingParams, pick_tokens
-from genmedia_models.text_watermark import GreenList
+from genmedia_models.gpt2.sampling import SamplerState, SamplingParams, pick_tokens
+from genmedia_models.gpt2.watermark import GreenList
 from services.common.text_watermark import WatermarkDetector
 
 VOCAB = 1000
@@ -78,7 +78,7 @@ def test_watermark_settings_come_from_the_config_and_delta_zero_turns_it_off(
 
 
 def test_the_key_comes_from_a_mounted_file_first(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    from genmedia_models.text_watermark import DEVELOPMENT_KEY, watermark_key
+    from genmedia_models.gpt2.watermark import DEVELOPMENT_KEY, watermark_key
     from services.gateway.settings import GatewaySettings
 
     monkeypatch.delenv("GENMEDIA_TEXT_WATERMARK_KEY_FILE", raising=False)
@@ -100,7 +100,7 @@ def test_the_key_comes_from_a_mounted_file_first(monkeypatch: pytest.MonkeyPatch
 
 
 def test_the_model_refuses_a_weak_key_outside_development(tmp_path) -> None:
-    from genmedia_models.text_watermark import DEVELOPMENT_KEY, watermark_key
+    from genmedia_models.gpt2.watermark import DEVELOPMENT_KEY, watermark_key
 
     strong = "c" * 64
     assert watermark_key({"GENMEDIA_TEXT_WATERMARK_KEY": strong}) == strong

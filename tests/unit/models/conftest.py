@@ -19,8 +19,8 @@ REPOSITORY = Path(__file__).resolve().parents[3] / "models" / "repository"
 
 @pytest.fixture(scope="session")
 def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A weights root written once per session by genmedia_models.test_weights."""
-    from genmedia_models.test_weights import write_all
+    """A weights root written once per session by tools.test_weights."""
+    from tools.test_weights import write_all
 
     root = tmp_path_factory.mktemp("weights")
     write_all(root)
@@ -167,14 +167,19 @@ def pb_utils(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
     module = _fake_pb_utils()
     FakeMetricFamily.created = {}
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", module)
-    for name in ("genmedia_models.triton_utils", "genmedia_models.triton_cyclegan"):
+    for name in ("genmedia_models.triton_utils",):
         monkeypatch.delitem(sys.modules, name, raising=False)
     yield module
 
 
+def _source(name: str) -> str:
+    """The repository folder a served model comes from (every cyclegan_<direction>: cyclegan)."""
+    return "cyclegan" if name.startswith("cyclegan_") else name
+
+
 def _load_triton_model(name: str) -> types.ModuleType:
     """Import models/repository/<name>/1/model.py the way the python backend does (by path)."""
-    path = REPOSITORY / name / "1" / "model.py"
+    path = REPOSITORY / _source(name) / "1" / "model.py"
     spec = importlib.util.spec_from_file_location(f"triton_model_{name}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -188,7 +193,7 @@ def _initialize_args(name: str, config: dict[str, Any]) -> dict[str, str]:
         "model_config": json.dumps({"name": name, **config}),
         "model_instance_kind": "CPU",
         "model_instance_device_id": "0",
-        "model_repository": str(REPOSITORY / name),
+        "model_repository": str(REPOSITORY / _source(name)),
         "model_version": "1",
         "model_name": name,
     }

@@ -12,7 +12,7 @@ from pytorch_pretrained_biggan import BigGAN
 from pytorch_pretrained_biggan.model import BigGANBatchNorm
 
 from genmedia_models.biggan import generate_images, load_biggan
-from genmedia_models.training.biggan_digits import (
+from tools.training.biggan_digits import (
     Discriminator,
     Hyperparameters,
     batch_statistics,

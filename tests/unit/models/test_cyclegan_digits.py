@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from genmedia_models.cyclegan import config_from_state_dict, load_generator
-from genmedia_models.training import cyclegan_digits, digits
-from genmedia_models.training.cyclegan_digits import (
+from tools.training import cyclegan_digits, digits
+from tools.training.cyclegan_digits import (
     CHECKPOINT_NAME,
     DIRECTIONS,
     CycleGanDigitsConfig,
@@ -23,7 +23,7 @@ from genmedia_models.training.cyclegan_digits import (
     sample_grid,
     train,
 )
-from genmedia_models.training.report import QualityReport, TrainingReport
+from tools.training.report import QualityReport, TrainingReport
 
 STEPS = 3
 # The real architecture and losses; only the digit readers train for fewer steps.
@@ -110,7 +110,7 @@ def test_served_model_translates_uint8_batches_with_each_generator(
     trained: tuple[Path, TrainingReport],
     pb_utils: types.ModuleType,
 ) -> None:
-    from genmedia_models.triton_cyclegan import translate
+    from genmedia_models.cyclegan import translate
 
     out, _ = trained
     batch = np.random.default_rng(0).integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from genmedia_models.training import demo_pack
-from genmedia_models.training.demo_pack import (
+from tools.training import demo_pack
+from tools.training.demo_pack import (
     README_SAMPLE_END,
     README_SAMPLE_START,
     model_card,
     update_readme_sample,
 )
-from genmedia_models.training.report import QualityReport, TrainingReport
+from tools.training.report import QualityReport, TrainingReport
 
 REPORT = TrainingReport(
     model="toy",
@@ -29,7 +29,7 @@ REPORT = TrainingReport(
 
 def test_the_card_states_figures_targets_and_whether_they_were_met() -> None:
     met = QualityReport({"accuracy": 0.91, "context": 2.5}, {"accuracy": ">= 0.80"}, True, "how")
-    card = model_card(REPORT, met, ["a.bin"], "genmedia_models.training.toy")
+    card = model_card(REPORT, met, ["a.bin"], "tools.training.toy")
     assert "## Quality (all targets met)" in card
     assert "| accuracy | 0.91 | >= 0.80 |" in card and "| context | 2.5 |  |" in card
     assert "- Steps: 12 in 3 s" in card and "1,234" in card and "32x32 pixels" in card

@@ -9,18 +9,12 @@ from pathlib import Path
 import pytest
 from transformers import GPT2LMHeadModel
 
-from genmedia_models import continuous_batching
-from genmedia_models.continuous_batching import (
-    BatchLimits,
-    ContinuousBatcher,
-    FinishReason,
-    GenerationRequest,
-    QueueFull,
-    generate_one,
-)
-from genmedia_models.gpt2 import load_gpt2
+from genmedia_models.gpt2 import batching as continuous_batching
+from genmedia_models.gpt2.batching import ContinuousBatcher, generate_one
+from genmedia_models.gpt2.loading import load_gpt2
+from genmedia_models.gpt2.sampling import SamplingParams
+from genmedia_models.gpt2.types import BatchLimits, FinishReason, GenerationRequest, QueueFull
 from genmedia_models.runtime import InvalidInputError
-from genmedia_models.sampling import SamplingParams
 
 
 class ListSink:

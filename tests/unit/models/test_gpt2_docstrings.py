@@ -12,9 +12,9 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
-from genmedia_models.gpt2 import load_gpt2
-from genmedia_models.training import gpt2_docstrings as docstrings
-from genmedia_models.training.report import TrainingReport
+from genmedia_models.gpt2.loading import load_gpt2
+from tools.training import gpt2_docstrings as docstrings
+from tools.training.report import TrainingReport
 
 # Small enough that a few steps take a second or two.
 TINY = docstrings.Gpt2DocstringsConfig(

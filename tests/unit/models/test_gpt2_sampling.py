@@ -11,17 +11,17 @@ import torch
 from transformers import GPT2LMHeadModel
 from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
 
-from genmedia_models.continuous_batching import generate_one
-from genmedia_models.gpt2 import eos_token_ids, load_gpt2
-from genmedia_models.gpt2_decoder import DecodeRow, PooledGPT2
-from genmedia_models.runtime import InvalidInputError
-from genmedia_models.sampling import (
+from genmedia_models.gpt2.batching import generate_one
+from genmedia_models.gpt2.decoder import DecodeRow, PooledGPT2
+from genmedia_models.gpt2.loading import eos_token_ids, load_gpt2
+from genmedia_models.gpt2.sampling import (
     SamplerState,
     SamplingParams,
     keep_top_k,
     keep_top_p,
     penalise_repetitions,
 )
+from genmedia_models.runtime import InvalidInputError
 
 PROMPT = [5, 17, 42, 99, 300]
 

@@ -21,9 +21,9 @@ from safetensors.torch import load_file, save_file
 
 from genmedia_models.biggan import CONFIG_NAME, WEIGHTS_NAME, load_biggan
 from genmedia_models.cyclegan import load_generator
-from genmedia_models.gpt2 import load_gpt2
-from genmedia_models.test_weights import write_cyclegan, write_gpt2
+from genmedia_models.gpt2.loading import load_gpt2
 from genmedia_models.weights import CheckpointError, MissingCheckpointError
+from tools.test_weights import write_cyclegan, write_gpt2
 
 CYCLEGAN_FILE = "latest_net_G.pth"
 

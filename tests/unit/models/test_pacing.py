@@ -1,6 +1,6 @@
 """Re-planning a time-capped training run from its pace."""
 
-from genmedia_models.training.pacing import PACE_AFTER_STEPS, TIME_SHARE, steps_that_fit
+from tools.training.pacing import PACE_AFTER_STEPS, TIME_SHARE, steps_that_fit
 
 
 def test_the_plan_stands_until_the_pace_is_known() -> None:

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from genmedia_models.continuous_batching import FinishReason
-from genmedia_models.token_delivery import Outbox, TokenDelivery
+from genmedia_models.gpt2.delivery import Outbox, TokenDelivery
+from genmedia_models.gpt2.types import FinishReason
 
 
 class SlowSink:

@@ -1,4 +1,4 @@
-"""genmedia_models.test_weights writes small checkpoints that load like the published ones."""
+"""tools.test_weights writes small checkpoints that load like the published ones."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from transformers import AutoTokenizer
 
 from genmedia_models.biggan import generate_images, load_biggan
 from genmedia_models.cyclegan import ResnetGenerator, ResnetGeneratorConfig, load_generator
-from genmedia_models.gpt2 import load_gpt2
-from genmedia_models.test_weights import main, write_all
+from genmedia_models.gpt2.loading import load_gpt2
+from tools.test_weights import main, write_all
 
 
 def test_biggan_loads_both_ways_and_draws_finite_varied_images(weights_dir: Path) -> None:

@@ -8,20 +8,11 @@ because BigGAN takes one truncation per forward pass.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-
-# Triton's python-backend stub runs an isolated interpreter that ignores
-# PYTHONPATH; unless genmedia_models is installed, use the copy beside this
-# repository (models/genmedia_models).
-if importlib.util.find_spec("genmedia_models") is None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from genmedia_models.biggan import generate_images, load_biggan, validate_request
 from genmedia_models.runtime import InvalidInputError, configure_torch_threads, select_device

@@ -1,13 +1,13 @@
 """gpt2: decoupled, streaming the generated tokens (`token_id` INT64 [n]) as they come.
 
 All requests share one continuously batched decode loop
-(genmedia_models.continuous_batching): execute() validates each request and
+(genmedia_models.gpt2.batching): execute() validates each request and
 queues it, then returns at once; the loop thread admits it at its next step,
 streams its tokens through the request's response sender (from a few
 sender threads, while it computes the next step) and ends every stream with
 an empty TRITONSERVER_RESPONSE_COMPLETE_FINAL response. A response carries
 one token when the senders keep up with the loop, and every token waiting
-for its stream when they are behind (genmedia_models.token_delivery). With
+for its stream when they are behind (genmedia_models.gpt2.delivery). With
 the optional input `single_response` true, all of a request's tokens come in
 one final response instead (a unary call needs no stream). Running requests
 are asked whether their client cancelled at most every `cancel_check_ms`
@@ -26,36 +26,27 @@ genmedia_model_queued_requests.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from transformers.utils import logging as transformers_logging
 
-# Triton's python-backend stub runs an isolated interpreter that ignores
-# PYTHONPATH; unless genmedia_models is installed, use the copy beside this
-# repository (models/genmedia_models).
-if importlib.util.find_spec("genmedia_models") is None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-
-from genmedia_models.continuous_batching import (
+from genmedia_models.gpt2.batching import ContinuousBatcher
+from genmedia_models.gpt2.loading import eos_token_ids, load_gpt2
+from genmedia_models.gpt2.sampling import SamplingParams
+from genmedia_models.gpt2.types import (
     BatchLimits,
     BatchState,
-    ContinuousBatcher,
     FinishReason,
     GenerationRequest,
     QueueFull,
 )
-from genmedia_models.gpt2 import eos_token_ids, load_gpt2
+from genmedia_models.gpt2.watermark import GreenList
 from genmedia_models.runtime import InvalidInputError, configure_torch_threads, select_device
-from genmedia_models.sampling import SamplingParams
-from genmedia_models.text_watermark import GreenList
 from genmedia_models.triton_utils import (
     cancelled_requests_counter,
     error_response,
