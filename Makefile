@@ -19,7 +19,7 @@ PYTHON_SOURCES := genmedia_shared services models tools tests bench deploy
 
 export PYTHONPATH := $(CURDIR):$(CURDIR)/models
 
-.PHONY: help setup venv protos weights demo-models run test test-unit test-integration test-deploy deploy-tools bench bench-gpu load fuzz soak audit lint format clean prometheus-tools
+.PHONY: help setup venv protos weights demo-models run test test-unit test-integration test-deploy deploy-tools bench bench-gpu load fuzz soak audit lint format clean prometheus-tools redis-server
 
 help:
 	@echo "make run               set up and serve Triton + services + gateway until Ctrl-C"
@@ -37,6 +37,7 @@ help:
 	@echo "make fuzz              300 random Hypothesis examples per RPC against the real stack (make test runs 15)"
 	@echo "make soak              6 minutes of steady traffic; memory and fds of every process judged (GENMEDIA_SOAK_*)"
 	@echo "make prometheus-tools  install Debian's prometheus/promtool if missing (make test does it)"
+	@echo "make redis-server      install Debian's redis-server if missing (make test does it)"
 	@echo "make audit             pip-audit --strict of every installed dependency (needs pypi.org's JSON API or osv.dev)"
 	@echo "make lint / format     ruff"
 
@@ -72,10 +73,11 @@ $(WEIGHTS_STAMP): tools/test_weights.py $(VENV_STAMP)
 demo-models: venv protos
 	$(PY) -m tools.training.demo_pack --out models/demo --docs docs/demo --readme README.md
 
-run: setup
+# Several gateways share their quotas through a local redis-server.
+run: setup $(if $(filter-out 0 1,$(GENMEDIA_GATEWAY_REPLICAS)),redis-server)
 	$(PY) -m services.launcher
 
-test: setup lint prometheus-tools deploy-tools
+test: setup lint prometheus-tools redis-server deploy-tools
 	$(PYTEST) tests
 
 deploy-tools: $(DEPLOY_TOOLS_STAMP)
@@ -99,6 +101,14 @@ prometheus-tools:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
 
+# Debian's redis-server: the gateways' shared quota store (GENMEDIA_GATEWAY_REPLICAS > 1)
+# and the tests of it, which start real servers.
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server; }
+
 # make test runs 15 derandomized examples per RPC; this runs 300 random ones.
 fuzz: setup
 	GENMEDIA_FUZZ_EXAMPLES=$${GENMEDIA_FUZZ_EXAMPLES:-300} GENMEDIA_FUZZ_RANDOM=1 $(PYTEST) tests/integration/test_fuzz.py
@@ -107,18 +117,19 @@ fuzz: setup
 soak: setup
 	$(PY) -m tools.soak
 
-test-unit: setup
+test-unit: setup redis-server
 	$(PYTEST) tests/unit
 
-test-integration: setup prometheus-tools
+test-integration: setup prometheus-tools redis-server
 	$(PYTEST) tests/integration
 
 # The demo and full-size benches (about 10 minutes), then the gateway's (about 2) and
 # Content Credentials signing's (seconds), the watermarks' (about 3 minutes),
 # genmedia's image watermark against invisible-watermark's (about 6) and one
 # verification's memory and time against the whole-image detector (about 1), then
-# the CPU each process spends per streamed token (under 1).
-bench: setup
+# the CPU each process spends per streamed token (under 1), then the Redis quota
+# store against the memory one (about 2).
+bench: setup redis-server
 	$(PY) -m bench
 	$(PY) -m bench.gateway
 	$(PY) -m bench.signing
@@ -127,6 +138,7 @@ bench: setup
 	$(PY) -m bench.watermark_compare
 	$(PY) -m bench.verify_cost
 	$(PY) -m bench.token_tax
+	$(PY) -m bench.quota_store
 
 # A bounded locust run against a local stack on the demo pack, or GENMEDIA_LOAD_TARGET;
 # GENMEDIA_LOAD_* from the environment or the command line (make load GENMEDIA_LOAD_USERS=50).

@@ -21,7 +21,13 @@ from genmedia_models.gpt2.batching import generate_one
 from genmedia_models.gpt2.sampling import SamplingParams
 from services.common import image_watermark
 from services.common.content_credentials import ContentCredentials, SourceImage
-from services.common.images import ImageLimits, decode_image, resize, resize_and_encode
+from services.common.images import (
+    EncodeOptions,
+    ImageLimits,
+    decode_image,
+    resize,
+    resize_and_encode,
+)
 from services.common.provenance import make_provenance
 from services.common.signing_keys import development_credentials
 from services.text_generation.detokenizer import IncrementalDetokenizer
@@ -33,8 +39,11 @@ class ServiceWork:
     def __init__(self, work: Workloads, models: InProcessModels) -> None:
         self.work = work
         self.models = models
-        self.credentials = ContentCredentials(development_credentials())
-        self.key = image_watermark.DEVELOPMENT_KEY
+        # What a service encodes with: PNG, signed, watermarked.
+        self.encoding = EncodeOptions(
+            credentials=ContentCredentials(development_credentials()),
+            watermark_key=image_watermark.DEVELOPMENT_KEY,
+        )
         self.tokenizer = Tokenizer.from_file(str(models.weights / "gpt2" / "tokenizer.json"))
 
     @cached_property
@@ -67,9 +76,7 @@ class ServiceWork:
         if call == "GenerateImages":
             self.work.images.tensors(seed)  # the noise and the class vector
             height, width = self.generated.shape[:2]
-            return resize_and_encode(
-                self.generated, (width, height), 0, 0, provenance, self.credentials, None, self.key
-            )
+            return resize_and_encode(self.generated, (width, height), provenance, self.encoding)
         if call == "TranslateImage":
             translate = self.work.translate
             pixels = decode_image(translate.png, LIMITS)
@@ -77,9 +84,8 @@ class ServiceWork:
             height, width = pixels.shape[:2]
             source = SourceImage(translate.png, "image/png")
             return resize_and_encode(
-                self.translated, (width, height), 0, 0, provenance, self.credentials, source,
-                self.key,
-            )  # fmt: skip
+                self.translated, (width, height), provenance, self.encoding, source
+            )
         if call == "GenerateText":
             self.tokenizer.encode(PROMPT)
             return IncrementalDetokenizer(self.tokenizer).push_many(self.token_ids)

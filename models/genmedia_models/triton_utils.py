@@ -12,7 +12,12 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from genmedia_models.fault_injection import DELAY_PARAMETER, InjectedDelay
+from genmedia_models.fault_injection import (
+    DELAY_PARAMETER,
+    FAIL_STEP_PARAMETER,
+    InjectedDelay,
+    InjectedStepFailure,
+)
 from genmedia_models.runtime import InvalidInputError
 
 
@@ -89,3 +94,14 @@ def injected_delay(model_name: str, model_config: Mapping[str, Any]) -> Injected
             "(for fault tests only)"
         )
     return delay
+
+
+def injected_step_failure(model_name: str, model_config: Mapping[str, Any]) -> InjectedStepFailure:
+    """The model's test-only failing decode step; a model that has one says so in Triton's log."""
+    failure = InjectedStepFailure.from_config(model_config)
+    if failure.at_step:
+        pb_utils.Logger.log_warn(
+            f"{model_name}: {FAIL_STEP_PARAMETER} fails decode step {failure.at_step} once "
+            "(for fault tests only)"
+        )
+    return failure

@@ -126,21 +126,37 @@ def resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(image)
 
 
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How a service writes its images: the request's format and quality, the service's
+    signer and watermark key. Built once per request and shared by its images."""
+
+    image_format: int = common_pb2.IMAGE_FORMAT_UNSPECIFIED
+    """An ImageFormat; unspecified is PNG."""
+    quality: int = 0
+    """JPEG/WebP quality 1..100; 0 for DEFAULT_QUALITY."""
+    credentials: ContentCredentials | None = None
+    """Signs each image's Content Credentials; None: unsigned."""
+    watermark_key: str | None = None
+    """Marks the pixels with the invisible watermark first; None: unmarked."""
+
+
+PLAIN = EncodeOptions()
+"""PNG, unsigned, unmarked."""
+
+
 def encode_image(
     pixels: np.ndarray,
-    image_format: int,
-    quality: int,
     provenance: common_pb2.Provenance,
-    credentials: ContentCredentials | None = None,
+    options: EncodeOptions = PLAIN,
     source: SourceImage | None = None,
-    watermark_key: str | None = None,
 ) -> common_pb2.Image:
     """Encodes an [H, W, 3] uint8 array with its provenance embedded, then signs it
     with Content Credentials (``source``: the input a translation started from); with
-    ``watermark_key``, the pixels get the invisible watermark first."""
-    image_format = image_format or common_pb2.IMAGE_FORMAT_PNG
-    if watermark_key is not None:
-        pixels = image_watermark.embed(pixels, watermark_key)
+    a watermark key, the pixels get the invisible watermark first."""
+    image_format = options.image_format or common_pb2.IMAGE_FORMAT_PNG
+    if options.watermark_key is not None:
+        pixels = image_watermark.embed(pixels, options.watermark_key)
     label = provenance_json(provenance)
     image = Image.fromarray(pixels, mode="RGB")
     exif = Image.Exif()
@@ -153,10 +169,10 @@ def encode_image(
         text.add_itxt(PROVENANCE_PNG_KEY, label)
         image.save(buffer, "PNG", pnginfo=text, exif=exif)
     else:
-        image.save(buffer, pil_format, quality=quality or DEFAULT_QUALITY, exif=exif)
+        image.save(buffer, pil_format, quality=options.quality or DEFAULT_QUALITY, exif=exif)
     data = buffer.getvalue()
-    if credentials is not None:
-        data = credentials.sign(data, MIME_TYPES[image_format], provenance, source)
+    if options.credentials is not None:
+        data = options.credentials.sign(data, MIME_TYPES[image_format], provenance, source)
     return common_pb2.Image(
         data=data,
         format=image_format,
@@ -169,18 +185,12 @@ def encode_image(
 def resize_and_encode(
     pixels: np.ndarray,
     size: tuple[int, int],
-    image_format: int,
-    quality: int,
     provenance: common_pb2.Provenance,
-    credentials: ContentCredentials | None = None,
+    options: EncodeOptions,
     source: SourceImage | None = None,
-    watermark_key: str | None = None,
 ) -> common_pb2.Image:
     """Resizes to (width, height), marks, encodes and signs: the CPU-heavy tail, in a thread."""
-    return encode_image(
-        resize(pixels, *size), image_format, quality, provenance, credentials, source,
-        watermark_key,
-    )  # fmt: skip
+    return encode_image(resize(pixels, *size), provenance, options, source)
 
 
 def read_embedded_provenance(data: bytes) -> str | None:

@@ -3,15 +3,21 @@
 The server RED set follows go-grpc-prometheus names so existing dashboards
 and alerts apply. Labels come from small fixed sets (registered methods and
 status codes), never from request data.
+
+Series that queries divide by or alert on exist at 0 from the start: every
+served method's counters with the codes of the error-ratio rules
+(``ZERO_CODES``), so a ratio reads 0, not "no data", before the first error.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pool
 from prometheus_client import Counter, Gauge, Histogram
 
 # From 1 ms to a minute: cheap calls, image batches and long text streams.
@@ -20,6 +26,15 @@ LATENCY_BUCKETS_S = (
 )  # fmt: skip
 
 GRPC_LABELS = ("grpc_service", "grpc_method", "grpc_type")
+ZERO_CODES = (
+    grpc.StatusCode.OK,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DATA_LOSS,
+)
+"""Codes whose handled series every method has from the start: OK and the server faults
+the error-ratio rules count (deploy/prometheus/rules/recording.yml)."""
 
 server_started = Counter("grpc_server_started_total", "RPCs started on the server.", GRPC_LABELS)
 server_handled = Counter(
@@ -55,7 +70,9 @@ class RedChildren:
         self._started = family.started.labels(*self.labels)
         self._in_flight = family.in_flight.labels(*self.labels)
         self._seconds = family.seconds.labels(*self.labels)
-        self._handled: dict[grpc.StatusCode, Any] = {}
+        self._handled: dict[grpc.StatusCode, Any] = {
+            code: family.handled.labels(*self.labels, code.name) for code in ZERO_CODES
+        }
 
     def start(self) -> float:
         self._started.inc()
@@ -75,6 +92,21 @@ class RedChildren:
 
 
 SERVER = RedFamily(server_started, server_handled, server_handling_seconds, server_in_flight)
+
+
+def grpc_type_of(method: Any) -> str:
+    """The grpc_type label of a method descriptor (genmedia has no client streaming)."""
+    return "server_stream" if method.server_streaming else "unary"
+
+
+def create_server_series(service_names: Iterable[str]) -> None:
+    """Every method of the served services gets its RED series at 0 now, not at its
+    first call (the interceptor makes the same children then)."""
+    pool = descriptor_pool.Default()
+    for name in service_names:
+        for method in pool.FindServiceByName(name).methods:
+            RedChildren(SERVER, name, method.name, grpc_type_of(method))
+
 
 triton_in_flight = Gauge(
     "genmedia_triton_in_flight", "Calls to Triton in progress, by model.", ("model",)

@@ -4,7 +4,13 @@ Every process's ``__main__`` builds its servicers and hands them to
 :func:`run_server`, which owns the lifecycle:
 
 start metrics -> bind gRPC -> SERVING once ready -> (SIGTERM) NOT_SERVING, health watches end ->
-``server.stop(grace)`` -> close upstream clients.
+``server.stop(grace)`` -> close upstream clients -> flush the audit trail.
+
+The readiness watcher is supervised (services/common/supervision.py): it is
+restarted, logged and counted if it ever fails. ``GENMEDIA_ASYNCIO_DEBUG_SLOW_MS``
+(a diagnostic for the tests, not a setting) runs the event loop in asyncio's
+debug mode, which logs every callback that holds the loop longer than that,
+and logs each callback that used that much CPU itself (see _log_cpu_heavy_callbacks).
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -21,15 +29,19 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from services.common import metrics, tracing
+from services.common import audit, metrics, tracing
 from services.common.health import StoppableHealthServicer
 from services.common.interceptor import ServerCallInterceptor
 from services.common.settings import ServerSettings
+from services.common.supervision import supervise
 from services.common.tls import server_credentials
 
 logger = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
+ASYNCIO_DEBUG_ENV = "GENMEDIA_ASYNCIO_DEBUG_SLOW_MS"
+"""Diagnostics: asyncio debug mode, logging callbacks slower than this many milliseconds."""
+READINESS_WATCHER = "readiness watcher"
 
 
 def _message_limits(settings: ServerSettings) -> list[tuple[str, int]]:
@@ -99,32 +111,108 @@ class ServedProcess:
     mints request ids and keeps a caller's x-request-id as the correlation id."""
 
 
+@dataclass(frozen=True)
+class _Readiness:
+    ready: bool
+    reason: str = ""
+    """Why not, for the log."""
+    cause: str = ""
+    """The kind of reason (an exception's type): a change of it is logged, not each poll."""
+    error: Exception | None = None
+
+
+async def _check(check: ReadinessCheck | None) -> _Readiness:
+    if check is None:
+        return _Readiness(True)
+    try:
+        ready = await check()
+    except Exception as exc:  # noqa: BLE001 - an unreachable upstream is "not ready", with a reason
+        reason = f"readiness check failed: {type(exc).__name__}: {exc}"
+        return _Readiness(False, reason, type(exc).__name__, exc)
+    return _Readiness(True) if ready else _Readiness(False, "its upstream is not ready")
+
+
 async def _watch_readiness(
     process: ServedProcess, health_servicer: health.aio.HealthServicer, poll_s: float
 ) -> None:
     """Keeps each service's health status in step with its upstream."""
     serving = health_pb2.HealthCheckResponse.SERVING
     not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
-    last: dict[str, bool] = {}
+    last: dict[str, _Readiness] = {}
     while True:
         for name in process.service_names:
-            check = process.readiness.get(name)
-            try:
-                ready = await check() if check else True
-            except Exception:  # noqa: BLE001 - an unreachable upstream is just "not ready"
-                ready = False
-            if last.get(name) != ready:
-                logger.info("%s is %s", name, "SERVING" if ready else "NOT_SERVING")
-                last[name] = ready
-            await health_servicer.set(name, serving if ready else not_serving)
-            metrics.serving.labels(name).set(1 if ready else 0)
-        overall = all(last.get(name, False) for name in process.service_names)
+            now = await _check(process.readiness.get(name))
+            _log_change(name, last.get(name), now)
+            last[name] = now
+            await health_servicer.set(name, serving if now.ready else not_serving)
+            metrics.serving.labels(name).set(1 if now.ready else 0)
+        overall = all(name in last and last[name].ready for name in process.service_names)
         await health_servicer.set("", serving if overall else not_serving)
         await asyncio.sleep(poll_s)
 
 
+def start_readiness_watcher(
+    process: ServedProcess, health_servicer: health.aio.HealthServicer, poll_s: float
+) -> asyncio.Task[None]:
+    """The supervised readiness watcher: a bug in it restarts it, never freezes health."""
+    return supervise(READINESS_WATCHER, lambda: _watch_readiness(process, health_servicer, poll_s))
+
+
+def _log_change(name: str, before: _Readiness | None, now: _Readiness) -> None:
+    """One line per change of status or of the kind of reason, never one per poll."""
+    if before is not None and (before.ready, before.cause) == (now.ready, now.cause):
+        return
+    if now.ready:
+        logger.info("%s is SERVING", name)
+    elif before is None and not now.cause:
+        logger.info("%s is NOT_SERVING: %s", name, now.reason)  # starting, upstream not up yet
+    else:
+        logger.warning("%s is NOT_SERVING: %s", name, now.reason, exc_info=now.error)
+
+
+def _asyncio_debug(loop: asyncio.AbstractEventLoop) -> None:
+    """With GENMEDIA_ASYNCIO_DEBUG_SLOW_MS set, asyncio logs every slower callback."""
+    slow_ms = os.environ.get(ASYNCIO_DEBUG_ENV, "")
+    if not slow_ms:
+        return
+    slow_s = float(slow_ms) / 1000
+    loop.set_debug(True)
+    loop.slow_callback_duration = slow_s
+    _log_cpu_heavy_callbacks(slow_s)
+    logger.warning(
+        "asyncio debug mode: callbacks over %s ms are logged (%s)", slow_ms, ASYNCIO_DEBUG_ENV
+    )
+
+
+def _log_cpu_heavy_callbacks(slow_s: float) -> None:
+    """Logs each loop callback that used ``slow_s`` of the loop thread's CPU.
+
+    Debug mode's warnings measure wall time, which also counts time the thread was not
+    running at all: on a busy host a process is descheduled for tens of milliseconds
+    whatever it runs. CPU time tells a callback that holds the loop with its own work
+    (tokenizing, hashing, writing) from one that waited for a CPU. Diagnostics only: it
+    wraps asyncio's Handle._run for the whole process.
+    """
+    run = asyncio.Handle._run
+
+    def timed(handle: asyncio.Handle) -> None:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        run(handle)
+        used = time.thread_time() - cpu
+        if used >= slow_s:
+            logger.warning(
+                "callback used %.3f s of CPU (%.3f s wall): %r",
+                used,
+                time.perf_counter() - wall,
+                handle,
+            )
+
+    asyncio.Handle._run = timed  # type: ignore[method-assign]
+
+
 async def run_server(settings: ServerSettings, process: ServedProcess) -> None:
     """Serves until SIGTERM or SIGINT, then shuts down gracefully."""
+    _asyncio_debug(asyncio.get_running_loop())
     start_http_server(settings.metrics_port, addr=settings.host.strip("[]") or "::")
     server = aio.server(
         interceptors=[
@@ -134,6 +222,7 @@ async def run_server(settings: ServerSettings, process: ServedProcess) -> None:
         options=server_options(settings),
     )
     process.register(server)
+    metrics.create_server_series(process.service_names)
 
     health_servicer = StoppableHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -174,9 +263,7 @@ async def run_server(settings: ServerSettings, process: ServedProcess) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    watcher = asyncio.create_task(
-        _watch_readiness(process, health_servicer, settings.health_poll_s)
-    )
+    watcher = start_readiness_watcher(process, health_servicer, settings.health_poll_s)
 
     await stop.wait()
     logger.info(
@@ -189,5 +276,7 @@ async def run_server(settings: ServerSettings, process: ServedProcess) -> None:
     await server.stop(settings.shutdown_grace_s)
     if process.on_close is not None:
         await process.on_close()
+    # Every event of the calls that just ended is written before the process exits.
+    await asyncio.to_thread(audit.close_all)
     tracing.shutdown()
     logger.info("stopped")

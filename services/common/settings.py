@@ -11,11 +11,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from genmedia_shared.keys import DEVELOPMENT_MODE_ENV, weak_key_reason
 from services.common.image_watermark import DEVELOPMENT_KEY as IMAGE_WATERMARK_DEVELOPMENT_KEY
+from services.common.secrets import SecretFile
 
 ENV_PREFIX = "GENMEDIA_"
 GRPC_PORT_HELP = "gRPC listen port."
@@ -35,10 +36,16 @@ class LogFormat(StrEnum):
     TEXT = "text"
 
 
-class ServerSettings(BaseSettings):
-    """What every gRPC process needs to listen, report and shut down."""
+class SettingsGroup(BaseSettings):
+    """Related settings a process's settings class mixes in. Its fields keep their flat
+    ``GENMEDIA_*`` names (no nesting delimiter), so grouping never renames a variable; the
+    group builds the objects its fields configure."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+
+class ServerSettings(SettingsGroup):
+    """What every gRPC process needs to listen, report and shut down."""
 
     host: str = Field("[::]", description="Address the gRPC and metrics servers bind to.")
     grpc_port: int = Field(0, ge=0, le=65535, description=GRPC_PORT_HELP)
@@ -125,6 +132,18 @@ def secret_from(value: SecretStr, file: Path | None) -> str:
     return file.read_text().strip() if file is not None else value.get_secret_value()
 
 
+class CachedSecret:
+    """A secret from its file (read once, re-read when it changes: services/common/secrets.py)
+    or else from its variable."""
+
+    def __init__(self, value: SecretStr, file: Path | None) -> None:
+        self._value = value
+        self._file = None if file is None else SecretFile(file)
+
+    def get(self) -> str:
+        return self._value.get_secret_value() if self._file is None else self._file.read()
+
+
 def check_key(
     name: str, value: SecretStr, file: Path | None, development_key: str, development: bool
 ) -> None:
@@ -144,11 +163,9 @@ def check_key(
         )
 
 
-class ImageWatermarkKeySettings(BaseSettings):
+class ImageWatermarkKeySettings(SettingsGroup):
     """The invisible image watermark's key: the image services mark with it, the gateway
     looks for it."""
-
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     image_watermark_key: SecretStr = Field(
         SecretStr(IMAGE_WATERMARK_DEVELOPMENT_KEY),
@@ -162,8 +179,14 @@ class ImageWatermarkKeySettings(BaseSettings):
         "GENMEDIA_IMAGE_WATERMARK_KEY.",
     )
 
+    _image_key: CachedSecret | None = PrivateAttr(None)
+
     def image_watermark(self) -> str:
-        return secret_from(self.image_watermark_key, self.image_watermark_key_file)
+        """The key, read from its file once and again only when the file changes (the image
+        services ask for it for every image)."""
+        if self._image_key is None:
+            self._image_key = CachedSecret(self.image_watermark_key, self.image_watermark_key_file)
+        return self._image_key.get()
 
     @model_validator(mode="after")
     def _image_key_strong(self) -> ImageWatermarkKeySettings:

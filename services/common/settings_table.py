@@ -15,22 +15,16 @@ from pathlib import Path
 from pydantic_settings import BaseSettings
 
 from genmedia_shared.paths import REPO_ROOT
+from services.common.registry import ALL_PROCESSES
 from services.common.settings import ENV_PREFIX
-from services.gateway.settings import GatewaySettings
-from services.image_generation.settings import ImageGenerationSettings
-from services.image_translation.settings import ImageTranslationSettings
 from services.launcher.settings import LauncherSettings
-from services.text_generation.settings import TextGenerationSettings
 
 SETTINGS_DOC = REPO_ROOT / "docs" / "SETTINGS.md"
 """The page that holds the table."""
 
 SETTINGS_BY_PROCESS: dict[str, type[BaseSettings]] = {
-    "gateway": GatewaySettings,
-    "image-generation": ImageGenerationSettings,
-    "image-translation": ImageTranslationSettings,
-    "text-generation": TextGenerationSettings,
-    "launcher": LauncherSettings,
+    **{process.name: process.settings_class() for process in ALL_PROCESSES},
+    "launcher": LauncherSettings,  # runs the others; serves nothing itself
 }
 
 

@@ -11,7 +11,7 @@ from grpc import aio
 
 from genmedia.v1 import provenance_pb2_grpc
 from services.common import tracing
-from services.common.registry import BACKENDS, GATEWAY, TEXT_GENERATION
+from services.common.registry import BACKENDS, GATEWAY
 from services.common.request_context import configure_logging
 from services.common.server import (
     ReadinessCheck,
@@ -20,24 +20,17 @@ from services.common.server import (
     run_server,
 )
 from services.common.settings import load_settings
+from services.common.supervision import supervise
 from services.common.tls import channel_credentials
 from services.gateway.auth import ApiKeys, Authenticator, OpenAccess
-from services.gateway.backends import (
-    BackendPool,
-    ChannelFactory,
-    EjectionPolicy,
-    RetryBudget,
-    parse_targets,
-)
-from services.gateway.estimates import ASK_TIMEOUT_S, LIST_TEXT_MODELS, Estimator, TextDefaults
+from services.gateway.backends import BackendPool, ChannelFactory, parse_targets
+from services.gateway.estimates import ASK_TIMEOUT_S, Estimator, Unary
 from services.gateway.keys import KeyFileError
-from services.gateway.open_service import OpenLimits, OpenServiceLimiter
+from services.gateway.open_service import OpenServiceLimiter
 from services.gateway.provenance import ProvenanceServicer, TextVerifier
-from services.gateway.proxy import Forwarder, RetryPolicy, forwarding_handler
+from services.gateway.proxy import Forwarder, forwarding_handler
 from services.gateway.quotas import Quotas
-from services.gateway.settings import AuthMode, GatewaySettings
-
-(TEXT_GENERATION_SERVICE,) = TEXT_GENERATION.grpc_services
+from services.gateway.settings import AccessSettings, AuthMode, BackendTls, GatewaySettings
 
 # Reconnect to a restarted replica within seconds, not gRPC's default of up to two minutes.
 RECONNECT_OPTIONS = [
@@ -47,17 +40,15 @@ RECONNECT_OPTIONS = [
 ]
 
 
-def channel_factory(settings: GatewaySettings) -> ChannelFactory:
-    options = [*channel_options(settings), *RECONNECT_OPTIONS]
-    if settings.backend_tls_ca_file is None:
+def channel_factory(options: list[tuple[str, int]], tls: BackendTls | None) -> ChannelFactory:
+    options = [*options, *RECONNECT_OPTIONS]
+    if tls is None:
         return lambda address, _host: aio.insecure_channel(address, options=options)
-    credentials = channel_credentials(
-        settings.backend_tls_ca_file, settings.backend_tls_cert_file, settings.backend_tls_key_file
-    )
+    credentials = channel_credentials(tls.ca_file, tls.cert_file, tls.key_file)
 
     def secure(address: str, host: str) -> aio.Channel:
         # Replicas are dialled by IP; their certificates name the Service.
-        name = settings.backend_tls_server_name or host
+        name = tls.server_name or host
         return aio.secure_channel(
             address,
             credentials,
@@ -67,7 +58,7 @@ def channel_factory(settings: GatewaySettings) -> ChannelFactory:
     return secure
 
 
-def authenticator(settings: GatewaySettings) -> Authenticator:
+def authenticator(settings: AccessSettings) -> Authenticator:
     if settings.auth_mode is AuthMode.OPEN:
         return OpenAccess()
     assert settings.api_keys_file is not None  # checked by the settings
@@ -77,10 +68,13 @@ def authenticator(settings: GatewaySettings) -> Authenticator:
         raise SystemExit(str(exc)) from None
 
 
-async def reload_keys_forever(keys: ApiKeys, interval_s: float) -> None:
-    while True:
-        await asyncio.sleep(interval_s)
-        keys.reload_if_changed()
+def reload_keys_forever(keys: ApiKeys, interval_s: float) -> Callable[[], Awaitable[None]]:
+    async def reload() -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            keys.reload_if_changed()
+
+    return reload
 
 
 async def main() -> None:
@@ -88,26 +82,28 @@ async def main() -> None:
     configure_logging(settings.log_level.value, settings.log_format.value)
     tracing.setup(GATEWAY.name, settings.otlp_endpoint)
     auth = authenticator(settings)
-    quotas = Quotas(settings.max_in_flight, settings.overload_retry_after_s)
+    try:
+        key_limits = settings.key_limits()
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    await key_limits.start()
+    quotas = Quotas(
+        settings.max_in_flight,
+        settings.overload_retry_after_s,
+        key_limits,
+        settings.quota_lease_margin_s,
+    )
     estimator = Estimator()
     forwarder = Forwarder(
-        auth,
-        quotas,
-        RetryPolicy(
-            settings.backend_retry_max_attempts,
-            settings.backend_retry_initial_backoff_s,
-            settings.backend_retry_max_backoff_s,
-        ),
-        settings.default_deadline_s,
-        estimator,
+        auth, quotas, settings.retry_policy(), settings.default_deadline_s, estimator
     )
-    make_channel = channel_factory(settings)
+    make_channel = channel_factory(channel_options(settings), settings.backend_tls())
     pools: list[BackendPool] = []
     handlers = []
     readiness: dict[str, ReadinessCheck] = {}
     for backend in BACKENDS:
         try:
-            targets = parse_targets(settings.backend_addr(backend.name))
+            targets = parse_targets(settings.backend_addr(backend))
         except ValueError as exc:
             raise SystemExit(f"{backend.addr_setting}: {exc}") from None
         for service_name in backend.grpc_services:
@@ -116,22 +112,14 @@ async def main() -> None:
                 service_name,
                 targets,
                 make_channel,
-                EjectionPolicy(
-                    settings.backend_eject_after_failures,
-                    settings.backend_eject_base_s,
-                    settings.backend_eject_max_s,
-                    settings.backend_max_ejected_percent,
-                ),
-                RetryBudget(
-                    settings.backend_retry_budget_tokens, settings.backend_retry_budget_ratio
-                ),
+                settings.ejection_policy(),
+                settings.retry_budget(),
                 settings.backend_resolve_interval_s,
                 drain_max_s=settings.default_deadline_s,
             )
             await pool.start()
             pools.append(pool)
-            if service_name == TEXT_GENERATION_SERVICE:
-                estimator.text_defaults = TextDefaults(_list_text_models(pool))
+            estimator.connect(backend, _unary_caller(pool))
             handlers.append(forwarding_handler(service_name, pool, forwarder))
             readiness[service_name] = _ready_check(pool)
 
@@ -139,16 +127,14 @@ async def main() -> None:
         settings.c2pa_trust_anchors_file,
         auth,
         quotas,
-        OpenServiceLimiter(
-            OpenLimits(settings.open_rate_per_s, settings.open_burst, settings.open_max_concurrent)
-        ),
+        OpenServiceLimiter(settings.open_limits()),
         TextVerifier.from_settings(settings),
         settings.image_watermark(),
         verify_concurrency=settings.verify_concurrency,
-        verify_memory_bytes=settings.verify_memory_mb * 1024 * 1024,
+        verify_memory_bytes=settings.verify_memory_bytes,
     )
     reloader = (
-        asyncio.create_task(reload_keys_forever(auth, settings.api_keys_reload_s))
+        supervise("api keys reload", reload_keys_forever(auth, settings.api_keys_reload_s))
         if isinstance(auth, ApiKeys)
         else None
     )
@@ -160,6 +146,7 @@ async def main() -> None:
                 await reloader
         await asyncio.gather(*(pool.close() for pool in pools))
         provenance.close()
+        await key_limits.close()
 
     await run_server(
         settings,
@@ -180,14 +167,15 @@ def register(
     provenance_pb2_grpc.add_ProvenanceServiceServicer_to_server(provenance, server)
 
 
-def _list_text_models(pool: BackendPool) -> Callable[[], Awaitable[bytes]]:
-    """Asks a text-generation replica for its ListModels answer (for max_new_tokens = 0)."""
+def _unary_caller(pool: BackendPool) -> Unary:
+    """Calls a unary method of one of the pool's replicas: how the estimator asks a backend
+    what its defaults are (what a field left unset will mean)."""
 
-    async def ask() -> bytes:
-        method = pool.pick().unary(LIST_TEXT_MODELS)
-        return await method(b"", timeout=ASK_TIMEOUT_S)  # type: ignore[no-any-return]
+    async def call(path: str, request: bytes) -> bytes:
+        method = pool.pick().unary(path)
+        return await method(request, timeout=ASK_TIMEOUT_S)  # type: ignore[no-any-return]
 
-    return ask
+    return call
 
 
 def _ready_check(pool: BackendPool) -> ReadinessCheck:

@@ -8,6 +8,11 @@ HTTP/2 connection. Each replica's ``grpc.health.v1.Health/Watch`` stream
 says whether it may be picked: a replica that starts shutting down turns
 NOT_SERVING and gets no new calls while it drains.
 
+The DNS refresh and every health watch are supervised
+(services/common/supervision.py): an unexpected error is logged, counted in
+``genmedia_background_restarts_total{task}`` and the loop starts again, so a
+bug never leaves a replica list frozen or a replica's health unwatched.
+
 Why not gRPC's own ``round_robin`` + ``outlier_detection`` policies: their
 ejection counts every non-OK status as a failure, so callers sending bad
 requests (INVALID_ARGUMENT) would get healthy replicas ejected. Here only
@@ -30,6 +35,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.errors import Unavailable
+from services.common.supervision import supervise
 from services.gateway import metrics
 
 logger = logging.getLogger(__name__)
@@ -180,7 +186,7 @@ class BackendPool:
 
     async def start(self) -> None:
         await self.refresh()
-        self._resolver = asyncio.create_task(self._resolve_forever())
+        self._resolver = supervise(f"{self.name} dns refresh", self._resolve_forever)
 
     async def _resolve_forever(self) -> None:
         while True:
@@ -214,7 +220,7 @@ class BackendPool:
         for address, host in wanted.items():
             if address not in self.replicas:
                 replica = Replica(address, self._channel_factory(address, host))
-                replica.watcher = asyncio.create_task(self._watch(replica))
+                replica.watcher = self._supervised_watch(replica)
                 self.replicas[address] = replica
                 logger.info("%s backend replica %s added", self.name, address)
         for address in [a for a in self.replicas if a not in wanted]:
@@ -252,6 +258,10 @@ class BackendPool:
         self.replicas.clear()
 
     # -- health ------------------------------------------------------------
+
+    def _supervised_watch(self, replica: Replica) -> asyncio.Task[None]:
+        # One task label per backend, not per address: labels come from fixed sets.
+        return supervise(f"{self.name} health watch", lambda: self._watch(replica))
 
     async def _watch(self, replica: Replica) -> None:
         """Follows the replica's health; a broken watch is re-opened at once.

@@ -2,25 +2,46 @@
 
 The gateway forwards messages as raw bytes; only when the caller is slower
 than the backend do several wait, and only then are they parsed and merged
-into one (services/common/coalesce.py).
+into one (services/common/coalesce.py). Which streams, and which of their
+fields is joined, is each backend's registry entry (services/common/registry.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
 
-from genmedia.v1 import text_generation_pb2
-from services.gateway.estimates import STREAM_TEXT
+from google.protobuf.message import Message
 
+from services.common import api
+from services.common.registry import BACKENDS
 
-def merge_text_messages(messages: list[bytes]) -> bytes:
-    """StreamText messages as one: their text in order, the newest token count, and the
-    finish reason, usage and provenance that only a stream's last message carries."""
-    parsed = [text_generation_pb2.StreamTextResponse.FromString(raw) for raw in messages]
-    merged = parsed[-1]
-    merged.text = "".join(message.text for message in parsed)
-    return merged.SerializeToString()
+Merge = Callable[[list[bytes]], bytes]
 
 
-MERGES: dict[str, Callable[[list[bytes]], bytes]] = {STREAM_TEXT: merge_text_messages}
-"""Streams whose waiting messages the gateway merges (their meaning survives it)."""
+def joining(message_class: type[Message], joined: str) -> Merge:
+    """Merges messages into their last one, with the string field ``joined`` of all of them
+    in order: the last carries the newest counts and whatever only a stream's last message
+    carries (finish reason, usage, provenance)."""
+
+    def merge(messages: list[bytes]) -> bytes:
+        parsed = [message_class.FromString(raw) for raw in messages]
+        merged = parsed[-1]
+        setattr(merged, joined, "".join(getattr(message, joined) for message in parsed))
+        return merged.SerializeToString()
+
+    return merge
+
+
+@functools.cache
+def merges() -> Mapping[str, Merge]:
+    """Streams whose waiting messages the gateway merges (their meaning survives it), by
+    gRPC path."""
+    table: dict[str, Merge] = {}
+    for backend in BACKENDS:
+        for stream in backend.coalesced:
+            method = api.method_of(backend, stream.method)
+            table[api.path(method)] = joining(
+                api.message_class(method, response=True), stream.joined
+            )
+    return table

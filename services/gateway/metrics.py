@@ -1,7 +1,9 @@
 """Prometheus metrics of the gateway's own work: admission and backend calls.
 
 Labels come from bounded sets: backend process names, status codes, refusal
-reasons, unit names and the key names of the keys file.
+reasons, unit names and the key names of the keys file. The labelled counters
+whose label sets are known at start (backends, refusal reasons) have every
+series at 0 from the start: a dashboard shows 0, not "no data".
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.common.metrics import GRPC_LABELS, LATENCY_BUCKETS_S, RedFamily
+from services.common.registry import BACKENDS
 
 # The client side of the gRPC RED set (go-grpc-prometheus names), for the
 # gateway's calls to backend replicas: one per attempt, retries included.
@@ -54,4 +57,37 @@ units_generated = Counter(
     "genmedia_gateway_units_total",
     "Units charged to API keys (images, megapixels, tokens).",
     ("key", "unit"),
+)
+
+REFUSAL_REASONS = ("RESOURCE_EXHAUSTED", "UNAUTHENTICATED", "PERMISSION_DENIED", "UNAVAILABLE")
+"""The status codes the gateway refuses calls with before forwarding them (the reason label)."""
+
+
+def _create_known_series() -> None:
+    for backend in BACKENDS:
+        backend_retries.labels(backend.name)
+        backend_ejections.labels(backend.name)
+    for reason in REFUSAL_REASONS:
+        refused.labels(reason)
+
+
+_create_known_series()
+quota_store_up = Gauge(
+    "genmedia_gateway_quota_store_up",
+    "1 while the shared quota store (Redis) answers in time; 0 while the gateway admits "
+    "by its fallback policy. Always 1 with the memory store.",
+)
+quota_store_up.set(1)
+quota_store_episodes = Counter(
+    "genmedia_gateway_quota_store_outages_total",
+    "Times the quota store stopped answering in time and the fallback took over.",
+)
+quota_fallback_admissions = Counter(
+    "genmedia_gateway_quota_fallback_admissions_total",
+    "Calls admitted or refused by the fallback policy while the quota store was down.",
+    ("policy",),
+)
+quota_releases_dropped = Counter(
+    "genmedia_gateway_quota_releases_dropped_total",
+    "Lease releases a long outage could not keep for Redis (those leases end at their expiry).",
 )

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.common.errors import ResourceExhausted
-from services.gateway.quotas import TokenBucket
+from services.gateway.memory_limits import TokenBucket
 
 BUSY_RETRY_AFTER_S = 1.0
 
@@ -96,3 +96,7 @@ class OpenTicket:
         if self._limiter is not None:
             self._limiter.in_flight -= 1
             self._limiter = None
+
+    async def finish(self) -> None:
+        """As a key's Ticket ends (the provenance service holds either)."""
+        self.release()

@@ -38,14 +38,17 @@ from services.common.text_watermark import WatermarkDetector
 from services.gateway import metrics
 from services.gateway.auth import AUTHORIZATION_HEADER, Authenticator, OpenAccess
 from services.gateway.memory_budget import MemoryBudget
-from services.gateway.open_service import OpenServiceLimiter
-from services.gateway.quotas import Quotas
+from services.gateway.open_service import OpenServiceLimiter, OpenTicket
+from services.gateway.quotas import Quotas, Ticket
 from services.gateway.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
 
 TRUSTED, VALID = "Trusted", "Valid"
 ANONYMOUS_CALLER = "anonymous"
+VERIFY_LEASE_S = 60.0
+"""How long a keyed verification's concurrency lease may outlive a dead gateway when
+the caller set no deadline (a check takes well under a second)."""
 T = TypeVar("T")
 
 
@@ -310,18 +313,21 @@ class ProvenanceServicer(provenance_pb2_grpc.ProvenanceServiceServicer):
         try:
             if anonymous:
                 caller_var.set(ANONYMOUS_CALLER)
-                ticket = self._open.admit(context.peer() or "")
+                ticket: OpenTicket | Ticket = self._open.admit(context.peer() or "")
             else:
                 policy = self._authenticator.authenticate(metadata)
                 caller_var.set(policy.name if policy is not None else "open-mode")
-                ticket = self._quotas.admit(policy, units=())
+                remaining = context.time_remaining()
+                ticket = await self._quotas.admit(
+                    policy, units=(), deadline_s=VERIFY_LEASE_S if remaining is None else remaining
+                )
         except GenmediaError as exc:
             metrics.refused.labels(exc.code.name).inc()
             raise
         try:
             yield not anonymous
         finally:
-            ticket.release()
+            await ticket.finish()
 
     async def _run(self, work: Callable[[], T], cost_bytes: int = FIXED_COST_BYTES) -> T:
         """Runs ``work`` on the verification threads once ``cost_bytes`` fit the memory

@@ -30,16 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import descriptor_pool
 from grpc import aio
 
-# Importing the generated modules registers their descriptors.
-from genmedia.v1 import (
-    image_generation_pb2,  # noqa: F401
-    image_translation_pb2,  # noqa: F401
-    text_generation_pb2,  # noqa: F401
-)
-from services.common import tracing
+from services.common import api, tracing
 from services.common.coalesce import coalesced
 from services.common.errors import RETRY_AFTER_HEADER, GenmediaError, Unavailable, UpstreamError
 from services.common.metrics import RedChildren
@@ -56,10 +49,12 @@ from services.common.usage import USAGE_HEADER, Usage
 from services.gateway import metrics
 from services.gateway.auth import OPEN_MODE_CALLER, Authenticator
 from services.gateway.backends import BackendPool, Replica
-from services.gateway.coalescing import MERGES
-from services.gateway.estimates import UNITS, Estimator, streamed_usage
+from services.gateway.coalescing import Merge, merges
+from services.gateway.estimates import Estimator, streamed_usage, units
 from services.gateway.keys import KeyPolicy
 from services.gateway.quotas import Quotas, Ticket
+
+NO_USAGE = Usage()
 
 PASSED_BACK = (RETRY_AFTER_HEADER,)
 """Backend trailing metadata handed on to the caller (besides usage)."""
@@ -93,6 +88,10 @@ class Route:
     pool: BackendPool
     client: RedChildren
     """The grpc_client_* children of this method (one per attempt)."""
+    units: tuple[str, ...] = ()
+    """The daily budgets its calls draw on (the backend's registry entry)."""
+    merge: Merge | None = None
+    """How its stream's messages that wait for a slow caller merge, if they may."""
 
 
 class Forwarder:
@@ -115,26 +114,30 @@ class Forwarder:
 
     # -- admission ---------------------------------------------------------
 
-    async def admit(self, route: Route, request: bytes, context: aio.ServicerContext) -> Ticket:
+    async def admit(
+        self, route: Route, request: bytes, context: aio.ServicerContext, deadline: float
+    ) -> Ticket:
         try:
             policy = self._authenticator.authenticate(context.invocation_metadata())
             caller_var.set(policy.name if policy is not None else OPEN_MODE_CALLER)
             self._authenticator.authorize(policy, route.grpc_service)
             estimate = await self._estimate(route, request, policy)
-            return self._quotas.admit(policy, estimate, UNITS.get(route.path, ()))
+            return await self._quotas.admit(
+                policy, estimate, route.units, deadline - time.monotonic()
+            )
         except GenmediaError as exc:
             metrics.refused.labels(exc.code.name).inc()
             raise
 
     async def _estimate(self, route: Route, request: bytes, policy: KeyPolicy | None) -> Usage:
-        if route.path not in UNITS or policy is None or policy.daily_limit() is None:
+        if not route.units or policy is None or policy.daily_limit() is None:
             return Usage()
         return await self._estimator.estimate(route.path, request)
 
-    def _settle(self, ticket: Ticket, usage: Usage) -> None:
+    def _count(self, usage: Usage) -> Usage:
+        """Counts the units in the metrics; returns ``usage`` to charge."""
         if not usage:
-            return
-        ticket.charge(usage)
+            return usage
         name = caller_var.get()
         for unit in ("images", "megapixels", "tokens"):
             amount = getattr(usage, unit)
@@ -143,15 +146,16 @@ class Forwarder:
                 if child is None:
                     child = self._units[(name, unit)] = metrics.units_generated.labels(name, unit)
                 child.inc(amount)
+        return usage
 
-    def _pass_usage_on(self, ticket: Ticket, trailing: object) -> bool:
-        """Charges the backend's usage trailer and hands it on to the caller unchanged."""
+    @staticmethod
+    def _pass_usage_on(trailing: object) -> Usage | None:
+        """The backend's usage trailer, handed on to the caller unchanged; None if absent."""
         for key, value in trailing or ():  # type: ignore[attr-defined]
             if key == USAGE_HEADER and isinstance(value, str):
-                self._settle(ticket, Usage.parse(value))
                 add_trailing_metadata(USAGE_HEADER, value)
-                return True
-        return False
+                return Usage.parse(value)
+        return None
 
     # -- backend calls -----------------------------------------------------
 
@@ -230,9 +234,10 @@ class Forwarder:
     async def forward_unary(
         self, route: Route, request: bytes, context: aio.ServicerContext
     ) -> bytes:
-        ticket = await self.admit(route, request, context)
+        deadline = self._deadline(context)
+        ticket = await self.admit(route, request, context, deadline)
+        usage: Usage | None = None
         try:
-            deadline = self._deadline(context)
             tried: set[str] = set()
             attempt = 0
             while True:
@@ -268,20 +273,20 @@ class Forwarder:
                     await self._before_retry(route, attempt, deadline, retryable)
                     continue
                 route.pool.record(replica, grpc.StatusCode.OK)
-                self._pass_usage_on(ticket, await call.trailing_metadata())
+                usage = self._pass_usage_on(await call.trailing_metadata())
                 return response
         finally:
-            ticket.release()
+            await ticket.finish(self._count(usage or NO_USAGE))
 
     async def forward_stream(
         self, route: Route, request: bytes, context: aio.ServicerContext
     ) -> AsyncIterator[bytes]:
-        ticket = await self.admit(route, request, context)
+        deadline = self._deadline(context)
+        ticket = await self.admit(route, request, context, deadline)
         forwarded = 0
         last: bytes | None = None
-        settled = False
+        usage: Usage | None = None
         try:
-            deadline = self._deadline(context)
             tried: set[str] = set()
             attempt = 0
             while True:
@@ -301,7 +306,7 @@ class Forwarder:
                 replica.in_flight += 1
                 started, code = route.client.start(), grpc.StatusCode.CANCELLED
                 retryable = None
-                merge = MERGES.get(route.path)
+                merge = route.merge
                 # Messages that wait for a slow caller go out merged (services/common/coalesce).
                 messages = call.__aiter__() if merge is None else coalesced(call.__aiter__(), merge)
                 try:
@@ -323,13 +328,13 @@ class Forwarder:
                     await self._before_retry(route, attempt, deadline, retryable)
                     continue
                 route.pool.record(replica, grpc.StatusCode.OK)
-                settled = self._pass_usage_on(ticket, await call.trailing_metadata())
+                usage = self._pass_usage_on(await call.trailing_metadata())
                 return
         finally:
-            if not settled and forwarded:
+            if usage is None and forwarded:
                 # Cancelled or failed mid-stream: charge what the last message counted.
-                self._settle(ticket, streamed_usage(route.path, last, forwarded))
-            ticket.release()
+                usage = streamed_usage(route.path, last, forwarded)
+            await ticket.finish(self._count(usage or NO_USAGE))
 
 
 def _code(exc: BaseException) -> grpc.StatusCode:
@@ -342,15 +347,18 @@ def forwarding_handler(
     service_name: str, pool: BackendPool, forwarder: Forwarder
 ) -> grpc.GenericRpcHandler:
     """A handler serving ``service_name`` by forwarding each call to ``pool``."""
-    service = descriptor_pool.Default().FindServiceByName(service_name)
+    service = api.service(service_name)
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in service.methods:
         grpc_type = "server_stream" if method.server_streaming else "unary"
+        path = api.path(method)
         route = Route(
-            f"/{service.full_name}/{method.name}",
+            path,
             service.full_name,
             pool,
             RedChildren(metrics.CLIENT, service.full_name, method.name, grpc_type),
+            units(path),
+            merges().get(path),
         )
         if method.client_streaming:
             raise ValueError(f"{route.path}: client streaming is not part of genmedia's API")

@@ -17,7 +17,7 @@ from genmedia.v1 import common_pb2
 from genmedia.v1 import image_generation_pb2 as pb
 from genmedia_shared.limits import MAX_SEED
 from services.common import images
-from services.common.audit import AuditLog, image_watermark_label, sha256
+from services.common.audit import AuditLog, deferred_sha256, image_watermark_label
 from services.common.content_credentials import ContentCredentials
 from services.common.errors import InvalidArgument
 from services.common.model_info import model_info, model_parameter
@@ -131,18 +131,13 @@ class ImageGenerator:
         provenance = make_provenance(self.model, version, plan.seed, request_id)
         pixels = outputs["image"]
         response = pb.GenerateImagesResponse(seed=plan.seed, request_id=request_id)
+        options = images.EncodeOptions(
+            request.format, request.quality, self._credentials, self._settings.image_watermark()
+        )
         for row, image_class in zip(pixels, rows, strict=True):
             width, height = _output_size(row.shape[1], row.shape[0], request.width, request.height)
             encoded = await asyncio.to_thread(
-                images.resize_and_encode,
-                row,
-                (width, height),
-                request.format,
-                request.quality,
-                provenance,
-                self._credentials,
-                None,
-                self._settings.image_watermark(),
+                images.resize_and_encode, row, (width, height), provenance, options
             )
             response.images.add(
                 image=encoded,
@@ -166,7 +161,7 @@ class ImageGenerator:
                 "format": common_pb2.ImageFormat.Name(first.format),
             },
             outputs=[
-                {"sha256": sha256(i.image.data), "bytes": len(i.image.data)}
+                {"sha256": deferred_sha256(i.image.data), "bytes": len(i.image.data)}
                 for i in response.images
             ],
             content_credentials=True,

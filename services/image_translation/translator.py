@@ -16,7 +16,7 @@ from prometheus_client import Counter
 from genmedia.v1 import common_pb2
 from genmedia.v1 import image_translation_pb2 as pb
 from services.common import images
-from services.common.audit import AuditLog, image_watermark_label, sha256
+from services.common.audit import AuditLog, deferred_sha256, image_watermark_label
 from services.common.content_credentials import ContentCredentials, SourceImage, sniff_mime
 from services.common.errors import InvalidArgument
 from services.common.model_info import model_info
@@ -95,16 +95,16 @@ class ImageTranslator:
             self._triton.model_version(model),
         )
         provenance = make_provenance(model, version, 0, request_id)
+        options = images.EncodeOptions(
+            request.format, request.quality, self._credentials, self._settings.image_watermark()
+        )
         encoded = await asyncio.to_thread(
             images.resize_and_encode,
             outputs["image"][0],
             (width, height),
-            request.format,
-            request.quality,
             provenance,
-            self._credentials,
+            options,
             SourceImage(request.image, sniff_mime(request.image)),
-            self._settings.image_watermark(),
         )
         pixels_translated.labels(model).inc(width * height)
         self._audit.record(
@@ -113,12 +113,12 @@ class ImageTranslator:
             version,
             parameters={
                 "direction": request.model,
-                "input_sha256": sha256(request.image),
+                "input_sha256": deferred_sha256(request.image),
                 "width": width,
                 "height": height,
                 "format": common_pb2.ImageFormat.Name(encoded.format),
             },
-            outputs=[{"sha256": sha256(encoded.data), "bytes": len(encoded.data)}],
+            outputs=[{"sha256": deferred_sha256(encoded.data), "bytes": len(encoded.data)}],
             content_credentials=True,
             watermark=image_watermark_label(width, height),
         )

@@ -15,7 +15,7 @@ from services.launcher.settings import LauncherSettings
 from services.launcher.stack import DEVELOPMENT_MODE_ENV, Stack
 
 USAGE = """
-genmedia is up: gateway on {gateway}, Triton on {triton}, logs in {logs}
+genmedia is up: gateway on {gateway}; Triton on {triton}; logs in {logs}
 
 Try it (from this directory; `make run` installed the CLI in .venv/bin):
   .venv/bin/genmedia image generate --class seven --class 3 --count 4 --seed 1 --out out/
@@ -62,7 +62,11 @@ def main() -> None:
             "demo pack (models/demo), the output of `genmedia models fetch`, or of "
             "`make weights` (var/weights)"
         )
-    stack = Stack(weights_dir=settings.weights_dir, work_dir=settings.work_dir)
+    stack = Stack(
+        weights_dir=settings.weights_dir,
+        work_dir=settings.work_dir,
+        gateway_replicas=settings.gateway_replicas,
+    )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -72,7 +76,7 @@ def main() -> None:
         )
         print(
             USAGE.format(
-                gateway=stack.ports.address(GATEWAY),
+                gateway=", ".join(gateway.address for gateway in stack.gateways),
                 triton=stack.triton.grpc_url,
                 logs=settings.work_dir / "logs",
                 notes=start_up_notes(stack),

@@ -19,7 +19,7 @@ replace every model's instance group, e.g. ``KIND_GPU`` x2 on a GPU node; by
 default the sources' ``KIND_AUTO`` x1 stays. ``--parameter MODEL.KEY=VALUE``
 (repeatable; or ``GENMEDIA_TRITON_MODEL_PARAMETERS``, space-separated)
 replaces a string parameter a model's config already declares, e.g.
-``gpt2.max_sequences=32``. Test-only parameters (``test_delay_ms``) are in
+``gpt2.max_sequences=32``. Test-only parameters (``test_delay_ms``, ``test_fail_step``) are in
 no shipped config: only an explicit override adds them.
 """
 
@@ -39,7 +39,7 @@ from pathlib import Path
 # there with the standard library only.
 SOURCE_REPOSITORY = Path(__file__).resolve().parents[2] / "models" / "repository"
 CYCLEGAN_SOURCE = "cyclegan"
-TEST_ONLY_PARAMETERS = ("test_delay_ms",)
+TEST_ONLY_PARAMETERS = ("test_delay_ms", "test_fail_step")
 """Knobs of the fault tests: added to a served config on request, never shipped in one."""
 METADATA_FILE = "genmedia.json"
 MANIFEST_FILE = "MANIFEST.sha256"

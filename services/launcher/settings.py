@@ -26,3 +26,11 @@ class LauncherSettings(BaseSettings):
         REPO_ROOT / "var" / "run", description="Launcher scratch: backend dir and process logs."
     )
     startup_timeout_s: float = Field(300.0, gt=0, description="Longest wait for all-healthy.")
+    gateway_replicas: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Gateways to start. With more than one, a local redis-server holds the "
+        "quotas they share; the first gateway listens on 50051, the others on free ports, "
+        "all listed in `var/run/gateways.txt`.",
+    )

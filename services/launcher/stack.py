@@ -1,7 +1,10 @@
 """The whole local stack: Triton, the three services and the gateway.
 
 Used by ``make run`` (``python -m services.launcher``) and by the
-integration tests, which give it free loopback ports.
+integration tests, which give it free loopback ports. With
+``gateway_replicas`` > 1 it also starts a redis-server and that many gateways
+sharing their quotas in it: the first on the gateway's port, the others on
+free ones, all listed in ``gateways.txt`` in the work dir.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from services.launcher.ports import (
     check_free,
     confirm_listener,
 )
+from services.launcher.redis_server import RedisServer
 from services.launcher.repository import (
     InstanceGroup,
     ServedModels,
@@ -79,6 +83,18 @@ def free_port() -> int:
 class ProcessPorts:
     grpc: int
     metrics: int
+
+
+@dataclass(frozen=True)
+class GatewayReplica:
+    """One gateway process of the stack: ``gateway``, then ``gateway-2``, ``gateway-3``..."""
+
+    name: str
+    ports: ProcessPorts
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.ports.grpc}"
 
 
 @dataclass(frozen=True)
@@ -128,6 +144,10 @@ class Stack:
     models, e.g. the bench's identity model (the floor of a Triton hop)."""
     milestones: dict[str, float] = field(default_factory=dict)
     """Seconds from start() to Triton ready and to each process SERVING (the cold start)."""
+    gateway_replicas: int = 1
+    """Gateways to start; more than one share their quotas in a redis-server started too."""
+    _gateways: list[GatewayReplica] = field(default_factory=list)
+    _redis: RedisServer | None = None
     _triton: TritonServer | None = None
     _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
@@ -148,8 +168,27 @@ class Stack:
         self._logs.append(log)
         return log
 
-    def process_env(self, process: ProcessSpec) -> dict[str, str]:
-        ports = self.ports.processes[process.name]
+    @property
+    def gateways(self) -> list[GatewayReplica]:
+        """Every gateway of the stack, the one on the gateway's own port first."""
+        if not self._gateways:
+            first = GatewayReplica(GATEWAY.name, self.ports.processes[GATEWAY.name])
+            more = [
+                GatewayReplica(f"{GATEWAY.name}-{n}", ProcessPorts(free_port(), free_port()))
+                for n in range(2, self.gateway_replicas + 1)
+            ]
+            self._gateways = [first, *more]
+        return self._gateways
+
+    @property
+    def redis(self) -> RedisServer | None:
+        """The shared quota store, when there are several gateways."""
+        return self._redis
+
+    def process_env(
+        self, process: ProcessSpec, ports: ProcessPorts | None = None
+    ) -> dict[str, str]:
+        ports = ports or self.ports.processes[process.name]
         env = dict(os.environ)
         env.update(
             {
@@ -168,6 +207,9 @@ class Stack:
             for backend in BACKENDS:
                 env[backend.addr_setting] = self.ports.address(backend)
             env["GENMEDIA_C2PA_TRUST_ANCHORS_FILE"] = str(signing["root"])
+            if self._redis is not None:
+                env["GENMEDIA_QUOTA_STORE"] = self._redis.url
+                env["GENMEDIA_QUOTA_FALLBACK_REPLICAS"] = str(self.gateway_replicas)
         elif process in IMAGE_SERVICES:
             env["GENMEDIA_C2PA_KEY_FILE"] = str(signing["key"])
             env["GENMEDIA_C2PA_CERT_FILE"] = str(signing["chain"])
@@ -219,16 +261,39 @@ class Stack:
         self._triton.wait_ready(timeout_s)
         return served
 
-    def start_process(self, process: ProcessSpec) -> subprocess.Popen[bytes]:
+    def start_process(
+        self,
+        process: ProcessSpec,
+        replica: GatewayReplica | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Starts ``process`` (or one more gateway, ``replica``); ``env`` overrides settings."""
+        name = process.name if replica is None else replica.name
         popen = subprocess.Popen(
             [sys.executable, "-m", process.package],
-            env=self.process_env(process),
+            env={
+                **self.process_env(process, None if replica is None else replica.ports),
+                **(env or {}),
+            },
             cwd=REPO_ROOT,
-            stdout=self._open_log(process.name),
+            stdout=self._open_log(name),
             stderr=subprocess.STDOUT,
         )
-        self._processes[process.name] = popen
+        self._processes[name] = popen
         return popen
+
+    def start_redis(self) -> RedisServer:
+        self._redis = RedisServer(
+            port=free_port(), work_dir=self.work_dir / "redis", log=self._open_log("redis")
+        )
+        self._redis.start()
+        return self._redis
+
+    def write_gateways_file(self) -> Path:
+        """``gateways.txt`` in the work dir: one host:port a line, for clients and load tests."""
+        path = self.work_dir / "gateways.txt"
+        path.write_text("".join(f"{gateway.address}\n" for gateway in self.gateways))
+        return path
 
     def start(
         self, timeout_s: float = 300.0, progress: Callable[[str], None] = lambda _: None
@@ -241,36 +306,52 @@ class Stack:
         self._lock.acquire()
         check_free(self.ports.uses())
         started = time.monotonic()
+        if self.gateway_replicas > 1:
+            redis = self.start_redis()
+            progress(f"redis-server: the gateways' shared quota store on {LOOPBACK}:{redis.port}")
         progress(f"Triton: loading models from {self.weights_dir}...")
         served = self.start_triton(timeout_s)
         self.milestones["Triton"] = time.monotonic() - started
         progress(
             f"Triton: {', '.join(served.triton_models)} ready ({self.milestones['Triton']:.1f} s)"
         )
-        for process in (*BACKENDS, GATEWAY):
+        for process in BACKENDS:
             self.start_process(process)
-        for process in (*BACKENDS, GATEWAY):
+        for gateway in self.gateways:
+            self.start_process(GATEWAY, gateway)
+        for process in BACKENDS:
             self.wait_serving(process, timeout_s=60.0)
             self.milestones[process.name] = time.monotonic() - started
             progress(f"{process.name}: SERVING ({self.milestones[process.name]:.1f} s)")
+        for gateway in self.gateways:
+            self.wait_serving(GATEWAY, timeout_s=60.0, replica=gateway)
+            self.milestones[gateway.name] = time.monotonic() - started
+            progress(
+                f"{gateway.name}: SERVING on {gateway.address} "
+                f"({self.milestones[gateway.name]:.1f} s)"
+            )
+        if self.gateway_replicas > 1:
+            progress(f"gateway addresses written to {self.write_gateways_file()}")
 
-    def wait_serving(self, process: ProcessSpec, timeout_s: float) -> None:
+    def wait_serving(
+        self, process: ProcessSpec, timeout_s: float, replica: GatewayReplica | None = None
+    ) -> None:
         """Returns once the process this stack started answers SERVING on its port."""
-        popen = self._processes[process.name]
+        name = process.name if replica is None else replica.name
+        port = self.ports.processes[process.name].grpc if replica is None else replica.ports.grpc
+        popen = self._processes[name]
         deadline = time.monotonic() + timeout_s
-        with grpc.insecure_channel(self.ports.address(process)) as channel:
+        with grpc.insecure_channel(f"{LOOPBACK}:{port}") as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
-                self._raise_if_exited(process.name, popen)
+                self._raise_if_exited(name, popen)
                 if self._reports_serving(stub):
                     # Another stack's process may have answered: ours must be the listener.
-                    self._raise_if_exited(process.name, popen)
-                    self._confirm_listener(process, popen.pid)
+                    self._raise_if_exited(name, popen)
+                    self._confirm_listener(name, popen.pid, port)
                     return
                 time.sleep(0.2)
-        raise TimeoutError(
-            f"{process.name} not SERVING after {timeout_s:.0f} s; see {self.log_path(process.name)}"
-        )
+        raise TimeoutError(f"{name} not SERVING after {timeout_s:.0f} s; see {self.log_path(name)}")
 
     @staticmethod
     def _reports_serving(stub: health_pb2_grpc.HealthStub) -> bool:
@@ -286,13 +367,13 @@ class Stack:
                 f"{name} exited with code {popen.returncode}; see {self.log_path(name)}"
             )
 
-    def _confirm_listener(self, process: ProcessSpec, pid: int) -> None:
+    def _confirm_listener(self, name: str, pid: int, port: int) -> None:
         try:
-            confirm_listener(process.name, pid, self.ports.processes[process.name].grpc)
+            confirm_listener(name, pid, port)
         except NotOurListener as error:
-            raise NotOurListener(f"{error}; see {self.log_path(process.name)}") from None
+            raise NotOurListener(f"{error}; see {self.log_path(name)}") from None
 
-    def pid_of(self, process: ProcessSpec) -> int:
+    def pid_of(self, process: ProcessSpec | GatewayReplica) -> int:
         return self._processes[process.name].pid
 
     def stop_process(self, name: str, timeout_s: float = 20.0) -> int | None:
@@ -309,11 +390,16 @@ class Stack:
         return popen.returncode
 
     def stop(self) -> None:
-        """Gateway first, then the services, then Triton: callers drain first."""
-        for process in (GATEWAY, *BACKENDS):
-            self.stop_process(process.name)
+        """Gateways first, then the services, then Triton: callers drain first."""
+        backends = [process.name for process in BACKENDS]
+        for name in [name for name in self._processes if name not in backends]:
+            self.stop_process(name)  # the gateways, however many were started
+        for name in backends:
+            self.stop_process(name)
         if self._triton is not None:
             self._triton.stop()
+        if self._redis is not None:
+            self._redis.stop()
         for log in self._logs:
             log.close()
         self._logs.clear()

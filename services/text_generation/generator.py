@@ -27,7 +27,7 @@ from tokenizers import Tokenizer
 
 from genmedia.v1 import text_generation_pb2 as pb
 from genmedia_shared.limits import MAX_SEED
-from services.common.audit import AuditLog, sha256
+from services.common.audit import AuditLog, deferred_sha256
 from services.common.coalesce import coalesced
 from services.common.errors import DeadlineExceeded, GenmediaError, InvalidArgument
 from services.common.metrics import LATENCY_BUCKETS_S
@@ -61,6 +61,7 @@ finished = Counter(
     "Text requests by how they ended: length, stop, eos, cancelled (caller or deadline), error.",
     ("model", "reason"),
 )
+FINISH_REASONS = ("length", "stop", "eos", "cancelled", "error")
 time_to_first_token = Histogram(
     "genmedia_time_to_first_token_seconds",
     "From the start of a streamed text request to its first token (GenerateText without "
@@ -113,12 +114,16 @@ class TextGenerator:
         self._info = model_info
         self._triton = triton
         self._audit = audit or AuditLog(settings.audit_log, "text-generation")
+        # Every series at 0 from the start: a dashboard shows 0, not "no data".
+        tokens_generated.labels(self.model)
+        for reason in FINISH_REASONS:
+            finished.labels(self.model, reason)
 
     @property
     def model(self) -> str:
         return self._settings.text_model
 
-    def plan(self, request: pb.GenerateTextRequest) -> TextPlan:
+    async def plan(self, request: pb.GenerateTextRequest) -> TextPlan:
         """Checks every field; raises InvalidArgument saying what to fix."""
         if self._settings.log_prompts:
             logger.debug("prompt: %r", request.prompt)
@@ -158,7 +163,7 @@ class TextGenerator:
         for stop in request.stop:
             if not 0 < len(stop) <= MAX_STOP_CHARS:
                 raise InvalidArgument(f"stop sequences must be 1..{MAX_STOP_CHARS} characters")
-        prompt_ids = self._tokenizer.encode(request.prompt).ids
+        prompt_ids = await self._tokenize(request.prompt)
         room = self._info.context_length - max_new_tokens
         truncated = 0
         if room < 1:
@@ -193,6 +198,13 @@ class TextGenerator:
             truncated_prompt_tokens=truncated,
         )
 
+    async def _tokenize(self, prompt: str) -> list[int]:
+        """The prompt's token ids, from a worker thread: a prompt of thousands of characters
+        takes milliseconds, which the event loop must not wait for. ``encode_batch`` (unlike
+        ``encode``) lets go of the GIL while it works, so the loop runs meanwhile."""
+        (encoding,) = await asyncio.to_thread(self._tokenizer.encode_batch, [prompt])
+        return list(encoding.ids)
+
     async def stream(
         self,
         request: pb.GenerateTextRequest,
@@ -205,7 +217,7 @@ class TextGenerator:
         ``whole``: the caller wants the text whole (GenerateText), so, unless stop sequences
         must be watched as the text grows, the model sends every token in one response.
         """
-        plan = self.plan(request)
+        plan = await self.plan(request)
         watermark = await self._watermark()
         reason = "error"
         sent: list[str] = []
@@ -259,7 +271,7 @@ class TextGenerator:
             "seed": plan.seed,
             "stop_sequences": len(plan.stops),
             "prompt_tokens": len(plan.prompt_ids),
-            "prompt_sha256": sha256(request.prompt),
+            "prompt_sha256": deferred_sha256(request.prompt),
         }
         if self._settings.audit_prompts:
             parameters["prompt"] = request.prompt
@@ -268,7 +280,7 @@ class TextGenerator:
             self.model,
             last.provenance.model_version,
             parameters=parameters,
-            outputs=[{"sha256": sha256(text), "characters": len(text)}],
+            outputs=[{"sha256": deferred_sha256(text), "characters": len(text)}],
             finish_reason=reason.removeprefix("FINISH_REASON_").lower(),
             watermark=watermark,
         )

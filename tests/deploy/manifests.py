@@ -97,9 +97,9 @@ def named(objects: list[Obj], kind: str, name: str) -> Obj:
 
 
 def pod_templates(objects: list[Obj]) -> Iterator[tuple[Obj, Obj]]:
-    """(workload, pod template) for every Deployment and Job."""
+    """(workload, pod template) for every Deployment, StatefulSet and Job."""
     for workload in objects:
-        if workload["kind"] in ("Deployment", "Job"):
+        if workload["kind"] in ("Deployment", "StatefulSet", "Job"):
             yield workload, workload["spec"]["template"]
 
 

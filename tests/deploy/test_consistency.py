@@ -10,28 +10,28 @@ repository builder, the tritonserver binary's own --help.
 from __future__ import annotations
 
 import functools
+import os
 import re
+import shlex
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 from genmedia_models.gpt2.watermark import KEY_FILE_ENV as WATERMARK_KEY_FILE_ENV
 from services.client.fetch import INTO_ENV, MIRROR_ENV, MODELS_ENV
-from services.common.registry import ALL_PROCESSES, ProcessSpec
+from services.common.registry import ALL_PROCESSES, BACKENDS, ProcessSpec
 from services.common.server import LIVENESS_SERVICE
 from services.common.settings import ENV_PREFIX
 from services.gateway.keys import load_keys
-from services.gateway.settings import GatewaySettings
-from services.image_generation.settings import ImageGenerationSettings
-from services.image_translation.settings import ImageTranslationSettings
+from services.gateway.settings import QuotaStoreSettings
 from services.launcher.repository import INSTANCE_COUNT_ENV, INSTANCE_KIND_ENV
 from services.launcher.triton import TritonInstall
-from services.text_generation.settings import TextGenerationSettings
 from tests.deploy.manifests import (
     DOCKER,
     K8S,
@@ -41,16 +41,12 @@ from tests.deploy.manifests import (
     named,
     of_kind,
     pod_templates,
+    render,
     rendered_sets,
     selects,
 )
 
-SETTINGS = {
-    "gateway": GatewaySettings,
-    "image-generation": ImageGenerationSettings,
-    "image-translation": ImageTranslationSettings,
-    "text-generation": TextGenerationSettings,
-}
+SETTINGS = {process.name: process.settings_class() for process in ALL_PROCESSES}
 PROCESSES: dict[str, ProcessSpec] = {p.name: p for p in ALL_PROCESSES}
 # models/genmedia_models/weights.py and text_watermark.py
 MODEL_CODE_ENV = {"GENMEDIA_WEIGHTS_DIR", WATERMARK_KEY_FILE_ENV}
@@ -435,36 +431,51 @@ def test_custom_metrics_of_the_autoscalers_are_served_by_the_adapter_rules() -> 
     assert wanted == served
 
 
-def test_network_policies_let_only_the_gateway_reach_services_and_only_services_reach_triton(
+def test_network_policies_let_only_the_gateway_reach_services_and_redis_only_services_triton(
     cluster: list[Obj],
 ) -> None:
     policies = of_kind(cluster, "NetworkPolicy")
     assert any(p["spec"]["podSelector"] == {} and not p["spec"].get("ingress") for p in policies)
-    pods = {d["metadata"]["name"]: d["spec"]["template"] for d in of_kind(cluster, "Deployment")}
+    pods = {w["metadata"]["name"]: t for w, t in pod_templates(cluster)}
+
+    def ingress_rules(target: str) -> list[Obj]:
+        labels = pods[target]["metadata"]["labels"]
+        return [
+            rule
+            for policy in policies
+            # An empty selector selects every pod.
+            if selects(policy["spec"]["podSelector"].get("matchLabels", {}), labels)
+            for rule in policy["spec"].get("ingress", [])
+        ]
 
     def allowed_sources(target: str, port_name: str) -> list[Any]:
-        labels = pods[target]["metadata"]["labels"]
-        sources = []
-        for policy in policies:
-            selector = policy["spec"]["podSelector"].get("matchLabels", {})
-            if not selects(selector, labels):  # an empty selector selects every pod
-                continue
-            for rule in policy["spec"].get("ingress", []):
-                # A rule without ports admits every port.
-                if not rule.get("ports") or any(p["port"] == port_name for p in rule["ports"]):
-                    sources.append(rule.get("from", "anyone"))
-        return sources
+        return [
+            rule.get("from", "anyone")
+            for rule in ingress_rules(target)
+            # A rule without ports admits every port.
+            if not rule.get("ports") or any(p["port"] == port_name for p in rule["ports"])
+        ]
+
+    def reached_by(source: Obj) -> set[str]:
+        selector = source["podSelector"]["matchLabels"]
+        return {n for n, t in pods.items() if selects(selector, t["metadata"]["labels"])}
 
     assert allowed_sources("gateway", "grpc") == ["anyone"]
-    for backend in ("image-generation", "image-translation", "text-generation"):
-        (only,) = allowed_sources(backend, "grpc")
+    for backend in BACKENDS:
+        (only,) = allowed_sources(backend.name, "grpc")
         assert [s["podSelector"]["matchLabels"] for s in only] == [
             {"app.kubernetes.io/name": "gateway"}
         ]
     (only,) = allowed_sources("triton", "grpc")
-    (selector,) = [s["podSelector"]["matchLabels"] for s in only]
-    reaching = {n for n, t in pods.items() if selects(selector, t["metadata"]["labels"])}
-    assert reaching == {"image-generation", "image-translation", "text-generation"}
+    (source,) = only
+    assert reached_by(source) == {backend.name for backend in BACKENDS}
+    # The quota store: one rule in all, from the gateway pods only, to its Redis port only.
+    (rule,) = ingress_rules("redis")
+    (source,) = rule["from"]
+    assert set(source) == {"podSelector"}, "not a namespaceSelector: this namespace only"
+    assert reached_by(source) == {"gateway"}
+    (container,) = pods["redis"]["spec"]["containers"]
+    assert [p["port"] for p in rule["ports"]] == [p["name"] for p in container["ports"]]
 
 
 def test_secret_template_is_the_secret_the_gateway_mounts_and_its_keys_file_loads(
@@ -483,3 +494,287 @@ def test_secret_template_is_the_secret_the_gateway_mounts_and_its_keys_file_load
     configured = config_map(rendered_sets()["gpu"], "genmedia-gateway")["GENMEDIA_API_KEYS_FILE"]
     assert configured == f"{mount}/{volume['items'][0]['path']}"
     assert len(load_keys(DOCKER / "api-keys.example.json")) == 0
+
+
+# --- the quota store (Redis) and pod hardening ---------------------------------------------
+
+REDIS_MIN_VERSION = (6, 2)
+"""The oldest Redis the gateway's quota store supports (deploy/README.md)."""
+REDIS_PASSWORD_FILE_SETTING = "GENMEDIA_QUOTA_STORE_PASSWORD_FILE"
+
+
+def secret_template() -> Obj:
+    return yaml.safe_load((K8S / "base" / "secret.template.yaml").read_text())
+
+
+def redis_container(objects: list[Obj]) -> Obj:
+    (container,) = named(objects, "StatefulSet", "redis")["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def redis_start_script(container: Obj) -> str:
+    command = [*container.get("command", []), *container.get("args", [])]
+    assert command[:2] == ["sh", "-c"], command
+    return command[2]
+
+
+def redis_flags(container: Obj) -> dict[str, str]:
+    """The `--name value` options the start script gives redis-server."""
+    script = redis_start_script(container)
+    (line,) = [
+        line for line in script.splitlines() if line.strip().startswith("exec redis-server ")
+    ]
+    words = shlex.split(line.split("<<")[0])[2:]
+    assert words[0] == "-", "the configuration (the password) comes on stdin"
+    options = words[1:]
+    assert all(o.startswith("--") for o in options[::2]), options
+    return {name[2:]: value for name, value in zip(options[::2], options[1::2], strict=True)}
+
+
+def mounted_secret_files(objects: list[Obj], kind: str, name: str) -> dict[str, str]:
+    """The files a workload's first container reads from genmedia-secrets: path -> key."""
+    spec = named(objects, kind, name)["spec"]["template"]["spec"]
+    secrets = {v["name"]: v["secret"] for v in spec["volumes"] if "secret" in v}
+    files = {}
+    for mount in spec["containers"][0]["volumeMounts"]:
+        secret = secrets.get(mount["name"])
+        if secret is not None:
+            assert secret["secretName"] == secret_template()["metadata"]["name"]
+            for item in secret["items"]:
+                files[f"{mount['mountPath']}/{item['path']}"] = item["key"]
+    return files
+
+
+def redis_password_file(objects: list[Obj]) -> tuple[str, str]:
+    """(the Secret key, the file the redis container reads it from)."""
+    ((path, key),) = mounted_secret_files(objects, "StatefulSet", "redis").items()
+    return key, path
+
+
+def memory_bytes(quantity: str) -> int:
+    """A Kubernetes quantity (Mi, Gi) or a Redis size (mb, gb: powers of 1024 too)."""
+    units = {"ki": 2**10, "mi": 2**20, "gi": 2**30, "kb": 2**10, "mb": 2**20, "gb": 2**30}
+    match = re.fullmatch(r"(\d+)([a-zA-Z]{2})?", quantity)
+    assert match, quantity
+    return int(match.group(1)) * (units[match.group(2).lower()] if match.group(2) else 1)
+
+
+def test_the_quota_store_is_one_redis_pod_behind_its_service(cluster: list[Obj]) -> None:
+    statefulset = named(cluster, "StatefulSet", "redis")
+    service = named(cluster, "Service", statefulset["spec"]["serviceName"])
+    assert statefulset["spec"]["replicas"] == 1, "one standalone Redis: no Sentinel, no Cluster"
+    selected = [
+        workload
+        for workload, template in pod_templates(cluster)
+        if selects(service["spec"]["selector"], template["metadata"]["labels"])
+    ]
+    assert selected == [statefulset]
+    container = redis_container(cluster)
+    listening = int(redis_flags(container)["port"])
+    (port,) = service["spec"]["ports"]
+    (container_port,) = container["ports"]
+    assert port["targetPort"] == container_port["name"]
+    assert container_port["containerPort"] == listening
+    assert container["livenessProbe"]["tcpSocket"]["port"] == container_port["name"]
+    readiness = container["readinessProbe"]["exec"]["command"][-1]
+    assert f"redis-cli -p {listening} ping" in readiness and "REDISCLI_AUTH=" in readiness
+    # A version the gateway's Lua scripts and commands run on.
+    version = re.match(r"(\d+)\.(\d+)", container["image"].rpartition(":")[2])
+    assert version, container["image"]
+    assert tuple(map(int, version.groups())) >= REDIS_MIN_VERSION, container["image"]
+    # One pod: a disruption budget would block every drain (0 unavailable) or
+    # allow the one pod anyway; the gateways' fallback covers the restart.
+    labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    for budget in of_kind(cluster, "PodDisruptionBudget"):
+        assert not selects(budget["spec"]["selector"]["matchLabels"], labels), budget
+    assert all(
+        h["spec"]["scaleTargetRef"]["kind"] != "StatefulSet"
+        for h in of_kind(cluster, "HorizontalPodAutoscaler")
+    )
+
+
+def test_the_gateways_share_quotas_in_that_redis_and_assume_their_autoscalers_maximum(
+    cluster: list[Obj],
+) -> None:
+    config = config_map(cluster, "genmedia-gateway")
+    url = config["GENMEDIA_QUOTA_STORE"]
+    settings = QuotaStoreSettings(
+        quota_store=url, quota_fallback_replicas=config["GENMEDIA_QUOTA_FALLBACK_REPLICAS"]
+    )
+    address = urlsplit(url)
+    assert address.scheme == "redis"
+    service = named(cluster, "Service", address.hostname or "")
+    (port,) = service["spec"]["ports"]
+    assert address.port == port["port"]
+    assert selects(
+        service["spec"]["selector"],
+        named(cluster, "StatefulSet", "redis")["spec"]["template"]["metadata"]["labels"],
+    )
+    assert re.fullmatch(r"/\d+", address.path), f"{url}: a database number"
+    # The password comes from the Secret, never from the ConfigMap.
+    assert address.username is None and address.password is None, url
+    assert "GENMEDIA_QUOTA_STORE_PASSWORD" not in config
+    gateway_scaler = named(cluster, "HorizontalPodAutoscaler", "gateway")
+    assert settings.quota_fallback_replicas == gateway_scaler["spec"]["maxReplicas"]
+
+
+def test_redis_and_the_gateways_get_the_same_password_from_the_secret_template(
+    cluster: list[Obj],
+) -> None:
+    template = secret_template()
+    # The gateway reads the password from the file its setting names, mounted from the Secret.
+    password_file = config_map(cluster, "genmedia-gateway")[REDIS_PASSWORD_FILE_SETTING]
+    gateway_files = mounted_secret_files(cluster, "Deployment", "gateway")
+    assert password_file in gateway_files, f"{password_file} is not mounted in the gateway"
+    secret_key = gateway_files[password_file]
+    assert secret_key in template["stringData"]
+    # Redis reads the same key from a mounted file, not from its environment.
+    container = redis_container(cluster)
+    assert "env" not in container and "envFrom" not in container
+    key, read = redis_password_file(cluster)
+    assert key == secret_key
+    assert f'"$(cat {read})"' in redis_start_script(container)
+    assert f'"$(cat {read})"' in container["readinessProbe"]["exec"]["command"][-1]
+
+
+def run_redis_start_script(
+    password: str | None, scratch: Path
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """The redis container's start script under sh, its password file in `scratch`
+    (absent for None), with a stand-in redis-server that records its arguments and stdin."""
+    objects = rendered_sets()["gpu"]
+    _, password_file = redis_password_file(objects)
+    if password is not None:
+        (scratch / "redis-password").write_text(password)
+    bin_dir = scratch / "bin"
+    bin_dir.mkdir()
+    stand_in = bin_dir / "redis-server"
+    stand_in.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$OUT/argv"\ncat > "$OUT/stdin"\n')
+    stand_in.chmod(0o755)
+    script = redis_start_script(redis_container(objects))
+    assert password_file in script
+    script = script.replace(password_file, str(scratch / "redis-password"))
+    done = subprocess.run(
+        ["sh", "-c", script],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "OUT": str(scratch)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return done, scratch
+
+
+@pytest.mark.parametrize(
+    "password", ["", None, "template"], ids=["empty", "missing", "template-placeholder"]
+)
+def test_redis_refuses_to_start_without_a_real_password(
+    password: str | None, tmp_path: Path
+) -> None:
+    if password == "template":
+        password = secret_template()["stringData"]["redis-password"]
+    done, scratch = run_redis_start_script(password, tmp_path)
+    assert done.returncode != 0
+    assert not (scratch / "argv").exists(), "redis-server must not start without a password"
+
+
+def test_redis_gets_its_password_on_stdin_not_on_its_command_line(tmp_path: Path) -> None:
+    password = "0f" * 32  # what `openssl rand -hex 32` gives
+    done, scratch = run_redis_start_script(password, tmp_path)
+    assert done.returncode == 0, done.stderr
+    arguments = (scratch / "argv").read_text()
+    assert password not in arguments
+    assert arguments.startswith("-\n")
+    assert (scratch / "stdin").read_text() == f'requirepass "{password}"\n'
+
+
+def test_redis_keeps_its_data_on_a_volume_claim_and_refuses_writes_when_full(
+    cluster: list[Obj],
+) -> None:
+    statefulset = named(cluster, "StatefulSet", "redis")
+    container = redis_container(cluster)
+    flags = redis_flags(container)
+    assert flags["appendonly"] == "yes"
+    assert flags["appendfsync"] in ("everysec", "always")
+    (claim,) = [
+        c
+        for c in statefulset["spec"]["volumeClaimTemplates"]
+        if c["metadata"]["name"] == volume_of(flags["dir"], container)
+    ]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert memory_bytes(claim["spec"]["resources"]["requests"]["storage"]) >= 2**30
+    pod_volumes = {v["name"] for v in statefulset["spec"]["template"]["spec"].get("volumes", [])}
+    assert claim["metadata"]["name"] not in pod_volumes, "a pod volume would shadow the claim"
+    # Never evict a key's budget or lease to make room; a full Redis refuses the
+    # write and the gateways admit by their fallback. The memory limit leaves
+    # room over maxmemory for the AOF rewrite's fork and the client buffers.
+    assert flags["maxmemory-policy"] == "noeviction"
+    limit = memory_bytes(container["resources"]["limits"]["memory"])
+    assert 0 < memory_bytes(flags["maxmemory"]) <= limit // 2
+
+
+def test_every_pod_is_hardened(cluster: list[Obj]) -> None:
+    accounts = {a["metadata"]["name"]: a for a in of_kind(cluster, "ServiceAccount")}
+    checked = set()
+    for workload, template in pod_templates(cluster):
+        name, spec = workload["metadata"]["name"], template["spec"]
+        context = spec["securityContext"]
+        assert context["runAsNonRoot"] is True, name
+        assert context["runAsUser"] >= 10000 and context["runAsGroup"] >= 10000, name
+        assert context["fsGroup"] == context["runAsGroup"], name
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert spec["automountServiceAccountToken"] is False, name
+        assert accounts[spec["serviceAccountName"]]["automountServiceAccountToken"] is False
+        for container in containers(template):
+            where = f"{name}/{container['name']}"
+            own = container["securityContext"]
+            assert own["allowPrivilegeEscalation"] is False, where
+            assert own["readOnlyRootFilesystem"] is True, where
+            assert own["capabilities"] == {"drop": ["ALL"]}, where
+            assert not own.get("privileged"), where
+            for bound in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(container["resources"][bound]), where
+        for container in containers(template, init=False):
+            assert "livenessProbe" in container and "readinessProbe" in container, name
+        checked.add(name)
+    assert {"gateway", "triton", "redis"} <= checked
+
+
+def test_the_external_quota_store_component_removes_the_cluster_redis_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    url = "rediss://genmedia@redis.example.com:6380/0"
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(K8S / "overlays" / "gpu", tmp_path)],
+                "components": [
+                    os.path.relpath(K8S / "components" / "external-quota-store", tmp_path)
+                ],
+                "configMapGenerator": [
+                    {
+                        "name": "genmedia-gateway",
+                        "behavior": "merge",
+                        "literals": [f"GENMEDIA_QUOTA_STORE={url}"],
+                    }
+                ],
+            }
+        )
+    )
+    objects = render(tmp_path)
+
+    def identities(objects: list[Obj]) -> set[tuple[str, str]]:
+        # Generated ConfigMaps are renamed by their content's hash.
+        return {(o["kind"], o["metadata"]["name"]) for o in objects if o["kind"] != "ConfigMap"}
+
+    removed = identities(rendered_sets()["gpu"]) - identities(objects)
+    assert removed == {
+        (kind, "redis") for kind in ("StatefulSet", "Service", "NetworkPolicy", "ServiceAccount")
+    }
+    assert identities(objects) < identities(rendered_sets()["gpu"])
+    config = config_map(objects, "genmedia-gateway")
+    assert config["GENMEDIA_QUOTA_STORE"] == url
+    assert QuotaStoreSettings(quota_store=url).quota_store == url
+    password_file = config["GENMEDIA_QUOTA_STORE_PASSWORD_FILE"]
+    assert password_file in mounted_secret_files(objects, "Deployment", "gateway")

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
+
+# Imported for their metrics, registered in REGISTRY: every process's and the gateway's.
+import services.common.metrics
+import services.gateway.metrics  # noqa: F401
 
 PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+RULE_FILES = ("recording.yml", "alerts.yml")
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -26,7 +33,7 @@ def test_config_and_rule_files_are_valid() -> None:
 
 
 def test_rules_pass_promtools_linter() -> None:
-    checked = promtool("check", "rules", "rules/recording.yml", "rules/alerts.yml")
+    checked = promtool("check", "rules", *(f"rules/{f}" for f in RULE_FILES))
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
@@ -34,6 +41,19 @@ def test_alerts_fire_and_stay_quiet_as_the_fixtures_expect() -> None:
     tested = promtool("test", "rules", "tests/alerts_test.yml")
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "SUCCESS" in tested.stdout
+
+
+def test_the_rules_read_only_genmedia_metrics_the_processes_export() -> None:
+    exported = set()
+    for family in REGISTRY.collect():
+        exported.add(family.name)
+        if family.type == "counter":
+            exported.add(family.name + "_total")
+    rules = "".join((PROMETHEUS_DIR / "rules" / f).read_text() for f in RULE_FILES)
+    # genmedia_... are exported names; genmedia:... are recorded ones.
+    read = set(re.findall(r"\bgenmedia_[a-z_]+", rules))
+    assert "genmedia_gateway_quota_store_up" in read
+    assert read <= exported, sorted(read - exported)
 
 
 def test_committed_dashboard_is_the_generated_one() -> None:

@@ -222,3 +222,16 @@ def test_token_tax_bench_reads_every_processs_cpu_per_token(tmp_path: Path) -> N
     assert results["cpu_ms_per_token"]["stub gpt2"] == max(results["cpu_ms_per_token"].values())
     assert "CPU ms per token" in stdout
     assert_png(tmp_path / "token-tax.png")
+
+
+def test_quota_store_bench_puts_memory_and_redis_gateways_side_by_side(tmp_path: Path) -> None:
+    stdout = run_bench("bench.quota_store", "--out", str(tmp_path))
+    results = json.loads((tmp_path / "quota_store.json").read_text())
+    p50 = results["cheap_call"]["p50_ms"]
+    assert set(p50) == {"direct", "memory", "redis"}
+    # Both gateways are a hop more than calling the backend.
+    assert p50["memory"] > p50["direct"] and p50["redis"] > p50["direct"]
+    assert all(value > 0 for value in results["generate_images"]["images_per_s"].values())
+    assert set(results["targets"]) == {"redis_added_p50_ms", "redis_throughput_ratio"}
+    assert "redis_added_p50_ms" in stdout
+    assert_png(tmp_path / "quota_store.png")

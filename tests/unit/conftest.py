@@ -21,3 +21,7 @@ def byte_level_tokenizer() -> Tokenizer:
     )
     tokenizer.train_from_iterator(CORPUS, trainer)
     return tokenizer
+
+
+# A real redis-server, for the tests that run the quota store's cases against Redis.
+from tests.unit.redis_fixture import redis_client, redis_server  # noqa: E402, F401

@@ -9,8 +9,13 @@ from collections.abc import AsyncIterator
 import pytest
 
 from genmedia.v1 import text_generation_pb2 as text_pb
+from services.common import api
 from services.common.coalesce import coalesced
-from services.gateway.coalescing import merge_text_messages
+from services.common.registry import TEXT_GENERATION
+from services.gateway.coalescing import merges
+
+# The merge the registry gives StreamText.
+merge_text_messages = merges()[api.path(api.method_of(TEXT_GENERATION, "StreamText"))]
 
 
 async def numbers(

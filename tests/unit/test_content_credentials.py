@@ -16,7 +16,7 @@ from services.common.content_credentials import (
     read_credentials,
     sniff_mime,
 )
-from services.common.images import encode_image
+from services.common.images import EncodeOptions, encode_image
 from services.common.provenance import TRAINED_ALGORITHMIC_MEDIA, make_provenance
 from services.common.settings import ImageServiceSettings, SettingsError
 from services.common.signing_keys import development_credentials
@@ -30,7 +30,9 @@ PIXELS = np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)
 
 
 def signed(image_format: int, source: SourceImage | None = None) -> bytes:
-    return encode_image(PIXELS, image_format, 0, PROVENANCE, SIGNER, source).data
+    return encode_image(
+        PIXELS, PROVENANCE, EncodeOptions(image_format, credentials=SIGNER), source
+    ).data
 
 
 @pytest.mark.parametrize("image_format", [1, 2, 3])
@@ -61,7 +63,7 @@ def test_untrusted_tampered_stripped_and_foreign_files() -> None:
     tampered[-40] ^= 1
     assert read_credentials(bytes(tampered), ROOT).failures == ("assertion.dataHash.mismatch",)
 
-    plain = encode_image(PIXELS, 1, 0, PROVENANCE).data  # no credentials
+    plain = encode_image(PIXELS, PROVENANCE, EncodeOptions(1)).data  # no credentials
     assert not read_credentials(plain, ROOT).present
     assert not read_credentials(b"\x89PNG not really", ROOT).present
     assert not read_credentials(b"plain text", ROOT).present
@@ -95,7 +97,7 @@ def test_settings_take_key_and_chain_together_and_refuse_a_bad_key(tmp_path: Pat
         ImageServiceSettings(**base, c2pa_key_file=files["key"])
     good = ImageServiceSettings(**base, c2pa_key_file=files["key"], c2pa_cert_file=files["chain"])
     data = ContentCredentials.from_settings(good).sign(
-        encode_image(PIXELS, 1, 0, PROVENANCE).data, "image/png", PROVENANCE
+        encode_image(PIXELS, PROVENANCE, EncodeOptions(1)).data, "image/png", PROVENANCE
     )
     assert read_credentials(data, ROOT).state == "Trusted"
     assert oct(files["key"].stat().st_mode & 0o777) == "0o600"
@@ -111,7 +113,9 @@ def test_without_settings_a_development_key_signs_and_says_so(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     signer = ContentCredentials.from_settings(ImageServiceSettings(triton_url="localhost:1"))
-    data = signer.sign(encode_image(PIXELS, 3, 0, PROVENANCE).data, "image/webp", PROVENANCE)
+    data = signer.sign(
+        encode_image(PIXELS, PROVENANCE, EncodeOptions(3)).data, "image/webp", PROVENANCE
+    )
     assert read_credentials(data).state == "Valid"
     assert "throwaway development key" in caplog.text
 

@@ -12,18 +12,21 @@ from PIL import Image
 from genmedia.v1 import image_generation_pb2 as gen_pb
 from genmedia.v1 import image_translation_pb2 as trans_pb
 from genmedia.v1 import text_generation_pb2 as text_pb
+from services.common import api
 from services.common.errors import Unavailable
+from services.common.registry import IMAGE_GENERATION, IMAGE_TRANSLATION, TEXT_GENERATION
 from services.common.usage import Usage
 from services.gateway.estimates import (
-    GENERATE_IMAGES,
-    STREAM_TEXT,
-    TRANSLATE_IMAGE,
     UNKNOWN_DEFAULT_MAX_NEW_TOKENS,
     Estimator,
     TextDefaults,
     streamed_usage,
 )
 from tests.fuzz.bad_inputs import png_declaring
+
+GENERATE_IMAGES = api.path(api.method_of(IMAGE_GENERATION, "GenerateImages"))
+TRANSLATE_IMAGE = api.path(api.method_of(IMAGE_TRANSLATION, "TranslateImage"))
+STREAM_TEXT = api.path(api.method_of(TEXT_GENERATION, "StreamText"))
 
 
 def jpeg(width: int, height: int) -> bytes:

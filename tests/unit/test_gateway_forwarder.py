@@ -235,7 +235,7 @@ async def test_a_stream_cut_short_is_charged_the_tokens_its_last_message_counted
         with pytest.raises(aio.AioRpcError):
             async for _ in call:
                 pass
-    assert quotas.used_today("alice").tokens == 5  # one message, five tokens in it
+    assert (await quotas.used_today("alice")).tokens == 5  # one message, five tokens in it
 
 
 async def test_retries_stop_when_every_replica_fails(gateway: Gateway) -> None:

@@ -1,16 +1,33 @@
+"""Admission and per-key limits: every case runs against both quota stores.
+
+The memory store is one gateway's; the Redis store runs its Lua scripts in a
+real redis-server. Both are driven by the same fake clock, so the same
+figures must come out of both.
+"""
+
+from __future__ import annotations
+
 import datetime as dt
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import grpc
 import pytest
+from redis.asyncio import Redis
 
 from services.common.errors import RETRY_AFTER_HEADER, ResourceExhausted
 from services.common.usage import Usage
+from services.gateway.key_limits import KeyLimits, seconds_to_utc_midnight, share_of
 from services.gateway.keys import UNLIMITED, DailyBudget, KeyPolicy
-from services.gateway.quotas import Quotas, TokenBucket, seconds_to_utc_midnight
+from services.gateway.memory_limits import MemoryLimits, TokenBucket
+from services.gateway.quotas import Quotas
+from services.gateway.redis_limits import RedisLimits
+from services.launcher.redis_server import RedisServer
+from tests.unit.redis_fixture import emptied_client
 
 # 2024-05-01 23:59:00 UTC: a minute before the budgets renew.
 BEFORE_MIDNIGHT = dt.datetime(2024, 5, 1, 23, 59, tzinfo=dt.UTC).timestamp()
+LEASE_S = 60.0
 
 
 class FakeClock:
@@ -43,18 +60,37 @@ def retry_after_ms(error: pytest.ExceptionInfo[ResourceExhausted]) -> int:
 
 
 @pytest.fixture
-def monotonic() -> FakeClock:
-    return FakeClock(1000.0)
-
-
-@pytest.fixture
-def wall() -> FakeClock:
+def clock() -> FakeClock:
     return FakeClock(BEFORE_MIDNIGHT - 3600)
 
 
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[KeyLimits]:
+    if request.param == "memory":
+        yield MemoryLimits(monotonic=clock, wall=clock)
+        return
+    server: RedisServer = request.getfixturevalue("redis_server")
+    await (await emptied_client(server)).aclose()
+    redis = RedisLimits.from_url(server.url, wall=clock)
+    await redis.start()
+    yield redis
+    await redis.close()
+
+
 @pytest.fixture
-def quotas(monotonic: FakeClock, wall: FakeClock) -> Quotas:
-    return Quotas(max_in_flight=100, overload_retry_after_s=0.5, monotonic=monotonic, wall=wall)
+def quotas(store: KeyLimits) -> Quotas:
+    return Quotas(max_in_flight=100, overload_retry_after_s=0.5, store=store)
+
+
+def gateway_on(server: RedisServer, wall: FakeClock) -> RedisLimits:
+    """One more gateway's store in the test's Redis."""
+    return RedisLimits.from_url(server.url, wall=wall)
+
+
+async def spend(quotas: Quotas, key: KeyPolicy, usage: Usage, units: tuple[str, ...] = ()) -> None:
+    """One call that generated ``usage``, admitted on that estimate."""
+    ticket = await quotas.admit(key, usage, units or ("images", "megapixels", "tokens"))
+    await ticket.finish(usage)
 
 
 # -- TokenBucket -------------------------------------------------------------
@@ -79,166 +115,191 @@ def test_bucket_refills_at_its_rate_up_to_its_capacity() -> None:
     assert bucket.take(100.0) == pytest.approx(0.5)
 
 
-# -- Quotas: gateway-wide in-flight limit ------------------------------------
+# -- the gateway-wide in-flight limit -----------------------------------------
 
 
-def test_global_in_flight_limit_sheds_load(monotonic: FakeClock, wall: FakeClock) -> None:
-    quotas = Quotas(max_in_flight=2, overload_retry_after_s=0.5, monotonic=monotonic, wall=wall)
-    first, _ = quotas.admit(None), quotas.admit(policy())
+async def test_global_in_flight_limit_sheds_load(store: KeyLimits) -> None:
+    quotas = Quotas(max_in_flight=2, overload_retry_after_s=0.5, store=store)
+    first, _ = await quotas.admit(None), await quotas.admit(policy())
     with pytest.raises(ResourceExhausted) as error:
-        quotas.admit(None)
+        await quotas.admit(None)
     assert retry_after_ms(error) == 500
     assert "limit of 2 calls" in error.value.message
-    first.release()
+    await first.finish()
     assert quotas.in_flight == 1
-    quotas.admit(None)
+    await quotas.admit(None)
     assert quotas.in_flight == 2
 
 
-def test_releasing_twice_is_harmless(quotas: Quotas) -> None:
-    alice = policy(max_concurrent=1)
-    ticket = quotas.admit(alice)
-    ticket.release()
-    ticket.release()
+async def test_finishing_twice_is_harmless(quotas: Quotas) -> None:
+    alice = policy(max_concurrent=1, daily=DailyBudget(images=10))
+    ticket = await quotas.admit(alice, Usage(images=1))
+    await ticket.finish(Usage(images=1))
+    await ticket.finish(Usage(images=1))
     assert quotas.in_flight == 0
-    quotas.admit(alice)
-    # Had the second release counted, alice would have room for another call.
-    with pytest.raises(ResourceExhausted):
-        quotas.admit(alice)
+    assert await quotas.used_today("alice") == Usage(images=1)
+    await quotas.admit(alice)
+    with pytest.raises(ResourceExhausted, match="1 calls in flight"):
+        await quotas.admit(alice)
     assert quotas.in_flight == 1
 
 
-# -- Quotas: per-key concurrency and rate ------------------------------------
+# -- per-key concurrency and rate ---------------------------------------------
 
 
-def test_per_key_concurrency(quotas: Quotas) -> None:
+async def test_per_key_concurrency(quotas: Quotas) -> None:
     alice = policy(max_concurrent=2)
-    tickets = [quotas.admit(alice), quotas.admit(alice)]
-    with pytest.raises(ResourceExhausted, match="2 calls in flight") as error:
-        quotas.admit(alice)
+    tickets = [await quotas.admit(alice), await quotas.admit(alice)]
+    with pytest.raises(ResourceExhausted, match="already has 2 calls in flight") as error:
+        await quotas.admit(alice)
     assert retry_after_ms(error) == 1000
-    quotas.admit(policy("bob", max_concurrent=2))  # other keys are not affected
-    tickets[0].release()
-    quotas.admit(alice)
+    await quotas.admit(policy("bob", max_concurrent=2))  # other keys are not affected
+    await tickets[0].finish()
+    await quotas.admit(alice)
 
 
-def test_per_key_rate_with_retry_after_of_the_bucket_wait(
-    quotas: Quotas, monotonic: FakeClock
+async def test_per_key_rate_with_retry_after_of_the_bucket_wait(
+    quotas: Quotas, clock: FakeClock
 ) -> None:
     alice = policy(rate_per_s=4, burst=2)
-    quotas.admit(alice).release()
-    quotas.admit(alice).release()
+    await (await quotas.admit(alice)).finish()
+    await (await quotas.admit(alice)).finish()
     with pytest.raises(ResourceExhausted, match="rate of 4 calls/s") as error:
-        quotas.admit(alice)
+        await quotas.admit(alice)
     assert error.value.retry_after_s == pytest.approx(0.25)
     assert retry_after_ms(error) == 250
-    quotas.admit(policy("bob", rate_per_s=4, burst=2))  # bob has his own bucket
-    monotonic.advance(0.125)
+    await quotas.admit(policy("bob", rate_per_s=4, burst=2))  # bob has his own bucket
+    clock.advance(0.125)
     with pytest.raises(ResourceExhausted) as error:
-        quotas.admit(alice)
+        await quotas.admit(alice)
     assert retry_after_ms(error) == 125
-    monotonic.advance(0.125)
-    quotas.admit(alice)
+    clock.advance(0.125)
+    await quotas.admit(alice)
 
 
-def test_refused_calls_do_not_count_in_flight(quotas: Quotas) -> None:
-    alice = policy(rate_per_s=1, burst=1, max_concurrent=5)
-    quotas.admit(alice)
+async def test_refused_calls_take_no_lease(quotas: Quotas) -> None:
+    alice = policy(rate_per_s=1, burst=1, max_concurrent=2)
+    await quotas.admit(alice)
     for _ in range(3):
-        with pytest.raises(ResourceExhausted):
-            quotas.admit(alice)
+        with pytest.raises(ResourceExhausted, match="rate"):
+            await quotas.admit(alice)
     assert quotas.in_flight == 1
+    # Had the refusals taken leases, this would be a concurrency refusal.
+    with pytest.raises(ResourceExhausted, match="rate"):
+        await quotas.admit(alice)
 
 
-def test_a_changed_rate_renews_the_bucket_but_keeps_the_daily_usage(quotas: Quotas) -> None:
+async def test_a_changed_rate_renews_the_bucket_but_keeps_the_daily_usage(
+    quotas: Quotas,
+) -> None:
     slow = policy(rate_per_s=1, burst=1, daily=DailyBudget(images=10))
-    ticket = quotas.admit(slow, Usage(images=3))
-    ticket.charge(Usage(images=3))
-    ticket.release()
+    await spend(quotas, slow, Usage(images=3))
     with pytest.raises(ResourceExhausted, match="rate"):
-        quotas.admit(slow)
+        await quotas.admit(slow)
     fast = replace(slow, rate_per_s=5, burst=2)
-    quotas.admit(fast).release()
-    quotas.admit(fast).release()
+    await (await quotas.admit(fast)).finish()
+    await (await quotas.admit(fast)).finish()
     with pytest.raises(ResourceExhausted, match="rate"):
-        quotas.admit(fast)
-    assert quotas.used_today("alice") == Usage(images=3)
+        await quotas.admit(fast)
+    assert await quotas.used_today("alice") == Usage(images=3)
     with pytest.raises(ResourceExhausted, match="7 of 10 left"):
-        quotas.admit(fast, Usage(images=8))
+        await quotas.admit(replace(fast, rate_per_s=None), Usage(images=8))
 
 
-# -- Quotas: daily budgets ---------------------------------------------------
+# -- daily budgets -------------------------------------------------------------
 
 
-def test_daily_budget_refuses_an_estimate_bigger_than_what_is_left(quotas: Quotas) -> None:
+async def test_daily_budget_refuses_an_estimate_bigger_than_what_is_left(quotas: Quotas) -> None:
     alice = policy(daily=DailyBudget(images=10))
-    ticket = quotas.admit(alice, Usage(images=4))
-    ticket.charge(Usage(images=4))
-    ticket.release()
-    assert quotas.used_today("alice") == Usage(images=4)
+    await spend(quotas, alice, Usage(images=4))
+    assert await quotas.used_today("alice") == Usage(images=4)
     with pytest.raises(ResourceExhausted) as error:
-        quotas.admit(alice, Usage(images=7))
+        await quotas.admit(alice, Usage(images=7))
     assert "7 image(s)" in error.value.message and "6 of 10 left" in error.value.message
-    ticket = quotas.admit(alice, Usage(images=6))
-    ticket.charge(Usage(images=2))
-    ticket.charge(Usage(images=4))  # charges accumulate
-    assert quotas.used_today("alice") == Usage(images=10)
+    ticket = await quotas.admit(alice, Usage(images=6))
+    await ticket.finish(Usage(images=6))
+    assert await quotas.used_today("alice") == Usage(images=10)
 
 
-def test_a_spent_budget_refuses_even_a_zero_estimate_until_utc_midnight(
-    quotas: Quotas, wall: FakeClock
+async def test_a_spent_budget_refuses_even_a_zero_estimate_until_utc_midnight(
+    quotas: Quotas, clock: FakeClock
 ) -> None:
     alice = policy(daily=DailyBudget(tokens=100))
-    ticket = quotas.admit(alice, Usage(tokens=50))
-    ticket.charge(Usage(tokens=120))  # went over the estimate
-    ticket.release()
-    wall.now = BEFORE_MIDNIGHT
+    ticket = await quotas.admit(alice, Usage(tokens=50))
+    await ticket.finish(Usage(tokens=120))  # went over the estimate
+    clock.now = BEFORE_MIDNIGHT
     with pytest.raises(ResourceExhausted, match="daily tokens budget") as error:
-        quotas.admit(alice)
+        await quotas.admit(alice)
     assert "0 of 100 left" in error.value.message
     assert error.value.retry_after_s == pytest.approx(60.0)
     assert retry_after_ms(error) == 60_000
-    wall.advance(59.5)
+    clock.advance(59.5)
     with pytest.raises(ResourceExhausted) as error:
-        quotas.admit(alice)
+        await quotas.admit(alice)
     assert retry_after_ms(error) == 500
-    wall.advance(0.5)  # 00:00:00 UTC: a new day
-    quotas.admit(alice, Usage(tokens=100))
-    assert quotas.used_today("alice") == Usage()
+    clock.advance(0.5)  # 00:00:00 UTC: a new day
+    await quotas.admit(alice, Usage(tokens=100))
+    assert await quotas.used_today("alice") == Usage()
 
 
-def test_charges_after_midnight_count_towards_the_new_day(quotas: Quotas, wall: FakeClock) -> None:
+async def test_usage_settled_after_midnight_counts_towards_the_new_day(
+    quotas: Quotas, clock: FakeClock
+) -> None:
     alice = policy(daily=DailyBudget(images=10))
-    ticket = quotas.admit(alice, Usage(images=1))
-    ticket.charge(Usage(images=9))
-    wall.now = BEFORE_MIDNIGHT + 120
-    ticket.charge(Usage(images=2))
-    ticket.release()
-    assert quotas.used_today("alice") == Usage(images=2)
-    quotas.admit(alice, Usage(images=8))
+    ticket = await quotas.admit(alice, Usage(images=1))
+    clock.now = BEFORE_MIDNIGHT + 120
+    await ticket.finish(Usage(images=2))
+    assert await quotas.used_today("alice") == Usage(images=2)
+    await quotas.admit(alice, Usage(images=8))
 
 
-def test_unlimited_units_never_refuse(quotas: Quotas) -> None:
+async def test_unlimited_units_never_refuse(quotas: Quotas) -> None:
     alice = policy(daily=DailyBudget(images=2))
-    ticket = quotas.admit(alice, Usage(tokens=1e12, megapixels=1e9))
-    ticket.charge(Usage(tokens=1e12, megapixels=1e9))
-    ticket.release()
-    quotas.admit(alice, Usage(images=2, tokens=1e12)).release()
+    await spend(quotas, alice, Usage(tokens=1e12, megapixels=1e9))
+    await (await quotas.admit(alice, Usage(images=2, tokens=1e12))).finish()
     with pytest.raises(ResourceExhausted, match="images"):
-        quotas.admit(alice, Usage(images=3))
+        await quotas.admit(alice, Usage(images=3))
     bob = policy("bob")  # no budget at all
     assert bob.daily_limit() is None
     for _ in range(3):
-        ticket = quotas.admit(bob, Usage(images=1e9, megapixels=1e9, tokens=1e9))
-        ticket.charge(Usage(images=1e9, megapixels=1e9, tokens=1e9))
-        ticket.release()
+        await spend(quotas, bob, Usage(images=1e9, megapixels=1e9, tokens=1e9))
 
 
-def test_open_mode_has_no_per_key_limits(quotas: Quotas) -> None:
+async def test_fractional_units_add_up_exactly_enough(quotas: Quotas) -> None:
+    alice = policy(daily=DailyBudget(megapixels=1.0))
+    for _ in range(4):
+        await spend(quotas, alice, Usage(megapixels=0.25))
+    with pytest.raises(ResourceExhausted, match=r"daily megapixels budget .* is spent"):
+        await quotas.admit(alice, Usage(megapixels=0.25))
+
+
+async def test_open_mode_has_no_per_key_limits(quotas: Quotas) -> None:
     for _ in range(50):
-        ticket = quotas.admit(None, Usage(images=1e9))
-        ticket.charge(Usage(images=1e9))  # nowhere to charge it: no error
-    assert quotas.in_flight == 50
+        ticket = await quotas.admit(None, Usage(images=1e9))
+    await ticket.finish(Usage(images=1e9))  # nowhere to charge it: no error
+    assert quotas.in_flight == 49
+
+
+async def test_a_spent_budget_only_refuses_calls_that_draw_on_it(quotas: Quotas) -> None:
+    alice = policy(daily=DailyBudget(images=1, tokens=0))
+    await spend(quotas, alice, Usage(images=1), units=("images",))
+    await (await quotas.admit(alice, Usage(), units=())).finish()  # a listing draws on none
+    await (await quotas.admit(alice, Usage(), units=("megapixels",))).finish()  # unlimited
+    with pytest.raises(ResourceExhausted, match="daily images budget"):
+        await quotas.admit(alice, Usage(images=1), units=("images",))
+    with pytest.raises(ResourceExhausted, match="daily tokens budget"):
+        await quotas.admit(alice, Usage(), units=("tokens",))
+
+
+async def test_concurrent_calls_cannot_all_pass_the_same_budget_check(quotas: Quotas) -> None:
+    alice = policy(daily=DailyBudget(images=3))
+    first = await quotas.admit(alice, Usage(images=2), units=("images",))
+    with pytest.raises(ResourceExhausted, match="calls in flight hold 2") as error:
+        await quotas.admit(alice, Usage(images=2), units=("images",))
+    assert error.value.retry_after_s == 1.0  # not midnight: the hold ends with the call
+    await (await quotas.admit(alice, Usage(images=1), units=("images",))).finish()  # 1 is free
+    await first.finish(Usage(images=1))  # generated fewer than it asked for
+    await (await quotas.admit(alice, Usage(images=2), units=("images",))).finish()
 
 
 def test_seconds_to_utc_midnight() -> None:
@@ -247,71 +308,119 @@ def test_seconds_to_utc_midnight() -> None:
     assert seconds_to_utc_midnight(midnight) == pytest.approx(86400.0)
 
 
-# -- services/common/usage.py ------------------------------------------------
+# -- only Redis: what outlives a gateway --------------------------------------------
 
 
-def test_usage_header_round_trip() -> None:
-    usage = Usage(images=4, megapixels=0.262144, tokens=300)
-    assert usage.header_value() == "images=4,megapixels=0.262144,tokens=300"
-    assert Usage.parse(usage.header_value()) == usage
-    assert Usage(tokens=7).header_value() == "tokens=7"
-    assert Usage().header_value() == ""
-    assert Usage.parse("") == Usage()
-
-
-def test_usage_parse_ignores_malformed_parts_and_clamps_negatives() -> None:
-    parsed = Usage.parse(" images = 2 ,videos=5,tokens,megapixels=lots,=3,,tokens=-4")
-    assert parsed == Usage(images=2, megapixels=0, tokens=0)
-    assert Usage.parse("tokens=abc,tokens=12") == Usage(tokens=12)
-
-
-def test_usage_arithmetic() -> None:
-    assert Usage(images=1, tokens=2).times(3) == Usage(images=3, tokens=6)
-    assert Usage(images=1).times(0) == Usage()
-    total = Usage(images=1, megapixels=0.5) + Usage(megapixels=0.25, tokens=10)
-    assert total == Usage(images=1, megapixels=0.75, tokens=10)
-
-
-# -- services/common/errors.py -----------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("retry_after_s", "header"),
-    [(0.0004, "1"), (0.0, "1"), (0.0011, "2"), (2.5, "2500")],
-)
-def test_retry_after_is_whole_milliseconds_and_at_least_one(
-    retry_after_s: float, header: str
+async def test_redis_leases_and_holds_of_a_dead_gateway_expire(
+    redis_server: RedisServer, redis_client: Redis, clock: FakeClock
 ) -> None:
-    error = ResourceExhausted("slow down", retry_after_s)
-    assert error.metadata == ((RETRY_AFTER_HEADER, header),)
-    assert error.retry_after_s == retry_after_s
+    dead, alive = gateway_on(redis_server, wall=clock), gateway_on(redis_server, wall=clock)
+    alice = policy(max_concurrent=1, daily=DailyBudget(images=4))
+    await dead.admit(alice, Usage(images=4), ("images",), lease_s=5.0)  # never settled
+    with pytest.raises(ResourceExhausted, match=r"1 calls in flight|hold 4"):
+        await alive.admit(alice, Usage(images=1), ("images",), LEASE_S)
+    clock.advance(5.001)
+    hold = await alive.admit(alice, Usage(images=4), ("images",), LEASE_S)
+    await alive.settle(hold, Usage(images=4))
+    assert await alive.used_today("alice") == Usage(images=4)
 
 
-def test_resource_exhausted_without_retry_after_has_no_metadata() -> None:
-    error = ResourceExhausted("slow down")
-    assert error.metadata == ()
-    assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert error.message == "slow down"
+async def test_redis_limits_are_shared_by_every_gateway(
+    redis_server: RedisServer, redis_client: Redis, clock: FakeClock
+) -> None:
+    gateways = [gateway_on(redis_server, wall=clock) for _ in range(3)]
+    alice = policy(rate_per_s=1, burst=3, daily=DailyBudget(images=5))
+    for gateway in gateways:
+        await gateway.settle(
+            await gateway.admit(alice, Usage(images=1), ("images",), LEASE_S), Usage(images=1)
+        )
+    with pytest.raises(ResourceExhausted, match="rate"):
+        await gateways[0].admit(alice, Usage(images=1), ("images",), LEASE_S)
+    clock.advance(2.0)  # two tokens back
+    hold = await gateways[1].admit(alice, Usage(images=2), ("images",), LEASE_S)
+    with pytest.raises(ResourceExhausted, match="hold 2"):
+        await gateways[2].admit(alice, Usage(images=1), ("images",), LEASE_S)
+    await gateways[1].settle(hold, Usage(images=2))
+    assert await gateways[2].used_today("alice") == Usage(images=5)
 
 
-def test_a_spent_budget_only_refuses_calls_that_draw_on_it(quotas: Quotas) -> None:
-    alice = policy(daily=DailyBudget(images=1, tokens=0))
-    quotas.admit(alice, Usage(images=1), units=("images",)).charge(Usage(images=1))
-    quotas.admit(alice, Usage(), units=()).release()  # a listing call draws on no budget
-    quotas.admit(alice, Usage(), units=("megapixels",)).release()  # unlimited unit
-    with pytest.raises(ResourceExhausted, match="daily images budget"):
-        quotas.admit(alice, Usage(images=1), units=("images",))
-    with pytest.raises(ResourceExhausted, match="daily tokens budget"):
-        quotas.admit(alice, Usage(), units=("tokens",))
+async def test_redis_scripts_come_back_after_redis_forgets_them(
+    redis_server: RedisServer, redis_client: Redis, clock: FakeClock
+) -> None:
+    store = gateway_on(redis_server, wall=clock)
+    await store.start()
+    await redis_client.script_flush()  # what a restarted Redis knows of them
+    hold = await store.admit(policy(max_concurrent=1), Usage(), (), LEASE_S)
+    await store.settle(hold, Usage(tokens=3))
+    assert await store.used_today("alice") == Usage(tokens=3)
 
 
-def test_concurrent_calls_cannot_all_pass_the_same_budget_check(quotas: Quotas) -> None:
-    alice = policy(daily=DailyBudget(images=3))
-    first = quotas.admit(alice, Usage(images=2), units=("images",))
-    with pytest.raises(ResourceExhausted, match="calls in flight hold 2") as error:
-        quotas.admit(alice, Usage(images=2), units=("images",))
-    assert error.value.retry_after_s == 1.0  # not midnight: the hold ends with the call
-    quotas.admit(alice, Usage(images=1), units=("images",)).release()  # 1 is still free
-    first.charge(Usage(images=1))  # generated fewer than it asked for
-    first.release()
-    quotas.admit(alice, Usage(images=2), units=("images",)).release()  # the hold is gone
+async def test_a_day_of_usage_expires_a_day_after_it_ends(
+    redis_server: RedisServer, redis_client: Redis, clock: FakeClock
+) -> None:
+    store = gateway_on(redis_server, wall=clock)
+    await store.settle(await store.admit(policy(), Usage(), (), LEASE_S), Usage(images=1))
+    (key,) = await redis_client.keys("genmedia:{alice}:used:*")
+    assert key.endswith(":used:2024-05-01")
+    ttl = await redis_client.ttl(key)
+    assert 3660 + 86400 - 5 <= ttl <= 3660 + 86400  # 22:59 UTC: 61 minutes to midnight
+
+
+# -- a replica's share --------------------------------------------------------------
+
+
+def test_share_of_divides_rates_and_budgets_but_leaves_at_least_one_call() -> None:
+    alice = policy(
+        rate_per_s=10, burst=10, max_concurrent=4, daily=DailyBudget(images=50, megapixels=3)
+    )
+    third = share_of(alice, 3)
+    assert third.rate_per_s == pytest.approx(10 / 3)
+    assert (third.burst, third.max_concurrent) == (3, 1)
+    assert third.daily == DailyBudget(images=16, megapixels=1.0, tokens=None)
+    assert share_of(alice, 1) is alice
+    assert share_of(policy(burst=1, max_concurrent=2), 10).max_concurrent == 1
+
+
+async def test_redis_bucket_never_refills_the_same_time_twice(
+    redis_server: RedisServer, redis_client: Redis
+) -> None:
+    """A gateway whose clock (or call) lags another's must not move the bucket's time back."""
+    ahead, behind = FakeClock(BEFORE_MIDNIGHT + 0.5), FakeClock(BEFORE_MIDNIGHT)
+    gateways = gateway_on(redis_server, ahead), gateway_on(redis_server, behind)
+    alice = policy(rate_per_s=1, burst=5)
+    admitted = 0
+    for _ in range(10):  # ten seconds of alternating calls: ten tokens, and the burst
+        for gateway in gateways * 3:
+            try:
+                await gateway.settle(await gateway.admit(alice, Usage(), (), LEASE_S), Usage())
+                admitted += 1
+            except ResourceExhausted:
+                pass
+        ahead.advance(1.0)
+        behind.advance(1.0)
+    assert admitted == 5 + 9  # the tenth token is half a second away on the later clock
+
+
+async def test_redis_holds_of_many_calls_add_up_and_expire_in_batches(
+    redis_server: RedisServer, redis_client: Redis, clock: FakeClock
+) -> None:
+    """Thousands of calls in flight: the held total stays exact through expiry (in batches
+    larger than one Lua unpack) and settlement."""
+    dead, alive = gateway_on(redis_server, wall=clock), gateway_on(redis_server, wall=clock)
+    alice = policy(daily=DailyBudget(images=5000))
+    for _ in range(2500):  # a gateway that dies with these
+        await dead.admit(alice, Usage(images=1), ("images",), lease_s=5.0)
+    holds = [await alive.admit(alice, Usage(images=1), ("images",), LEASE_S) for _ in range(2000)]
+    with pytest.raises(ResourceExhausted, match="500 of 5000 left while calls in flight hold 4500"):
+        await alive.admit(alice, Usage(images=501), ("images",), LEASE_S)
+    clock.advance(5.001)  # the dead gateway's 2,500 leases and holds expire
+    with pytest.raises(
+        ResourceExhausted, match="3000 of 5000 left while calls in flight hold 2000"
+    ):
+        await alive.admit(alice, Usage(images=3001), ("images",), LEASE_S)
+    for hold in holds:
+        await alive.settle(hold, Usage(images=1))
+    assert await redis_client.exists("genmedia:{alice}:holds") == 0  # nothing left behind
+    last = await alive.admit(alice, Usage(images=3000), ("images",), LEASE_S)
+    await alive.settle(last, Usage(images=3000))
+    assert await alive.used_today("alice") == Usage(images=5000)

@@ -133,7 +133,9 @@ def test_exif_orientation_is_honoured() -> None:
 )
 def test_encoded_images_carry_provenance(image_format: int) -> None:
     provenance = make_provenance("biggan", "1", 42, "req-1")
-    result = images.encode_image(np.asarray(gradient()), image_format, 0, provenance)
+    result = images.encode_image(
+        np.asarray(gradient()), provenance, images.EncodeOptions(image_format)
+    )
     assert (result.width, result.height, result.format) == (40, 30, image_format)
     embedded = json.loads(images.read_embedded_provenance(result.data) or "{}")
     assert embedded["synthetic"] is True
@@ -147,7 +149,9 @@ def test_encoded_images_carry_provenance(image_format: int) -> None:
 def test_unspecified_output_format_is_png() -> None:
     provenance = make_provenance("biggan", "1", 1, "r")
     result = images.encode_image(
-        np.asarray(gradient()), common_pb2.IMAGE_FORMAT_UNSPECIFIED, 0, provenance
+        np.asarray(gradient()),
+        provenance,
+        images.EncodeOptions(common_pb2.IMAGE_FORMAT_UNSPECIFIED),
     )
     assert result.format == common_pb2.IMAGE_FORMAT_PNG and result.data.startswith(b"\x89PNG")
 

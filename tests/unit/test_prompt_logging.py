@@ -24,14 +24,14 @@ def generator(tokenizer: Tokenizer, tmp_path: Path, log_prompts: bool) -> TextGe
 
 
 @pytest.mark.parametrize("log_prompts", [False, True])
-def test_prompt_is_logged_only_with_the_debug_setting(
+async def test_prompt_is_logged_only_with_the_debug_setting(
     byte_level_tokenizer: Tokenizer,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
     log_prompts: bool,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    generator(byte_level_tokenizer, tmp_path, log_prompts).plan(
+    await generator(byte_level_tokenizer, tmp_path, log_prompts).plan(
         pb.GenerateTextRequest(prompt=PROMPT, max_new_tokens=4)
     )
     logged = any(PROMPT in record.getMessage() for record in caplog.records)

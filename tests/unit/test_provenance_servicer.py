@@ -51,6 +51,9 @@ class Context:
     def peer(self) -> str:
         return self._peer
 
+    def time_remaining(self) -> float | None:
+        return None  # the caller set no deadline
+
 
 def servicer(tmp_path: Path, open_auth: bool = False, rate: float = 100) -> ProvenanceServicer:
     keys = tmp_path / "keys.json"

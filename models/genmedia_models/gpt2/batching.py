@@ -15,6 +15,12 @@ Requests beyond the free slots wait in a bounded queue; beyond that,
 `submit` raises QueueFull. Callers see tokens through a TokenSink; a step's
 tokens and endings are handed to token_delivery, which can send them while
 the loop computes the next step.
+
+The loop outlives a failed step. An exception that escapes `step()` (from
+the decoder, a sink, the state callback, delivery) ends every running and
+queued request with FinishReason.FAILED at once, is logged and counted
+(`on_loop_failure`), and the loop starts again from an empty batch: the
+model keeps serving instead of every stream hanging until its deadline.
 """
 
 from __future__ import annotations
@@ -29,11 +35,12 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from genmedia_models.gpt2.decoder import DecodeRow, PooledGPT2
-from genmedia_models.gpt2.delivery import Outbox, TokenDelivery
+from genmedia_models.gpt2.delivery import Outbox, TokenDelivery, log_error
 from genmedia_models.gpt2.sampling import SamplerState, SamplingParams, pick_tokens
 from genmedia_models.gpt2.types import (
     BatchLimits,
     BatchState,
+    ErrorLog,
     FinishReason,
     GenerationRequest,
     QueueFull,
@@ -67,7 +74,13 @@ class ContinuousBatcher:
         on_state: Callable[[BatchState], None] | None = None,
         sender_threads: int = 0,
         watermark: GreenList | None = None,
+        on_loop_failure: Callable[[], None] | None = None,
+        log: ErrorLog = log_error,
+        fault_hook: Callable[[int], None] | None = None,
     ) -> None:
+        """``on_loop_failure`` counts failed steps; ``log`` reports errors the loop survives;
+        ``fault_hook`` (tests only) is called with each decode step's number, from 1, and
+        may raise to fail that step."""
         limits.validate(int(model.config.n_positions))
         self.limits = limits
         self.watermark = watermark
@@ -75,8 +88,13 @@ class ContinuousBatcher:
         self._reserved = 0
         self.stop_token_ids = frozenset(stop_token_ids)
         self._on_state = on_state
-        self._delivery = TokenDelivery(sender_threads)
+        self._on_loop_failure = on_loop_failure
+        self._log = log
+        self._fault_hook = fault_hook
+        self._delivery = TokenDelivery(sender_threads, log)
         self._outbox = Outbox()
+        # Whether this step's outbox went to delivery: after that, a failure must not send it again.
+        self._handed_over = False
         self._waiting: collections.deque[GenerationRequest] = collections.deque()
         # Index i is the sequence in the decoder's slot i.
         self._running: list[_Running] = []
@@ -88,6 +106,7 @@ class ContinuousBatcher:
         self._last_queue_check = 0.0
         self._last_state = BatchState(0, 0)
         self.steps = 0
+        self.loop_failures = 0
 
     # -- callers' side -------------------------------------------------------
 
@@ -137,24 +156,83 @@ class ContinuousBatcher:
     # -- the loop --------------------------------------------------------------
 
     def _loop(self) -> None:
-        while True:
-            with self._wake:
-                while not (self._closing or self._waiting or self._running):
-                    self._wake.wait()
-                if self._closing:
-                    return
-            self.step()
+        while self._wait_for_work():
+            try:
+                self.step()
+            except Exception as error:  # noqa: BLE001 - the loop must outlive any one step
+                self._recover(error)
+
+    def _wait_for_work(self) -> bool:
+        """Blocks until there is something to do; False once the batcher is closing."""
+        with self._wake:
+            while not (self._closing or self._waiting or self._running):
+                self._wake.wait()
+            return not self._closing
 
     def step(self) -> None:
         """One iteration: cancellations, admissions (with first tokens), one decode step."""
         self._outbox = Outbox()
+        self._handed_over = False
         self._drop_failed()
         self._drop_cancelled()
         self._admit()
         if self._running:
             self._decode()
+        self._handed_over = True
         self._delivery.deliver(self._outbox)
         self._report_state()
+
+    def _recover(self, error: Exception) -> None:
+        """After a step failed: every running and queued request ends FAILED, the batch
+        starts empty. Logged and counted; nothing here may raise, or the loop would die.
+
+        The decoder's cache needs no clearing: a slot's positions are written (by its
+        prompt pass, then each decode step) before any step reads them.
+        """
+        self.loop_failures += 1
+        running, queued = len(self._running), len(self._waiting)
+        self._safely(
+            self._log,
+            f"decode loop step failed: ending {running} running and {queued} queued requests "
+            "and starting again with an empty batch",
+            error,
+        )
+        # Endings the failed step had decided on still go out, before the failures.
+        outbox = Outbox() if self._handed_over else self._outbox
+        self._outbox = outbox
+        self._fail_everything(error)
+        try:
+            self._delivery.deliver(outbox)
+        except Exception as failure:  # noqa: BLE001 - the callers must still hear of it
+            self._safely(self._log, "delivering the failed requests' endings failed", failure)
+            self._finish_inline(outbox)
+        if self._on_loop_failure is not None:
+            self._safely(self._on_loop_failure)
+        self._safely(self._report_state)
+
+    def _fail_everything(self, error: Exception) -> None:
+        """Empties the batch and the queue, each request ending FAILED (no decoder work:
+        the decoder may be what failed)."""
+        running, self._running, self._reserved = self._running, [], 0
+        with self._wake:
+            waiting, self._waiting = list(self._waiting), collections.deque()
+        for sink in [r.request.sink for r in running] + [r.sink for r in waiting]:
+            self._outbox.finish(sink, FinishReason.FAILED, error)
+
+    def _finish_inline(self, outbox: Outbox) -> None:
+        """The endings of ``outbox``, sent from this thread (delivery itself failed)."""
+        for sink, reason, error in outbox.endings:
+            try:
+                sink.finish(reason, error)
+            except Exception as failure:  # noqa: BLE001 - the next sink must still finish
+                self._safely(self._log, f"ending a stream ({reason.value}) failed", failure)
+
+    def _safely(self, call: Callable[..., None], *args: object) -> None:
+        """Runs a callback of the recovery; its own failure goes to Python's logging."""
+        try:
+            call(*args)
+        except Exception as failure:  # noqa: BLE001 - recovery must finish whatever fails
+            log_error("a decode loop recovery callback failed", failure)
 
     def _drop_failed(self) -> None:
         for running in list(self._running):
@@ -215,6 +293,8 @@ class ContinuousBatcher:
         self._deliver(running, token, first=True)
 
     def _decode(self) -> None:
+        if self._fault_hook is not None:
+            self._fault_hook(self.steps + 1)  # outside the try below: fails the whole step
         batch = list(self._running)
         rows = [DecodeRow(r.length, r.last_token) for r in batch]
         try:

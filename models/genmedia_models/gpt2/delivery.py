@@ -16,14 +16,21 @@ which sends them, goes to the thread.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from genmedia_models.gpt2.types import FinishReason, TokenSink
+from genmedia_models.gpt2.types import ErrorLog, FinishReason, TokenSink
+
+logger = logging.getLogger(__name__)
+
+
+def log_error(message: str, error: BaseException) -> None:
+    """The default ErrorLog: Python's logging, with the traceback."""
+    logger.error("%s: %s: %s", message, type(error).__name__, error, exc_info=error)
 
 
 @dataclass
@@ -56,7 +63,8 @@ class Outbox:
 class TokenDelivery:
     """Delivers outboxes in order, coalescing those that wait; remembers failed sinks."""
 
-    def __init__(self, threads: int = 0) -> None:
+    def __init__(self, threads: int = 0, log: ErrorLog = log_error) -> None:
+        self._log = log
         self._senders = ThreadPoolExecutor(threads, "token-send") if threads else None
         self._coordinator = ThreadPoolExecutor(1, "token-step") if threads else None
         self._waiting: list[Outbox] = []
@@ -83,17 +91,24 @@ class TokenDelivery:
         self._coordinator.submit(self._coordinate)
 
     def _coordinate(self) -> None:
-        while True:
-            with self._idle:
-                if not self._waiting:
-                    self._busy = False
-                    self._idle.notify_all()
-                    return
-                waiting, self._waiting = self._waiting, []
-            combined = waiting[0]
-            for later in waiting[1:]:
-                combined.merge(later)
-            self._send(combined)
+        while (combined := self._take_waiting()) is not None:
+            try:
+                self._send(combined)
+            except Exception as error:  # noqa: BLE001 - a coordinator that died would stall every stream
+                self._log("delivering a decode step failed", error)
+
+    def _take_waiting(self) -> Outbox | None:
+        """Every outbox waiting, merged in order; None (and idle) when none waits."""
+        with self._idle:
+            if not self._waiting:
+                self._busy = False
+                self._idle.notify_all()
+                return None
+            waiting, self._waiting = self._waiting, []
+        combined = waiting[0]
+        for later in waiting[1:]:
+            combined.merge(later)
+        return combined
 
     def _send(self, outbox: Outbox) -> None:
         batches = list(outbox.tokens.items())
@@ -103,10 +118,16 @@ class TokenDelivery:
         run: Callable[..., Any] = self._senders.map if parallel else map  # type: ignore[union-attr]
         list(run(self._emit, batches))
         for sink, reason, error in outbox.endings:
-            # A sink that fails to finish has no way left to reach its caller.
-            with contextlib.suppress(Exception):
-                sink.finish(reason, error)
+            self._finish(sink, reason, error)
             self.take_failure(sink)  # it has ended: nothing left to fail
+
+    def _finish(self, sink: TokenSink, reason: FinishReason, error: BaseException | None) -> None:
+        try:
+            sink.finish(reason, error)
+        except Exception as failure:  # noqa: BLE001 - the other sinks of the step still finish
+            # Nothing is left to tell this sink's caller, who may wait until its deadline:
+            # the log is the only trace.
+            self._log(f"ending a stream ({reason.value}) failed; its caller was not told", failure)
 
     def emit_now(self, sink: TokenSink, token: int) -> None:
         """Send a sequence's first token at once, from the calling thread.

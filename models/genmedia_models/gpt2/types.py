@@ -5,6 +5,7 @@ ends, and the batch's limits and state. The batcher (batching.py) and token deli
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +30,11 @@ class TokenSink(Protocol):
         """Called exactly once, after the last emit."""
 
     def cancelled(self) -> bool: ...
+
+
+ErrorLog = Callable[[str, BaseException], None]
+"""Where the model code reports an error it survives: what failed, and the exception.
+Inside Triton it writes Triton's log; elsewhere, Python's logging."""
 
 
 class QueueFull(RuntimeError):

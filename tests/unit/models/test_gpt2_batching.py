@@ -4,16 +4,24 @@ cancellation within one step, and outputs independent of what shares the batch."
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from transformers import GPT2LMHeadModel
 
+from genmedia_models.fault_injection import InjectedFault, InjectedStepFailure
 from genmedia_models.gpt2 import batching as continuous_batching
 from genmedia_models.gpt2.batching import ContinuousBatcher, generate_one
 from genmedia_models.gpt2.loading import load_gpt2
 from genmedia_models.gpt2.sampling import SamplingParams
-from genmedia_models.gpt2.types import BatchLimits, FinishReason, GenerationRequest, QueueFull
+from genmedia_models.gpt2.types import (
+    BatchLimits,
+    BatchState,
+    FinishReason,
+    GenerationRequest,
+    QueueFull,
+)
 from genmedia_models.runtime import InvalidInputError
 
 
@@ -240,3 +248,71 @@ def test_a_sink_that_fails_ends_only_its_own_sequence(model: GPT2LMHeadModel) ->
     run_until_idle(engine)
     assert broken.reason is FinishReason.FAILED and isinstance(broken.error, ConnectionError)
     assert healthy.reason is FinishReason.LENGTH and len(healthy.tokens) == 20
+
+
+# -- a failing step ------------------------------------------------------------------------
+
+# What the fault tests promise: every stream hears of a failed step within this.
+FAILED_WITHIN_S = 1.0
+
+
+class FailingStateCallback:
+    """Raises once, at its ``fail_at``-th call: a state callback that breaks."""
+
+    def __init__(self, fail_at: int) -> None:
+        self.calls = 0
+        self.fail_at = fail_at
+        self.failed_at: float | None = None
+
+    def __call__(self, state: BatchState) -> None:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            self.failed_at = time.monotonic()
+            raise RuntimeError("state callback broke")
+
+
+@pytest.mark.parametrize("source", ["decoder", "state callback"])
+def test_a_failed_step_ends_every_stream_failed_at_once_and_the_loop_serves_on(
+    model: GPT2LMHeadModel, source: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    fault = InjectedStepFailure(at_step=3)
+    failed_at: list[float] = []
+
+    def fail_step(step: int) -> None:
+        if step >= fault.at_step and not failed_at:
+            failed_at.append(time.monotonic())
+        fault.check(step)
+
+    broken_state = FailingStateCallback(fail_at=1)  # after the first step: 2 running, 2 queued
+    failures: list[int] = []
+    engine = ContinuousBatcher(
+        model,
+        BatchLimits(max_sequences=2),
+        on_state=broken_state if source == "state callback" else None,
+        on_loop_failure=lambda: failures.append(1),
+        fault_hook=fail_step if source == "decoder" else None,
+    )
+    sinks = [ListSink() for _ in range(4)]  # two run, two wait in the queue
+    for sink in sinks:
+        engine.submit(request([1, 2, 3], sink, max_new_tokens=500))
+    engine.start()
+    try:
+        for sink in sinks:
+            assert sink.done.wait(5), "a stream never ended"
+        ended_at = time.monotonic()
+        started = failed_at[0] if failed_at else broken_state.failed_at
+        assert started is not None and ended_at - started < FAILED_WITHIN_S
+        assert [sink.reason for sink in sinks] == [FinishReason.FAILED] * 4
+        expected = InjectedFault if source == "decoder" else RuntimeError
+        assert all(isinstance(sink.error, expected) for sink in sinks)
+        assert failures == [1] and engine.loop_failures == 1
+        (logged,) = [r for r in caplog.records if "decode loop step failed" in r.getMessage()]
+        assert logged.exc_info is not None and "2 running and 2 queued" in logged.getMessage()
+
+        later = ListSink()  # the loop is still there, and starts from an empty batch
+        engine.submit(request([4, 5, 6], later, max_new_tokens=5))
+        assert later.done.wait(5), "the loop did not serve after the failure"
+        assert later.reason is FinishReason.LENGTH and len(later.tokens) == 5
+        assert engine.state == BatchState(0, 0)
+    finally:
+        engine.close()

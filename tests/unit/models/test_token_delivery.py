@@ -129,3 +129,39 @@ def test_a_sink_that_keeps_its_tokens_takes_them_inline_and_ends_after_them() ->
     assert keeper.threads == {threading.current_thread().name}  # no hand-off for its tokens
     assert keeper.events == [0, 1, 2, 3, 4, FinishReason.LENGTH]
     assert streamer.events == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_a_sink_that_fails_to_finish_is_logged_and_the_others_still_finish(threads: int) -> None:
+    class BrokenFinish(SlowSink):
+        def finish(self, reason: FinishReason, error: BaseException | None = None) -> None:
+            raise ConnectionError("stub gone")
+
+    logged: list[tuple[str, BaseException]] = []
+    delivery = TokenDelivery(threads, log=lambda message, error: logged.append((message, error)))
+    broken, fine = BrokenFinish(pause_s=0.0), SlowSink(pause_s=0.0)
+    outbox = Outbox()
+    outbox.finish(broken, FinishReason.LENGTH)
+    outbox.finish(fine, FinishReason.LENGTH)
+    delivery.deliver(outbox)
+    delivery.close()
+
+    assert fine.events == [FinishReason.LENGTH]
+    ((message, error),) = logged
+    assert "ending a stream (length) failed" in message and isinstance(error, ConnectionError)
+
+
+def test_the_default_log_of_a_failed_finish_has_the_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class BrokenFinish(SlowSink):
+        def finish(self, reason: FinishReason, error: BaseException | None = None) -> None:
+            raise ConnectionError("stub gone")
+
+    delivery = TokenDelivery(0)
+    outbox = Outbox()
+    outbox.finish(BrokenFinish(pause_s=0.0), FinishReason.CANCELLED)
+    delivery.deliver(outbox)
+    (record,) = caplog.records
+    assert record.levelname == "ERROR" and record.exc_info is not None
+    assert "ConnectionError: stub gone" in record.getMessage()

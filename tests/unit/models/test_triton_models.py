@@ -146,12 +146,13 @@ def test_test_delay_must_be_a_sane_number_of_milliseconds(
             triton_model("biggan", parameters(weights_path="biggan", test_delay_ms=value))
 
 
-GPT2_CONFIG = {
-    "model_transaction_policy": {"decoupled": True},
-    **parameters(
-        weights_path="gpt2", max_sequences="2", max_queued_requests="1", cancel_check_ms="0"
-    ),
+GPT2_PARAMETERS = {
+    "weights_path": "gpt2",
+    "max_sequences": "2",
+    "max_queued_requests": "1",
+    "cancel_check_ms": "0",
 }
+GPT2_CONFIG = {"model_transaction_policy": {"decoupled": True}, **parameters(**GPT2_PARAMETERS)}
 
 
 def gpt2_request(pb_utils: types.ModuleType, prompt: list[int], **overrides: float) -> Any:
@@ -334,3 +335,30 @@ def test_gpt2_repetition_penalty_input_is_optional_and_applied(
     wait_closed(*requests)
     plain, explicit, penalised = (r.sender.tokens() for r in requests)
     assert plain == explicit != penalised
+
+
+def test_gpt2_answers_every_stream_internal_when_its_loop_fails_and_serves_on(
+    pb_utils: types.ModuleType, triton_model: BuildModel
+) -> None:
+    config = {**GPT2_CONFIG, **parameters(**GPT2_PARAMETERS, test_fail_step="3")}
+    model = triton_model("gpt2", config)  # 2 sequences, 1 queued
+    assert counter(pb_utils, "genmedia_model_loop_failures_total") == 0  # there from the start
+    model.batcher.stop_token_ids = frozenset()
+    streams = [gpt2_request(pb_utils, [5, 6, 7], max_new_tokens=500) for _ in range(3)]
+    model.execute(streams)
+    wait_closed(*streams)
+
+    for stream in streams:
+        assert stream.sender.errors() == ["gpt2 failed to run this request"]
+    assert counter(pb_utils, "genmedia_model_loop_failures_total") == 1
+    later = gpt2_request(pb_utils, [5, 6, 7], max_new_tokens=4)
+    model.execute([later])
+    wait_closed(later)
+    assert later.sender.errors() == [] and len(later.sender.tokens()) == 4
+
+
+def test_test_fail_step_must_be_a_step_number(
+    pb_utils: types.ModuleType, triton_model: BuildModel
+) -> None:
+    with pytest.raises(ValueError, match="test_fail_step"):
+        triton_model("gpt2", {**GPT2_CONFIG, **parameters(weights_path="gpt2", test_fail_step="x")})

@@ -18,10 +18,17 @@ report ("RESOURCE_EXHAUSTED: ...", "UNAVAILABLE: ..."): Triton's streaming API
 passes a model's error on as a bare message, and its own codes have no
 RESOURCE_EXHAUSTED.
 
+A decode step that fails (anything escaping the loop's step) ends every
+running and queued stream with "<model> failed to run this request"
+(INTERNAL) at once, is logged with its traceback and counted, and the loop
+serves the next request from an empty batch: the model stays ready. The
+test-only parameter `test_fail_step` (in no shipped config) fails the Nth
+decode step once, for the fault tests (genmedia_models.fault_injection).
+
 Custom metrics (Triton's metrics endpoint, label model=<model name>):
 genmedia_model_tokens_generated_total, genmedia_model_requests_cancelled_total,
-genmedia_model_requests_rejected_total, genmedia_model_running_sequences and
-genmedia_model_queued_requests.
+genmedia_model_requests_rejected_total, genmedia_model_loop_failures_total,
+genmedia_model_running_sequences and genmedia_model_queued_requests.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -50,6 +59,7 @@ from genmedia_models.runtime import InvalidInputError, configure_torch_threads, 
 from genmedia_models.triton_utils import (
     cancelled_requests_counter,
     error_response,
+    injected_step_failure,
     input_array,
     internal_error_response,
     scalar_input,
@@ -221,6 +231,11 @@ class TritonPythonModel:
                     "Requests refused because every sequence slot and queue place was taken",
                     counter,
                 ),
+                (
+                    "genmedia_model_loop_failures_total",
+                    "Decode loop steps that failed, ending every running and queued request",
+                    counter,
+                ),
                 ("genmedia_model_running_sequences", "Sequences in the decode batch", gauge),
                 ("genmedia_model_queued_requests", "Requests waiting for a sequence slot", gauge),
             )
@@ -229,6 +244,8 @@ class TritonPythonModel:
         metric = {name: f.Metric(labels=labels) for name, f in self.metric_families.items()}
         self.cancelled_family, self.requests_cancelled = cancelled_requests_counter(self.model_name)
         self.requests_rejected = metric["genmedia_model_requests_rejected_total"]
+        # Created with the others, so the series reads 0 until a step fails.
+        self.loop_failures = metric["genmedia_model_loop_failures_total"]
         self.running_sequences = metric["genmedia_model_running_sequences"]
         self.queued_requests = metric["genmedia_model_queued_requests"]
         # Concurrent metric updates from several threads crash Triton 2.51
@@ -249,6 +266,9 @@ class TritonPythonModel:
             on_state=self._publish_state,
             sender_threads=DEFAULT_SENDER_THREADS if senders is None else int(senders),
             watermark=GreenList.from_config(model_config, int(self.model.config.vocab_size)),
+            on_loop_failure=lambda: self.count(self.loop_failures),
+            log=self._log_error,
+            fault_hook=self._fault_hook(model_config),
         )
         self.batcher.start(name=f"{self.model_name}-batcher")
         config = self.model.config
@@ -279,6 +299,16 @@ class TritonPythonModel:
         request.get_response_sender().send(
             response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         )
+
+    def _fault_hook(self, model_config: dict[str, Any]) -> Callable[[int], None] | None:
+        """The test-only failing decode step's check, or None when there is none."""
+        failure = injected_step_failure(self.model_name, model_config)
+        return failure.check if failure.at_step else None
+
+    def _log_error(self, message: str, error: BaseException) -> None:
+        """An error the decode loop survived, with its traceback, in Triton's log."""
+        trace = "".join(traceback.format_exception(error)).rstrip()
+        pb_utils.Logger.log_error(f"{self.model_name}: {message}\n{trace}")
 
     def _publish_state(self, state: BatchState) -> None:
         with self.metrics_lock:
