@@ -85,14 +85,15 @@ def answer_cancelled(
             counter.increment(1)
 
 
+def _warn_test_only(model_name: str, what: str) -> None:
+    pb_utils.Logger.log_warn(f"{model_name}: {what} (for fault tests only)")
+
+
 def injected_delay(model_name: str, model_config: Mapping[str, Any]) -> InjectedDelay:
     """The model's test-only delay; a delayed model says so in Triton's log."""
     delay = InjectedDelay.from_config(model_config)
     if delay.seconds:
-        pb_utils.Logger.log_warn(
-            f"{model_name}: {DELAY_PARAMETER} holds every batch {delay.seconds:.3f} s "
-            "(for fault tests only)"
-        )
+        _warn_test_only(model_name, f"{DELAY_PARAMETER} holds every batch {delay.seconds:.3f} s")
     return delay
 
 
@@ -100,8 +101,7 @@ def injected_step_failure(model_name: str, model_config: Mapping[str, Any]) -> I
     """The model's test-only failing decode step; a model that has one says so in Triton's log."""
     failure = InjectedStepFailure.from_config(model_config)
     if failure.at_step:
-        pb_utils.Logger.log_warn(
-            f"{model_name}: {FAIL_STEP_PARAMETER} fails decode step {failure.at_step} once "
-            "(for fault tests only)"
+        _warn_test_only(
+            model_name, f"{FAIL_STEP_PARAMETER} fails decode step {failure.at_step} once"
         )
     return failure

@@ -24,7 +24,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -115,6 +115,8 @@ class _CallScope:
         self.recorded = recorded
         self.context = context
         self.code = grpc.StatusCode.OK
+        self.outcome: BaseException | None = None
+        """What ended the call, if not a normal return (read by finish())."""
         self.method = method
         metadata = context.invocation_metadata()
         self.extra_trailing: list[tuple[str, str]] = []
@@ -156,7 +158,21 @@ class _CallScope:
             message = f"internal error; quote request id {self.request_id} when reporting it"
         await self.context.abort(self.code, message, self.trailing_metadata)
 
-    def finish(self, exc: BaseException | None) -> None:
+    async def answer(self, exc: BaseException) -> NoReturn:
+        """Records ``exc`` as the call's outcome and raises it again, or the abort that
+        reports it to the caller (aborts and cancellations pass through as they are)."""
+        self.outcome = exc
+        if _passes_through(exc):
+            raise exc
+        try:
+            await self.fail(exc)
+        except aio.AbortError as abort:
+            self.outcome = abort
+            raise
+        raise exc  # fail() always aborts; never reached
+
+    def finish(self) -> None:
+        exc = self.outcome
         if exc is None and self.extra_trailing:
             self.context.set_trailing_metadata(self.trailing_metadata)
         if isinstance(exc, aio.AbortError):
@@ -193,21 +209,13 @@ def _wrap_unary(
 
     async def handle(request: Any, context: aio.ServicerContext) -> Any:
         scope = _CallScope(method, recorded, context, trust_caller_header)
-        outcome: BaseException | None = None
         try:
             scope.check_request(request)
             return await behavior(request, context)
-        except BaseException as exc:  # every outcome is recorded, then re-raised
-            outcome = exc
-            if _passes_through(exc):
-                raise
-            try:
-                await scope.fail(exc)
-            except aio.AbortError as abort:
-                outcome = abort
-                raise
+        except BaseException as exc:  # noqa: BLE001 (answer() records it, then re-raises)
+            await scope.answer(exc)
         finally:
-            scope.finish(outcome)
+            scope.finish()
 
     return handle
 
@@ -219,24 +227,16 @@ def _wrap_stream(
 
     async def handle(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
         scope = _CallScope(method, recorded, context, trust_caller_header)
-        outcome: BaseException | None = None
         try:
             scope.check_request(request)
             # aclosing: the inner stream (and its upstream call) ends with this one.
             async with contextlib.aclosing(behavior(request, context)) as responses:
                 async for response in responses:
                     yield response
-        except BaseException as exc:  # every outcome is recorded, then re-raised
-            outcome = exc
-            if _passes_through(exc):
-                raise
-            try:
-                await scope.fail(exc)
-            except aio.AbortError as abort:
-                outcome = abort
-                raise
+        except BaseException as exc:  # noqa: BLE001 (answer() records it, then re-raises)
+            await scope.answer(exc)
         finally:
-            scope.finish(outcome)
+            scope.finish()
 
     return handle
 

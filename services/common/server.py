@@ -32,6 +32,8 @@ from prometheus_client import start_http_server
 from services.common import audit, metrics, tracing
 from services.common.health import StoppableHealthServicer
 from services.common.interceptor import ServerCallInterceptor
+from services.common.registry import ProcessSpec
+from services.common.request_context import configure_logging
 from services.common.settings import ServerSettings
 from services.common.supervision import supervise
 from services.common.tls import server_credentials
@@ -208,6 +210,12 @@ def _log_cpu_heavy_callbacks(slow_s: float) -> None:
             )
 
     asyncio.Handle._run = timed  # type: ignore[method-assign]
+
+
+def set_up_process(process: ProcessSpec, settings: ServerSettings) -> None:
+    """Logging and tracing, as every process starts them."""
+    configure_logging(settings.log_level.value, settings.log_format.value)
+    tracing.setup(process.name, settings.otlp_endpoint)
 
 
 async def run_server(settings: ServerSettings, process: ServedProcess) -> None:

@@ -10,14 +10,13 @@ import grpc
 from grpc import aio
 
 from genmedia.v1 import provenance_pb2_grpc
-from services.common import tracing
 from services.common.registry import BACKENDS, GATEWAY
-from services.common.request_context import configure_logging
 from services.common.server import (
     ReadinessCheck,
     ServedProcess,
     channel_options,
     run_server,
+    set_up_process,
 )
 from services.common.settings import load_settings
 from services.common.supervision import supervise
@@ -79,8 +78,7 @@ def reload_keys_forever(keys: ApiKeys, interval_s: float) -> Callable[[], Awaita
 
 async def main() -> None:
     settings = load_settings(GatewaySettings)
-    configure_logging(settings.log_level.value, settings.log_format.value)
-    tracing.setup(GATEWAY.name, settings.otlp_endpoint)
+    set_up_process(GATEWAY, settings)
     auth = authenticator(settings)
     try:
         key_limits = settings.key_limits()

@@ -231,6 +231,52 @@ class Forwarder:
         error.metadata = passed
         return error
 
+    async def _attempt(
+        self,
+        route: Route,
+        kind: str,
+        request: bytes,
+        deadline: float,
+        tried: set[str],
+        attempt: int,
+    ) -> tuple[int, _Attempt]:
+        """The next attempt's number and its call, to a replica not tried yet if there is
+        one; while none is healthy each try counts and waits its backoff (or raises)."""
+        while True:
+            attempt += 1
+            try:
+                replica = route.pool.pick(tried)
+                break
+            except Unavailable as exc:
+                await self._before_retry(route, attempt, deadline, exc)
+        tried.add(replica.address)
+        span, carrier = tracing.start_client_span(route.path, {"peer": replica.address})
+        method = replica.unary if kind == "unary" else replica.stream
+        call = method(route.path)(
+            request,
+            timeout=max(0.0, deadline - time.monotonic()),
+            metadata=self._metadata() + carrier,
+        )
+        replica.in_flight += 1
+        return attempt, _Attempt(route, replica, call, span, route.client.start())
+
+    async def _retrying(
+        self,
+        route: Route,
+        current: _Attempt,
+        retryable: GenmediaError | None,
+        attempt: int,
+        deadline: float,
+    ) -> bool:
+        """After an attempt: waits the backoff and says to retry (or raises when no retry is
+        left), or records the replica's success."""
+        if retryable is not None:
+            # Backoff outside the attempt: it is not the replica's time.
+            await self._before_retry(route, attempt, deadline, retryable)
+            return True
+        route.pool.record(current.replica, grpc.StatusCode.OK)
+        return False
+
     async def forward_unary(
         self, route: Route, request: bytes, context: aio.ServicerContext
     ) -> bytes:
@@ -241,39 +287,21 @@ class Forwarder:
             tried: set[str] = set()
             attempt = 0
             while True:
-                attempt += 1
-                try:
-                    replica = route.pool.pick(tried)
-                except Unavailable as exc:
-                    await self._before_retry(route, attempt, deadline, exc)
-                    continue
-                tried.add(replica.address)
-                span, carrier = tracing.start_client_span(route.path, {"peer": replica.address})
-                call = replica.unary(route.path)(
-                    request,
-                    timeout=max(0.0, deadline - time.monotonic()),
-                    metadata=self._metadata() + carrier,
+                attempt, current = await self._attempt(
+                    route, "unary", request, deadline, tried, attempt
                 )
-                replica.in_flight += 1
-                started, code = route.client.start(), grpc.StatusCode.CANCELLED
-                retryable: GenmediaError | None = None
+                code, retryable = grpc.StatusCode.CANCELLED, None
                 try:
-                    response = await call
+                    response = await current.call
                     code = grpc.StatusCode.OK
                 except (aio.AioRpcError, asyncio.CancelledError) as exc:
                     code = _code(exc)
-                    retryable = self._failed_attempt(route, replica, exc, forwarded=0)
+                    retryable = self._failed_attempt(route, current.replica, exc, forwarded=0)
                 finally:
-                    replica.in_flight -= 1
-                    route.client.finish(started, code)
-                    tracing.end_span(span, code.name)
-                    call.cancel()  # no-op once done; stops the backend if we were cancelled
-                if retryable is not None:
-                    # Backoff outside the attempt: it is not the replica's time.
-                    await self._before_retry(route, attempt, deadline, retryable)
+                    current.end(code)
+                if await self._retrying(route, current, retryable, attempt, deadline):
                     continue
-                route.pool.record(replica, grpc.StatusCode.OK)
-                usage = self._pass_usage_on(await call.trailing_metadata())
+                usage = self._pass_usage_on(await current.call.trailing_metadata())
                 return response
         finally:
             await ticket.finish(self._count(usage or NO_USAGE))
@@ -290,25 +318,13 @@ class Forwarder:
             tried: set[str] = set()
             attempt = 0
             while True:
-                attempt += 1
-                try:
-                    replica = route.pool.pick(tried)
-                except Unavailable as exc:
-                    await self._before_retry(route, attempt, deadline, exc)
-                    continue
-                tried.add(replica.address)
-                span, carrier = tracing.start_client_span(route.path, {"peer": replica.address})
-                call = replica.stream(route.path)(
-                    request,
-                    timeout=max(0.0, deadline - time.monotonic()),
-                    metadata=self._metadata() + carrier,
+                attempt, current = await self._attempt(
+                    route, "stream", request, deadline, tried, attempt
                 )
-                replica.in_flight += 1
-                started, code = route.client.start(), grpc.StatusCode.CANCELLED
-                retryable = None
-                merge = route.merge
+                code, retryable = grpc.StatusCode.CANCELLED, None
+                stream = current.call.__aiter__()
                 # Messages that wait for a slow caller go out merged (services/common/coalesce).
-                messages = call.__aiter__() if merge is None else coalesced(call.__aiter__(), merge)
+                messages = stream if route.merge is None else coalesced(stream, route.merge)
                 try:
                     async with contextlib.aclosing(messages):
                         async for message in messages:
@@ -318,23 +334,35 @@ class Forwarder:
                     code = grpc.StatusCode.OK
                 except (aio.AioRpcError, asyncio.CancelledError) as exc:
                     code = _code(exc)
-                    retryable = self._failed_attempt(route, replica, exc, forwarded)
+                    retryable = self._failed_attempt(route, current.replica, exc, forwarded)
                 finally:
-                    replica.in_flight -= 1
-                    route.client.finish(started, code)
-                    tracing.end_span(span, code.name)
-                    call.cancel()
-                if retryable is not None:
-                    await self._before_retry(route, attempt, deadline, retryable)
+                    current.end(code)
+                if await self._retrying(route, current, retryable, attempt, deadline):
                     continue
-                route.pool.record(replica, grpc.StatusCode.OK)
-                usage = self._pass_usage_on(await call.trailing_metadata())
+                usage = self._pass_usage_on(await current.call.trailing_metadata())
                 return
         finally:
             if usage is None and forwarded:
                 # Cancelled or failed mid-stream: charge what the last message counted.
                 usage = streamed_usage(route.path, last, forwarded)
             await ticket.finish(self._count(usage or NO_USAGE))
+
+
+@dataclass
+class _Attempt:
+    """One call to one replica: counted in flight and in the metrics, traced, until end()."""
+
+    route: Route
+    replica: Replica
+    call: Any
+    span: Any
+    started: float
+
+    def end(self, code: grpc.StatusCode) -> None:
+        self.replica.in_flight -= 1
+        self.route.client.finish(self.started, code)
+        tracing.end_span(self.span, code.name)
+        self.call.cancel()  # no-op once done; stops the backend if we were cancelled
 
 
 def _code(exc: BaseException) -> grpc.StatusCode:

@@ -20,8 +20,10 @@ from services.common import images
 from services.common.audit import AuditLog, deferred_sha256, image_watermark_label
 from services.common.content_credentials import ContentCredentials
 from services.common.errors import InvalidArgument
+from services.common.image_service import ImageService
 from services.common.model_info import model_info, model_parameter
 from services.common.provenance import make_provenance
+from services.common.registry import IMAGE_GENERATION
 from services.common.triton import TritonClient
 from services.image_generation.classes import (
     DEFAULT_CATALOG,
@@ -50,7 +52,7 @@ class GenerationPlan:
     seed: int
 
 
-class ImageGenerator:
+class ImageGenerator(ImageService):
     def __init__(
         self,
         settings: ImageGenerationSettings,
@@ -58,10 +60,8 @@ class ImageGenerator:
         credentials: ContentCredentials | None = None,
         audit: AuditLog | None = None,
     ) -> None:
+        super().__init__(IMAGE_GENERATION, settings, triton, credentials, audit)
         self._settings = settings
-        self._triton = triton
-        self._credentials = credentials or ContentCredentials.from_settings(settings)
-        self._audit = audit or AuditLog(settings.audit_log, "image-generation")
         self._catalogs: dict[Path, ClassCatalog] = {}
 
     @property

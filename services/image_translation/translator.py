@@ -19,8 +19,10 @@ from services.common import images
 from services.common.audit import AuditLog, deferred_sha256, image_watermark_label
 from services.common.content_credentials import ContentCredentials, SourceImage, sniff_mime
 from services.common.errors import InvalidArgument
+from services.common.image_service import ImageService
 from services.common.model_info import model_info
 from services.common.provenance import make_provenance
+from services.common.registry import IMAGE_TRANSLATION
 from services.common.triton import TritonClient
 from services.image_translation.settings import ImageTranslationSettings
 
@@ -33,7 +35,7 @@ pixels_translated = Counter(
 )
 
 
-class ImageTranslator:
+class ImageTranslator(ImageService):
     def __init__(
         self,
         settings: ImageTranslationSettings,
@@ -41,10 +43,8 @@ class ImageTranslator:
         credentials: ContentCredentials | None = None,
         audit: AuditLog | None = None,
     ) -> None:
+        super().__init__(IMAGE_TRANSLATION, settings, triton, credentials, audit)
         self._settings = settings
-        self._triton = triton
-        self._credentials = credentials or ContentCredentials.from_settings(settings)
-        self._audit = audit or AuditLog(settings.audit_log, "image-translation")
         self._loaded: list[str] = []
         self._loaded_at = -math.inf
         self._limits = images.ImageLimits(

@@ -7,10 +7,9 @@ import asyncio
 from tokenizers import Tokenizer
 
 from genmedia.v1 import text_generation_pb2_grpc as pb_grpc
-from services.common import tracing
+from services.common.model_service import serve_model_service
 from services.common.registry import TEXT_GENERATION
-from services.common.request_context import configure_logging
-from services.common.server import ServedProcess, run_server
+from services.common.server import set_up_process
 from services.common.settings import load_settings
 from services.common.triton import TritonClient
 from services.text_generation.generator import TextGenerator, TextModelInfo
@@ -20,8 +19,7 @@ from services.text_generation.settings import TextGenerationSettings
 
 async def main() -> None:
     settings = load_settings(TextGenerationSettings)
-    configure_logging(settings.log_level.value, settings.log_format.value)
-    tracing.setup(TEXT_GENERATION.name, settings.otlp_endpoint)
+    set_up_process(TEXT_GENERATION, settings)
     tokenizer_file = settings.tokenizer_dir / "tokenizer.json"
     if not tokenizer_file.is_file():
         raise SystemExit(f"GENMEDIA_TOKENIZER_DIR: {tokenizer_file} does not exist")
@@ -31,17 +29,12 @@ async def main() -> None:
         settings, tokenizer, TextModelInfo.load(settings.tokenizer_dir, tokenizer), triton
     )
     servicer = TextGenerationServicer(generator)
-    (service_name,) = TEXT_GENERATION.grpc_services
-    await run_server(
+    await serve_model_service(
+        TEXT_GENERATION,
         settings,
-        ServedProcess(
-            service_names=TEXT_GENERATION.grpc_services,
-            register=lambda server: pb_grpc.add_TextGenerationServiceServicer_to_server(
-                servicer, server
-            ),
-            readiness={service_name: generator.ready},
-            on_close=triton.close,
-        ),
+        triton,
+        lambda server: pb_grpc.add_TextGenerationServiceServicer_to_server(servicer, server),
+        generator.ready,
     )
 
 

@@ -8,7 +8,6 @@ gateway SIGKILLed, then Redis) and put them back.
 from __future__ import annotations
 
 import asyncio
-import io
 import itertools
 import json
 import os
@@ -20,10 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import grpc
-import numpy as np
 import pytest
 from grpc import aio
-from PIL import Image
 from redis.asyncio import Redis
 
 from genmedia.v1 import image_generation_pb2 as gen_pb
@@ -39,6 +36,7 @@ from tests.integration.conftest import (
     scrape,
     weights_dir,
 )
+from tests.integration.test_faults import small_png
 
 pytestmark = pytest.mark.integration
 
@@ -60,13 +58,6 @@ KEYS = {name: f"gm_test_shared_{name}_{os.getpid()}" for name in LIMITS}
 LIST_CLASSES = "/genmedia.v1.ImageGenerationService/ListClasses"
 GENERATE = "/genmedia.v1.ImageGenerationService/GenerateImages"
 TRANSLATE = "/genmedia.v1.ImageTranslationService/TranslateImage"
-
-
-def small_png() -> bytes:
-    pixels = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 SLOW_REQUEST = trans_pb.TranslateImageRequest(image=small_png(), model="zebra2horse")
