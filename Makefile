@@ -61,7 +61,10 @@ protos: $(GENERATED)
 # Generated code is built, never committed (see .gitignore).
 $(GENERATED): $(PROTOS) $(VENV_STAMP)
 	rm -rf genmedia
-	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. --pyi_out=. $(PROTOS)
+	$(PY) -m grpc_tools.protoc -Iprotos \
+	  -I$$($(PY) -c 'import google.api, pathlib; print(pathlib.Path(google.api.__path__[0]).parents[1])') \
+	  --python_out=. --grpc_python_out=. --pyi_out=. $(PROTOS)
+	$(PY) -m services.gateway.http.openapi --out genmedia/v1/openapi.json
 	touch $@
 
 weights: $(WEIGHTS_STAMP)

@@ -96,7 +96,7 @@ class _MethodMetrics:
 
     def __init__(self, method: str, grpc_type: str) -> None:
         service, _, name = method.lstrip("/").partition("/")
-        self.red = metrics.RedChildren(metrics.SERVER, service, name, grpc_type)
+        self.red = metrics.RedChildren(metrics.SERVER, service, name, grpc_type, "grpc")
         self.log_level = (
             logging.DEBUG if method.lstrip("/").startswith(_QUIET_SERVICES) else logging.INFO
         )

@@ -26,6 +26,10 @@ LATENCY_BUCKETS_S = (
 )  # fmt: skip
 
 GRPC_LABELS = ("grpc_service", "grpc_method", "grpc_type")
+SERVER_LABELS = (*GRPC_LABELS, "protocol")
+"""The server side also says which door a call came through: ``grpc`` or ``http`` (the
+gateway's HTTP door records each gRPC method it calls under the same names)."""
+PROTOCOLS = ("grpc", "http")
 ZERO_CODES = (
     grpc.StatusCode.OK,
     grpc.StatusCode.UNKNOWN,
@@ -36,19 +40,19 @@ ZERO_CODES = (
 """Codes whose handled series every method has from the start: OK and the server faults
 the error-ratio rules count (deploy/prometheus/rules/recording.yml)."""
 
-server_started = Counter("grpc_server_started_total", "RPCs started on the server.", GRPC_LABELS)
+server_started = Counter("grpc_server_started_total", "RPCs started on the server.", SERVER_LABELS)
 server_handled = Counter(
     "grpc_server_handled_total",
     "RPCs completed on the server, by status code.",
-    (*GRPC_LABELS, "grpc_code"),
+    (*SERVER_LABELS, "grpc_code"),
 )
 server_handling_seconds = Histogram(
     "grpc_server_handling_seconds",
     "Time from the start of an RPC to its last response, streams included.",
-    GRPC_LABELS,
+    SERVER_LABELS,
     buckets=LATENCY_BUCKETS_S,
 )
-server_in_flight = Gauge("grpc_server_in_flight", "RPCs being handled right now.", GRPC_LABELS)
+server_in_flight = Gauge("grpc_server_in_flight", "RPCs being handled right now.", SERVER_LABELS)
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,19 @@ class RedFamily:
 class RedChildren:
     """One method's children of a RED family, looked up once rather than on every call."""
 
-    def __init__(self, family: RedFamily, service: str, method: str, grpc_type: str) -> None:
+    def __init__(
+        self,
+        family: RedFamily,
+        service: str,
+        method: str,
+        grpc_type: str,
+        protocol: str | None = None,
+    ) -> None:
+        """``protocol``: the door the calls came through (server family only)."""
         self._family = family
-        self.labels = (service, method, grpc_type)
+        self.labels: tuple[str, ...] = (service, method, grpc_type)
+        if protocol is not None:
+            self.labels = (*self.labels, protocol)
         self._started = family.started.labels(*self.labels)
         self._in_flight = family.in_flight.labels(*self.labels)
         self._seconds = family.seconds.labels(*self.labels)
@@ -99,13 +113,16 @@ def grpc_type_of(method: Any) -> str:
     return "server_stream" if method.server_streaming else "unary"
 
 
-def create_server_series(service_names: Iterable[str]) -> None:
+def create_server_series(
+    service_names: Iterable[str], protocols: Iterable[str] = ("grpc",)
+) -> None:
     """Every method of the served services gets its RED series at 0 now, not at its
-    first call (the interceptor makes the same children then)."""
+    first call (the interceptor makes the same children then), for each door it has."""
     pool = descriptor_pool.Default()
-    for name in service_names:
-        for method in pool.FindServiceByName(name).methods:
-            RedChildren(SERVER, name, method.name, grpc_type_of(method))
+    for protocol in protocols:
+        for name in service_names:
+            for method in pool.FindServiceByName(name).methods:
+                RedChildren(SERVER, name, method.name, grpc_type_of(method), protocol)
 
 
 triton_in_flight = Gauge(

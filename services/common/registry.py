@@ -67,6 +67,8 @@ class ProcessSpec:
     descriptors); the gateway's backend services come with the backends' entries."""
     metered: tuple[MeteredMethod, ...] = ()
     coalesced: tuple[CoalescedStream, ...] = ()
+    http_port: int = 0
+    """Default port of the process's HTTP door (the gateway's); 0: it has none."""
 
     @property
     def field_prefix(self) -> str:
@@ -140,6 +142,7 @@ GATEWAY = ProcessSpec(
     ),
     grpc_port=50051,
     metrics_port=9101,
+    http_port=8080,
     settings="GatewaySettings",
     proto="genmedia.v1.provenance_pb2",
 )

@@ -23,6 +23,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -111,6 +112,20 @@ class ServedProcess:
     trust_caller_header: bool = True
     """Backends believe the request id and key name the gateway passes on; the gateway itself
     mints request ids and keeps a caller's x-request-id as the correlation id."""
+    doors: Sequence[Door] = ()
+    """More listeners than the gRPC port (the gateway's HTTP door): started after it, and
+    stopped before it with the same grace."""
+
+
+class Door(Protocol):
+    """Another listener of the process, serving the same services another way."""
+
+    protocol: str
+    """Its value of the RED metrics' ``protocol`` label."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self, grace_s: float) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -230,7 +245,9 @@ async def run_server(settings: ServerSettings, process: ServedProcess) -> None:
         options=server_options(settings),
     )
     process.register(server)
-    metrics.create_server_series(process.service_names)
+    metrics.create_server_series(
+        process.service_names, ("grpc", *(door.protocol for door in process.doors))
+    )
 
     health_servicer = StoppableHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -254,6 +271,8 @@ async def run_server(settings: ServerSettings, process: ServedProcess) -> None:
     if bound == 0:
         raise SystemExit(f"cannot listen on {address}")
     await server.start()
+    for door in process.doors:
+        await door.start()
     if settings.development_mode:
         logger.warning(
             "DEVELOPMENT MODE (GENMEDIA_DEVELOPMENT_MODE=true): public development watermark "
@@ -281,7 +300,10 @@ async def run_server(settings: ServerSettings, process: ServedProcess) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await watcher
     await health_servicer.stop_watches()
-    await server.stop(settings.shutdown_grace_s)
+    await asyncio.gather(
+        server.stop(settings.shutdown_grace_s),
+        *(door.stop(settings.shutdown_grace_s) for door in process.doors),
+    )
     if process.on_close is not None:
         await process.on_close()
     # Every event of the calls that just ended is written before the process exits.

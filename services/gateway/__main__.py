@@ -27,7 +27,7 @@ from services.gateway.estimates import ASK_TIMEOUT_S, Estimator, Unary
 from services.gateway.keys import KeyFileError
 from services.gateway.open_service import OpenServiceLimiter
 from services.gateway.provenance import ProvenanceServicer, TextVerifier
-from services.gateway.proxy import Forwarder, forwarding_handler
+from services.gateway.proxy import Forwarder, Route, forwarding_handler, method_routes
 from services.gateway.quotas import Quotas
 from services.gateway.settings import AccessSettings, AuthMode, BackendTls, GatewaySettings
 
@@ -98,6 +98,7 @@ async def main() -> None:
     make_channel = channel_factory(channel_options(settings), settings.backend_tls())
     pools: list[BackendPool] = []
     handlers = []
+    routes: dict[str, Route] = {}
     readiness: dict[str, ReadinessCheck] = {}
     for backend in BACKENDS:
         try:
@@ -118,7 +119,9 @@ async def main() -> None:
             await pool.start()
             pools.append(pool)
             estimator.connect(backend, _unary_caller(pool))
-            handlers.append(forwarding_handler(service_name, pool, forwarder))
+            service_routes = method_routes(service_name, pool)
+            routes.update(service_routes)
+            handlers.append(forwarding_handler(service_name, service_routes, forwarder))
             readiness[service_name] = _ready_check(pool)
 
     provenance = ProvenanceServicer(
@@ -146,6 +149,13 @@ async def main() -> None:
         provenance.close()
         await key_limits.close()
 
+    doors = []
+    if settings.http_port:
+        # Imported only when on: a gateway without the HTTP door never loads its stack.
+        from services.gateway.http.rpc import Rpcs
+        from services.gateway.http.server import HttpDoor, app
+
+        doors.append(HttpDoor(app(Rpcs(forwarder, routes, provenance), settings), settings))
     await run_server(
         settings,
         ServedProcess(
@@ -154,6 +164,7 @@ async def main() -> None:
             readiness=readiness,
             on_close=close,
             trust_caller_header=False,
+            doors=doors,
         ),
     )
 

@@ -371,16 +371,16 @@ def _code(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.CANCELLED
 
 
-def forwarding_handler(
-    service_name: str, pool: BackendPool, forwarder: Forwarder
-) -> grpc.GenericRpcHandler:
-    """A handler serving ``service_name`` by forwarding each call to ``pool``."""
+def method_routes(service_name: str, pool: BackendPool) -> dict[str, Route]:
+    """A route to ``pool`` for every method of ``service_name``, by gRPC path."""
     service = api.service(service_name)
-    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    routes: dict[str, Route] = {}
     for method in service.methods:
+        if method.client_streaming:
+            raise ValueError(f"{api.path(method)}: client streaming is not part of genmedia's API")
         grpc_type = "server_stream" if method.server_streaming else "unary"
         path = api.path(method)
-        route = Route(
+        routes[path] = Route(
             path,
             service.full_name,
             pool,
@@ -388,8 +388,16 @@ def forwarding_handler(
             units(path),
             merges().get(path),
         )
-        if method.client_streaming:
-            raise ValueError(f"{route.path}: client streaming is not part of genmedia's API")
+    return routes
+
+
+def forwarding_handler(
+    service_name: str, routes: dict[str, Route], forwarder: Forwarder
+) -> grpc.GenericRpcHandler:
+    """A handler serving ``service_name`` by forwarding each call along its route."""
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in api.service(service_name).methods:
+        route = routes[api.path(method)]
         if method.server_streaming:
             # partial keeps forward_stream recognisable as an async generator function.
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
@@ -399,4 +407,4 @@ def forwarding_handler(
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
                 functools.partial(forwarder.forward_unary, route)
             )
-    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+    return grpc.method_handlers_generic_handler(service_name, handlers)

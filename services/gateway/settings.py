@@ -401,8 +401,31 @@ class VerificationSettings(SettingsGroup):
         return self.verify_memory_mb * MIB
 
 
+class HttpSettings(SettingsGroup):
+    """The HTTP door: the OpenAI-compatible API and JSON for every RPC (docs/HTTP.md)."""
+
+    http_port: int = Field(
+        GATEWAY.http_port,
+        ge=0,
+        le=65535,
+        description="HTTP port of the OpenAI-compatible API and the JSON API, on the gRPC "
+        "port's address and with its TLS certificate; 0 turns the HTTP door off.",
+    )
+    http_max_body_bytes: int = Field(
+        48 * MIB,
+        ge=MIB,
+        description="Largest HTTP request body; more is refused with 413 before it is read. "
+        "JSON carries bytes as base64 (4/3 of their size), so this sits above "
+        "GENMEDIA_MAX_MESSAGE_BYTES.",
+    )
+    http_keep_alive_s: float = Field(
+        5.0, gt=0, description="Seconds an idle HTTP connection stays open."
+    )
+
+
 class GatewaySettings(
     ServerSettings,
+    HttpSettings,
     BackendSettings,
     BackendTlsSettings,
     BackendRetrySettings,

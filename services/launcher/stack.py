@@ -83,6 +83,8 @@ def free_port() -> int:
 class ProcessPorts:
     grpc: int
     metrics: int
+    http: int = 0
+    """The HTTP door's port (the gateway's); 0: none."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,11 @@ class GatewayReplica:
     def address(self) -> str:
         return f"{LOOPBACK}:{self.ports.grpc}"
 
+    @property
+    def http_url(self) -> str:
+        """Base URL of its HTTP door (the OpenAI SDKs want ``http_url + "/v1"``)."""
+        return f"http://{LOOPBACK}:{self.ports.http}"
+
 
 @dataclass(frozen=True)
 class StackPorts:
@@ -106,14 +113,20 @@ class StackPorts:
     def defaults(cls) -> StackPorts:
         return cls(
             triton=TritonPorts(),
-            processes={p.name: ProcessPorts(p.grpc_port, p.metrics_port) for p in ALL_PROCESSES},
+            processes={
+                p.name: ProcessPorts(p.grpc_port, p.metrics_port, p.http_port)
+                for p in ALL_PROCESSES
+            },
         )
 
     @classmethod
     def free(cls) -> StackPorts:
         return cls(
             triton=TritonPorts(free_port(), free_port(), free_port()),
-            processes={p.name: ProcessPorts(free_port(), free_port()) for p in ALL_PROCESSES},
+            processes={
+                p.name: ProcessPorts(free_port(), free_port(), free_port() if p.http_port else 0)
+                for p in ALL_PROCESSES
+            },
         )
 
     def address(self, process: ProcessSpec) -> str:
@@ -124,6 +137,8 @@ class StackPorts:
         uses = self.triton.uses()
         for name, ports in self.processes.items():
             uses += [PortUse(ports.grpc, f"{name} gRPC"), PortUse(ports.metrics, f"{name} metrics")]
+            if ports.http:
+                uses.append(PortUse(ports.http, f"{name} HTTP"))
         return uses
 
 
@@ -174,7 +189,9 @@ class Stack:
         if not self._gateways:
             first = GatewayReplica(GATEWAY.name, self.ports.processes[GATEWAY.name])
             more = [
-                GatewayReplica(f"{GATEWAY.name}-{n}", ProcessPorts(free_port(), free_port()))
+                GatewayReplica(
+                    f"{GATEWAY.name}-{n}", ProcessPorts(free_port(), free_port(), free_port())
+                )
                 for n in range(2, self.gateway_replicas + 1)
             ]
             self._gateways = [first, *more]
@@ -195,6 +212,7 @@ class Stack:
                 "GENMEDIA_HOST": LOOPBACK,
                 "GENMEDIA_GRPC_PORT": str(ports.grpc),
                 "GENMEDIA_METRICS_PORT": str(ports.metrics),
+                "GENMEDIA_HTTP_PORT": str(ports.http),
                 "GENMEDIA_TRITON_URL": self.ports.triton.grpc_url,
                 "GENMEDIA_TOKENIZER_DIR": str(self.weights_dir / "gpt2"),
                 "PYTHONPATH": os.pathsep.join(

@@ -30,10 +30,16 @@ class Spawned:
     port: int
     metrics_port: int
     log: Path
+    http_port: int = 0
+    """Its HTTP door's port (a gateway's); 0: none."""
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     @property
     def metrics_url(self) -> str:
@@ -90,9 +96,11 @@ def log_events(text: str) -> list[dict[str, object]]:
 def spawn(stack: Stack, process: ProcessSpec, work_dir: Path, **env: str) -> Spawned:
     """Starts ``process`` on new ports with the stack's settings plus ``env``."""
     port, metrics_port = free_port(), free_port()
+    http_port = free_port() if process.http_port else 0
     variables = stack.process_env(process) | {
         "GENMEDIA_GRPC_PORT": str(port),
         "GENMEDIA_METRICS_PORT": str(metrics_port),
+        "GENMEDIA_HTTP_PORT": str(http_port),
         "GENMEDIA_HEALTH_POLL_S": "0.3",
     }
     variables.update(env)
@@ -106,7 +114,7 @@ def spawn(stack: Stack, process: ProcessSpec, work_dir: Path, **env: str) -> Spa
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    return Spawned(process, popen, port, metrics_port, log)
+    return Spawned(process, popen, port, metrics_port, log, http_port)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from services.common.interceptor import ServerCallInterceptor
 from services.gateway.auth import ApiKeys, Authenticator, OpenAccess
 from services.gateway.backends import BackendPool, EjectionPolicy, RetryBudget, parse_targets
 from services.gateway.keys import hash_key
-from services.gateway.proxy import Forwarder, RetryPolicy, forwarding_handler
+from services.gateway.proxy import Forwarder, RetryPolicy, forwarding_handler, method_routes
 from services.gateway.quotas import Quotas
 
 SERVICE = "genmedia.v1.TextGenerationService"
@@ -138,7 +138,9 @@ async def serving_gateway(
         authenticator or OpenAccess(), quotas or Quotas(64, 1.0), RetryPolicy(3, 0.01, 0.05), 30.0
     )
     server = aio.server(interceptors=[ServerCallInterceptor(trust_caller_header=False)])
-    server.add_generic_rpc_handlers([forwarding_handler(SERVICE, pool, forwarder)])
+    server.add_generic_rpc_handlers(
+        [forwarding_handler(SERVICE, method_routes(SERVICE, pool), forwarder)]
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = aio.insecure_channel(f"127.0.0.1:{port}")

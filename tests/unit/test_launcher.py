@@ -111,7 +111,8 @@ def test_the_stack_checks_all_of_tritons_and_every_processs_ports() -> None:
     uses = {use.purpose: use.port for use in ports.uses()}
     assert uses["Triton HTTP"] == 8000 and uses["Triton metrics"] == 8002
     assert uses["gateway gRPC"] == 50051 and uses["gateway metrics"] == 9101
-    assert len(uses) == 3 + 2 * len(ports.processes)
+    assert uses["gateway HTTP"] == 8080  # the HTTP door; no backend has one
+    assert len(uses) == 3 + 2 * len(ports.processes) + 1
 
 
 def test_an_answer_counts_only_from_the_process_that_listens(

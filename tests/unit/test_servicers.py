@@ -209,6 +209,7 @@ def handled(method: str, code: str) -> float:
             "grpc_method": method,
             "grpc_type": "unary",
             "grpc_code": code,
+            "protocol": "grpc",
         },
     )
     return value or 0.0

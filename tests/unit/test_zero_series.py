@@ -4,6 +4,7 @@ other tests in this one have counted things already."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import textwrap
@@ -40,13 +41,14 @@ def test_every_served_method_has_its_ok_and_server_fault_counts_at_zero() -> Non
         """
         from genmedia.v1 import text_generation_pb2
         from services.common.metrics import create_server_series
-        create_server_series(["genmedia.v1.TextGenerationService"])
+        create_server_series(["genmedia.v1.TextGenerationService"], ("grpc", "http"))
         """
     )
-    for method, grpc_type in (("StreamText", "server_stream"), ("GenerateText", "unary")):
+    methods = (("StreamText", "server_stream"), ("GenerateText", "unary"))
+    for (method, grpc_type), protocol in itertools.product(methods, ("grpc", "http")):
         labels = (
             f'grpc_method="{method}",grpc_service="genmedia.v1.TextGenerationService",'
-            f'grpc_type="{grpc_type}"'
+            f'grpc_type="{grpc_type}",protocol="{protocol}"'
         )
         for code in ("OK", "INTERNAL", "UNAVAILABLE", "UNKNOWN", "DATA_LOSS"):
             assert f'grpc_server_handled_total{{grpc_code="{code}",{labels}}} 0.0' in samples

@@ -1,0 +1,44 @@
+"""Request bodies read within a size limit, and parsed into what a route expects, each
+failure a 4xx that says what to fix."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+
+from services.gateway.http.errors import CLIENT_CLOSED_REQUEST, HttpError
+
+JsonObject = dict[str, Any]
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to be over ``max_bytes``
+    (from Content-Length, or while it streams in without one)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise HttpError(413, f"request body is {declared} bytes; the limit is {max_bytes}")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise HttpError(413, f"request body is over the limit of {max_bytes} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise HttpError(CLIENT_CLOSED_REQUEST, "the caller went away while sending") from None
+    return b"".join(chunks)
+
+
+def json_object(body: bytes) -> JsonObject:
+    if not body.strip():
+        raise HttpError(400, "request body is empty; send a JSON object")
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise HttpError(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise HttpError(400, f"request body must be a JSON object, not {type(value).__name__}")
+    return value
