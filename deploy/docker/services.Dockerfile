@@ -46,7 +46,7 @@ RUN groupadd --system --gid 10001 genmedia \
 COPY --from=build /opt/venv /opt/venv
 USER 10001:10001
 # gRPC: gateway, image-generation, image-translation, text-generation; then their metrics.
-EXPOSE 50051 50052 50053 50054 9101 9102 9103 9104
+EXPOSE 50051 50052 50053 50054 9101 9102 9103 9104 8080
 ENTRYPOINT ["genmedia-serve"]
 CMD ["--help"]
 

@@ -180,7 +180,10 @@ def test_container_and_probe_ports_are_the_ones_the_processes_listen_on(
             grpc_port = int(env.get("GENMEDIA_GRPC_PORT", process.grpc_port))
             metrics_port = int(env.get("GENMEDIA_METRICS_PORT", process.metrics_port))
             ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-            assert ports == {"grpc": grpc_port, "metrics": metrics_port}, process.name
+            expected = {"grpc": grpc_port, "metrics": metrics_port}
+            if process.http_port:
+                expected["http"] = int(env.get("GENMEDIA_HTTP_PORT", process.http_port))
+            assert ports == expected, process.name
             probes = {k: container[k] for k in ("startupProbe", "readinessProbe", "livenessProbe")}
             for kind, probe in probes.items():
                 assert probe["grpc"]["port"] == grpc_port, f"{process.name} {kind}"

@@ -9,13 +9,16 @@ A gateway with API keys is started beside the session stack.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from http.client import HTTPException
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from genmedia.v1 import text_generation_pb2_grpc as text_grpc
 from services.common.registry import GATEWAY
 from services.gateway.http.routes import json_routes
 from services.launcher.stack import Stack
+from tests.certs import make_pki
 from tests.integration.conftest import metric_value, scrape
 from tests.integration.processes import ApiKey, Spawned, open_channel, spawn, write_keys_file
 from tests.integration.test_cancellation import wait_until_stable
@@ -65,6 +69,7 @@ def gateway(stack: Stack, keys: dict[str, ApiKey], work: Path) -> Iterator[Spawn
     )
     try:
         spawned.wait_health()
+        wait_for_http(spawned)
         yield spawned
     finally:
         spawned.stop()
@@ -494,3 +499,44 @@ def test_the_request_id_is_minted_and_the_callers_kept_as_correlation(
             return
         time.sleep(0.2)
     raise AssertionError(f"no log line of {minted} with the caller's correlation id")
+
+
+def test_the_http_door_serves_tls_with_the_grpc_certificate_and_asks_for_client_certs(
+    stack: Stack, tmp_path: Path
+) -> None:
+    pki = make_pki(tmp_path / "pki")
+    secured = spawn(
+        stack,
+        GATEWAY,
+        tmp_path,
+        GENMEDIA_TLS_CERT_FILE=str(pki.server.cert),
+        GENMEDIA_TLS_KEY_FILE=str(pki.server.key),
+        GENMEDIA_TLS_CLIENT_CA_FILE=str(pki.ca),
+    )
+    try:
+        wait_for_http(secured)
+        url = f"https://127.0.0.1:{secured.http_port}/v1/genmedia/text-models"
+        trusted = ssl.create_default_context(cafile=str(pki.ca))
+        trusted.load_cert_chain(pki.client.cert, pki.client.key)
+        with urllib.request.urlopen(url, context=trusted, timeout=30) as reply:
+            assert reply.status == 200 and json.loads(reply.read())["models"]
+        without_client_cert = ssl.create_default_context(cafile=str(pki.ca))
+        with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
+            urllib.request.urlopen(url, context=without_client_cert, timeout=30).read()
+        with pytest.raises((urllib.error.URLError, ConnectionError, HTTPException)):
+            urllib.request.urlopen(url.replace("https", "http"), timeout=30).read()
+    finally:
+        secured.stop()
+
+
+def wait_for_http(spawned: Spawned, timeout_s: float = 60.0) -> None:
+    """Until the HTTP port accepts connections (after gRPC's: the door starts second)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if spawned.popen.poll() is not None:
+            raise RuntimeError(spawned.log_text()[-3000:])
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", spawned.http_port), timeout=1).close()
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"no HTTP door on {spawned.http_port}")
