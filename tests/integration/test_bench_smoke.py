@@ -235,3 +235,16 @@ def test_quota_store_bench_puts_memory_and_redis_gateways_side_by_side(tmp_path:
     assert set(results["targets"]) == {"redis_added_p50_ms", "redis_throughput_ratio"}
     assert "redis_added_p50_ms" in stdout
     assert_png(tmp_path / "quota_store.png")
+
+
+def test_http_door_bench_puts_both_doors_side_by_side_and_judges_its_targets(
+    tmp_path: Path,
+) -> None:
+    stdout = run_bench("bench.http_door", "--out", str(tmp_path))
+    results = json.loads((tmp_path / "http_door.json").read_text())
+    assert set(results["cheap_call"]["p50_ms"]) == {"grpc", "http"}
+    assert all(value > 0 for value in results["streams"]["tokens_per_s"].values())
+    assert all(value > 0 for value in results["images"]["images_per_s"].values())
+    assert set(results["targets"]) == {"added_p50_ms", "stream_tokens_ratio", "images_ratio"}
+    assert "stream_tokens_ratio" in stdout
+    assert_png(tmp_path / "http_door.png")

@@ -8,6 +8,7 @@ README's CLI lines, and the models reported as they are loaded.
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import sys
@@ -166,3 +167,28 @@ def test_readme_cli_lines_work_as_printed(demo_stack, tmp_path: Path) -> None:
         assert result.returncode == 0, (line, result.stderr)
     assert len(list((tmp_path / "out").glob("*.png"))) == 8
     assert Image.open(tmp_path / "typeset.png").size == (32, 32)
+
+
+def test_readme_http_examples_work_as_printed(demo_stack, tmp_path: Path) -> None:
+    """The README's curl lines and its openai SDK example, against the demo pack's stack
+    (only the port differs from `make run`'s)."""
+    section = README.read_text().split("## Calling over HTTP", 1)[1].split("\n## ", 1)[0]
+    shell = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    python = section.split("```python\n", 1)[1].split("```", 1)[0]
+    address = demo_stack.gateways[0].http_url.removeprefix("http://")
+    lines = [line for line in shell.splitlines() if line.startswith("curl ")]
+    assert len(lines) == 6
+    for line in lines:
+        result = subprocess.run(
+            ["bash", "-c", line.replace("127.0.0.1:8080", address) + " --fail-with-body"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, (line, result.stdout, result.stderr)
+    images = json.loads((tmp_path / "seven.json").read_text())
+    assert images["data"][0]["revised_prompt"] == "seven" and images["size"] == "64x64"
+    result = subprocess.run(
+        [sys.executable, "-c", python.replace("127.0.0.1:8080", address)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "2 images, 64x64 cyclegan_handwritten2typeset"

@@ -102,3 +102,31 @@ def test_load_runner_writes_reports_and_a_plot_and_prints_every_rpc(
     named = {name for name in EVERY_CALL for line in table if line.split("  ")[0] == name}
     assert named == EVERY_CALL, done.stdout
     assert "no failures" in done.stdout
+
+
+HTTP_CALLS = {
+    "POST /v1/completions",
+    "POST /v1/completions stream",
+    "POST /v1/completions stream (first token)",
+    "POST /v1/images/generations",
+    "POST /v1/genmedia/images:translate",
+    "GET /v1/genmedia/classes",
+    "GET /v1/models",
+}
+
+
+def test_with_the_http_door_openai_users_join_the_grpc_ones(stack: Stack, tmp_path: Path) -> None:
+    run_locust(
+        stack,
+        tmp_path / "run",
+        14,
+        GENMEDIA_LOADTEST_WAIT_S="0,0.05",
+        GENMEDIA_LOADTEST_HTTP_HOST=stack.gateways[0].http_url,
+    )
+    stats = {row["Name"]: row for row in rows(tmp_path / "run_stats.csv")}
+    assert HTTP_CALLS <= set(stats), rows(tmp_path / "run_exceptions.csv")
+    for name in HTTP_CALLS:
+        assert int(stats[name]["Request Count"]) > 0, name
+    assert sum(int(stats[name]["Failure Count"]) for name in stats if name != "Aggregated") == 0, (
+        rows(tmp_path / "run_failures.csv")
+    )

@@ -1,4 +1,4 @@
-"""Locust users that call genmedia through its gateway over gRPC.
+"""Locust users that call genmedia through its gateway, over gRPC and over HTTP.
 
     locust -f tools/load/locustfile.py --host gateway:50051 --headless -u 20 -r 5 -t 2m
 
@@ -14,11 +14,15 @@ time to its last. Settings come from the environment:
 - ``GENMEDIA_LOADTEST_TLS=1``: TLS with the system roots (an Ingress);
 - ``GENMEDIA_LOADTEST_TIMEOUT_S``: deadline of each call (default 60);
 - ``GENMEDIA_LOADTEST_WAIT_S``: ``min,max`` think time between a user's calls
-  (default ``0.5,2``).
+  (default ``0.5,2``);
+- ``GENMEDIA_LOADTEST_HTTP_HOST``: the gateway's HTTP door (``http://gateway:8080``);
+  when set, OpenAI-API users (locust's FastHttpUser) join the gRPC ones, their
+  requests named after the route (``POST /v1/completions``...).
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import random
@@ -29,6 +33,7 @@ from typing import Any
 import grpc
 import grpc.experimental.gevent as grpc_gevent
 from locust import User, between, events, task
+from locust.contrib.fasthttp import FastHttpUser
 from PIL import Image
 
 from genmedia.v1 import image_generation_pb2 as gen_pb
@@ -209,3 +214,117 @@ class TextGenerationUser(GrpcUser):
     @task(1)
     def generate_text(self) -> None:
         self.call("GenerateText", self.stub.GenerateText, self.text_request())
+
+
+HTTP_HOST = os.environ.get("GENMEDIA_LOADTEST_HTTP_HOST", "").rstrip("/")
+
+
+class OpenAiUser(FastHttpUser):
+    """A user of the gateway's HTTP door, with the OpenAI API's shapes. Its URLs are
+    absolute: locust's --host (the gRPC address) would otherwise be their base."""
+
+    abstract = True
+    host = HTTP_HOST
+    wait_time = think_time()
+    network_timeout = timeout_s()
+
+    def on_start(self) -> None:
+        key = api_key()
+        self.headers = {"authorization": f"Bearer {key}"} if key else {}
+
+    def post(self, path: str, body: dict[str, Any], name: str | None = None) -> Any:
+        """One JSON POST; its answer, or None when it failed (reported to locust)."""
+        with self.client.post(
+            HTTP_HOST + path,
+            json=body,
+            name=name or f"POST {path}",
+            headers=self.headers,
+            catch_response=True,
+        ) as reply:
+            if reply.status_code != 200:
+                reply.failure(f"HTTP {reply.status_code}: {(reply.text or '')[:200]}")
+                return None
+            return reply.json()
+
+
+class OpenAiTextUser(OpenAiUser):
+    """Streams completions over SSE (as a chat UI would), sometimes asks for one reply."""
+
+    abstract = not HTTP_HOST
+    weight = 3
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "model": "gpt2",
+            "prompt": random.choice(PROMPTS),
+            "max_tokens": random.choice((16, 32, 64)),
+            "seed": random.randrange(1 << 31),
+        }
+
+    @task(3)
+    def stream_completion(self) -> None:
+        # Headers come with the first token (the door waits for it), so locust's time for a
+        # streamed request is the time to the first token; the whole stream is one more entry.
+        started = time.perf_counter()
+        with self.client.post(
+            HTTP_HOST + "/v1/completions",
+            json={**self.body(), "stream": True},
+            name="POST /v1/completions stream (first token)",
+            stream=True,
+            headers=self.headers,
+            catch_response=True,
+        ) as reply:
+            if reply.status_code != 200:
+                reply.failure(f"HTTP {reply.status_code}")
+                return
+            content = reply.stream.read()
+        error = None if content.rstrip().endswith(b"data: [DONE]") else ValueError("no [DONE]")
+        events.request.fire(
+            request_type="POST",
+            name="POST /v1/completions stream",
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=len(content),
+            exception=error,
+            context={},
+        )
+
+    @task(1)
+    def completion(self) -> None:
+        self.post("/v1/completions", self.body())
+
+
+class OpenAiImageUser(OpenAiUser):
+    """Generates images by class name; now and then translates one as JSON."""
+
+    abstract = not HTTP_HOST
+    weight = 2
+
+    def on_start(self) -> None:
+        super().on_start()
+        reply = self.client.get(
+            HTTP_HOST + "/v1/genmedia/classes",
+            name="GET /v1/genmedia/classes",
+            headers=self.headers,
+        )
+        listed = reply.json().get("classes", []) if reply.status_code == 200 else []
+        self.class_names = [c["name"] for c in listed][:50] or ["goldfish"]
+        reply = self.client.get(
+            HTTP_HOST + "/v1/models", name="GET /v1/models", headers=self.headers
+        )
+        models = reply.json().get("data", []) if reply.status_code == 200 else []
+        self.directions = [m["id"] for m in models if m.get("genmedia_kind") == "image-translation"]
+        self.image = base64.b64encode(sample_png()).decode()
+
+    @task(5)
+    def generate(self) -> None:
+        self.post(
+            "/v1/images/generations",
+            {"prompt": random.choice(self.class_names), "n": random.choice((1, 1, 2)),
+             "seed": random.randrange(1 << 31)},
+        )  # fmt: skip
+
+    @task(2)
+    def translate(self) -> None:
+        if self.directions:
+            body = {"image": self.image, "model": random.choice(self.directions)}
+            self.post("/v1/genmedia/images:translate", body)

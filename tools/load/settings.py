@@ -33,6 +33,11 @@ class LoadSettings(BaseSettings):
         "`GENMEDIA_API_KEY` or `GENMEDIA_API_KEY_FILE`); unset: start the local stack on free "
         "ports with an API key of its own, and stop it afterwards.",
     )
+    http_target: str = Field(
+        "",
+        description="URL of that gateway's HTTP door (e.g. `http://gateway:8080`): OpenAI-API "
+        "users join the gRPC ones. The local stack's door is always loaded.",
+    )
     weights_dir: Path = Field(
         REPO_ROOT / "models" / "demo",
         description="Weights the local stack serves when no target is given.",

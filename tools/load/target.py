@@ -64,6 +64,7 @@ def local_stack(weights_dir: Path) -> Iterator[Target]:
             yield Target(
                 address=stack.ports.address(GATEWAY),
                 env={
+                    "GENMEDIA_LOADTEST_HTTP_HOST": stack.gateways[0].http_url,
                     "GENMEDIA_API_KEY": key,
                     "GENMEDIA_API_KEY_FILE": "",
                     "GENMEDIA_LOADTEST_TLS": "0",
@@ -77,7 +78,8 @@ def local_stack(weights_dir: Path) -> Iterator[Target]:
 def gateway_to_load(settings: LoadSettings) -> Iterator[Target]:
     if settings.target:
         wait_reachable(settings.target)
-        yield Target(address=settings.target)
+        http = {"GENMEDIA_LOADTEST_HTTP_HOST": settings.http_target} if settings.http_target else {}
+        yield Target(address=settings.target, env=http)
     else:
         with local_stack(settings.weights_dir) as target:
             yield target
