@@ -124,7 +124,7 @@ def test_with_the_http_door_openai_users_join_the_grpc_ones(stack: Stack, tmp_pa
         GENMEDIA_LOADTEST_HTTP_HOST=stack.gateways[0].http_url,
     )
     stats = {row["Name"]: row for row in rows(tmp_path / "run_stats.csv")}
-    assert HTTP_CALLS <= set(stats), rows(tmp_path / "run_exceptions.csv")
+    assert set(stats) >= HTTP_CALLS, rows(tmp_path / "run_exceptions.csv")
     for name in HTTP_CALLS:
         assert int(stats[name]["Request Count"]) > 0, name
     assert sum(int(stats[name]["Failure Count"]) for name in stats if name != "Aggregated") == 0, (
