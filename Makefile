@@ -12,6 +12,8 @@ VENV_STAMP := $(VENV)/.installed
 DEPLOY_TOOLS ?= .venv-deploy
 DEPLOY_TOOLS_STAMP := $(DEPLOY_TOOLS)/.installed
 AUDIT_TOOLS ?= .venv-audit
+AIPERF_TOOLS ?= .venv-aiperf
+AIPERF_TOOLS_STAMP := $(AIPERF_TOOLS)/.installed
 AUDIT_TOOLS_STAMP := $(AUDIT_TOOLS)/.installed
 WEIGHTS_STAMP := $(WEIGHTS_DIR)/.complete
 PYTEST ?= $(PY) -m pytest
@@ -19,7 +21,7 @@ PYTHON_SOURCES := genmedia_shared services models tools tests bench deploy
 
 export PYTHONPATH := $(CURDIR):$(CURDIR)/models
 
-.PHONY: help setup venv protos weights demo-models run test test-unit test-integration test-deploy deploy-tools bench bench-gpu load fuzz soak audit lint format clean prometheus-tools redis-server
+.PHONY: help setup venv protos weights demo-models run test test-unit test-integration test-deploy deploy-tools aiperf-tools aiperf bench bench-gpu load fuzz soak audit lint format clean prometheus-tools redis-server
 
 help:
 	@echo "make run               set up and serve Triton + services + gateway until Ctrl-C"
@@ -34,6 +36,7 @@ help:
 	@echo "make bench             benchmarks: figures side by side, JSON + PNG in bench/results/"
 	@echo "make bench-gpu         full-size models on a GPU against raw PyTorch (bench/gpu/run.sh)"
 	@echo "make load              locust against a local stack (GENMEDIA_LOAD_*): CSV, HTML, PNG in out/load/"
+	@echo "make aiperf            NVIDIA AIPerf profiles of the HTTP door (completions, images) on a local stack"
 	@echo "make fuzz              300 random Hypothesis examples per RPC against the real stack (make test runs 15)"
 	@echo "make soak              6 minutes of steady traffic; memory and fds of every process judged (GENMEDIA_SOAK_*)"
 	@echo "make prometheus-tools  install Debian's prometheus/promtool if missing (make test does it)"
@@ -80,7 +83,7 @@ demo-models: venv protos
 run: setup $(if $(filter-out 0 1,$(GENMEDIA_GATEWAY_REPLICAS)),redis-server)
 	$(PY) -m services.launcher
 
-test: setup lint prometheus-tools redis-server deploy-tools
+test: setup lint prometheus-tools redis-server deploy-tools aiperf-tools
 	$(PYTEST) tests
 
 deploy-tools: $(DEPLOY_TOOLS_STAMP)
@@ -95,6 +98,19 @@ $(DEPLOY_TOOLS_STAMP): requirements/deploy-tools.txt
 
 test-deploy: setup prometheus-tools deploy-tools
 	$(PYTEST) tests/deploy
+
+aiperf-tools: $(AIPERF_TOOLS_STAMP)
+
+$(AIPERF_TOOLS_STAMP): requirements/aiperf.txt
+	$(PYTHON) -m venv $(AIPERF_TOOLS)
+	$(AIPERF_TOOLS)/bin/python -m pip install --quiet --upgrade pip
+	$(AIPERF_TOOLS)/bin/python -m pip install --quiet -r requirements/aiperf.txt
+	touch $@
+
+# NVIDIA AIPerf against the HTTP door's /v1/completions (SSE) and /v1/images/generations:
+# a local stack on the demo pack, or GENMEDIA_AIPERF_TARGET (docs/HTTP.md#aiperf).
+aiperf: setup aiperf-tools
+	$(PY) -m tools.aiperf
 
 # Debian's prometheus package: promtool checks the rules, and an integration
 # test scrapes the running stack with a real server.
@@ -123,7 +139,7 @@ soak: setup
 test-unit: setup redis-server
 	$(PYTEST) tests/unit
 
-test-integration: setup prometheus-tools redis-server
+test-integration: setup prometheus-tools redis-server aiperf-tools
 	$(PYTEST) tests/integration
 
 # The demo and full-size benches (about 10 minutes), then the gateway's (about 2) and
@@ -175,4 +191,4 @@ format: venv
 	$(VENV)/bin/ruff format $(PYTHON_SOURCES)
 
 clean:
-	rm -rf genmedia var .pytest_cache .ruff_cache $(DEPLOY_TOOLS) $(AUDIT_TOOLS)
+	rm -rf genmedia var .pytest_cache .ruff_cache $(DEPLOY_TOOLS) $(AUDIT_TOOLS) $(AIPERF_TOOLS)

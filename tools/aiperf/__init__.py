@@ -1,0 +1,1 @@
+"""NVIDIA AIPerf against the gateway's HTTP door (``make aiperf``)."""
