@@ -421,6 +421,12 @@ class HttpSettings(SettingsGroup):
     http_keep_alive_s: float = Field(
         5.0, gt=0, description="Seconds an idle HTTP connection stays open."
     )
+    http_body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a request body may take to arrive (or the call's deadline, if "
+        "sooner); a slower sender gets 408 and the connection is freed.",
+    )
 
 
 class GatewaySettings(

@@ -66,6 +66,7 @@ def gateway(stack: Stack, keys: dict[str, ApiKey], work: Path) -> Iterator[Spawn
         GENMEDIA_AUTH_MODE="api-keys",
         GENMEDIA_API_KEYS_FILE=str(work / "keys.json"),
         GENMEDIA_HTTP_MAX_BODY_BYTES=str(2 * 1024 * 1024),
+        GENMEDIA_HTTP_BODY_TIMEOUT_S="1",
     )
     try:
         spawned.wait_health()
@@ -352,6 +353,30 @@ def test_a_body_over_the_limit_is_refused_before_it_is_sent(gateway: Spawned) ->
         head = conn.recv(65536).decode()
     assert head.startswith("HTTP/1.1 413"), head
     assert "the limit is 2097152" in head
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/v1/completions", "application/json"),
+        ("/v1/genmedia/text:generate", "application/json"),
+        ("/v1/images/edits", "multipart/form-data; boundary=x"),
+    ],
+)
+def test_a_body_that_trickles_in_is_refused_in_time(
+    gateway: Spawned, path: str, content_type: str
+) -> None:
+    with socket.create_connection(("127.0.0.1", gateway.http_port), timeout=10) as conn:
+        started = time.monotonic()
+        conn.sendall(
+            f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: {content_type}\r\n"
+            "content-length: 100\r\n\r\n--x".encode()
+        )
+        head = conn.recv(65536).decode()  # and nothing more is sent
+        waited = time.monotonic() - started
+    assert head.startswith("HTTP/1.1 408"), head
+    assert "did not arrive within 1 s" in head
+    assert waited < 5
 
 
 def test_a_slow_client_is_held_to_its_deadline(gateway: Spawned, keys: dict[str, ApiKey]) -> None:

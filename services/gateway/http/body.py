@@ -3,19 +3,44 @@ failure a 4xx that says what to fix."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from starlette.requests import ClientDisconnect, Request
 
 from services.gateway.http.errors import CLIENT_CLOSED_REQUEST, HttpError
 
 JsonObject = dict[str, Any]
+T = TypeVar("T")
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
+async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes:
     """The whole body, refused with 413 as soon as it is known to be over ``max_bytes``
-    (from Content-Length, or while it streams in without one)."""
+    (from Content-Length, or while it streams in without one), and with 408 when it takes
+    longer than ``timeout_s`` to arrive (a slow sender must not hold the door)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read(request, max_bytes)
+    except TimeoutError:
+        raise HttpError(
+            408, f"the request body did not arrive within {timeout_s:.3g} s; send it faster"
+        ) from None
+
+
+async def within(timeout_s: float, work: Awaitable[T]) -> T:
+    """``work`` (reading a multipart form), or 408 when it takes longer than ``timeout_s``."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await work
+    except TimeoutError:
+        raise HttpError(
+            408, f"the request body did not arrive within {timeout_s:.3g} s; send it faster"
+        ) from None
+
+
+async def _read(request: Request, max_bytes: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise HttpError(413, f"request body is {declared} bytes; the limit is {max_bytes}")

@@ -27,7 +27,7 @@ from genmedia.v1 import (
     text_generation_pb2,
 )
 from services.common.errors import GenmediaError
-from services.gateway.http.body import JsonObject, json_object, read_body
+from services.gateway.http.body import JsonObject, json_object, read_body, within
 from services.gateway.http.call import HttpCall
 from services.gateway.http.errors import HttpError
 from services.gateway.http.rpc import Rpcs
@@ -104,17 +104,21 @@ UNSUPPORTED_IF_SET = {
 
 
 class OpenAiApi:
-    def __init__(self, rpcs: Rpcs, default_deadline_s: float, max_body_bytes: int) -> None:
+    def __init__(
+        self, rpcs: Rpcs, default_deadline_s: float, max_body_bytes: int, body_timeout_s: float
+    ) -> None:
         self._rpcs = rpcs
         self._default_deadline_s = default_deadline_s
         self._max_body_bytes = max_body_bytes
+        self._body_timeout_s = body_timeout_s
 
     def call(self, request: Request) -> HttpCall:
         return HttpCall(request, self._default_deadline_s)
 
     async def _json(self, call: HttpCall, request: Request) -> JsonObject:
         call.check_headers()
-        return json_object(await read_body(request, self._max_body_bytes))
+        timeout_s = min(self._body_timeout_s, call.time_remaining())
+        return json_object(await read_body(request, self._max_body_bytes, timeout_s))
 
     # -- models ------------------------------------------------------------
 
@@ -251,7 +255,8 @@ class OpenAiApi:
         call = self.call(request)
         try:
             call.check_headers()
-            form = await read_form(request, self._max_body_bytes)
+            timeout_s = min(self._body_timeout_s, call.time_remaining())
+            form = await within(timeout_s, read_form(request, self._max_body_bytes))
             image = form.get("image") or form.get("image[]")
             if not isinstance(image, UploadFile):
                 raise HttpError(

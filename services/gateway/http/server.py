@@ -30,8 +30,13 @@ OPENAPI_FILE = Path(genmedia.v1.__path__[0]) / "openapi.json"
 
 
 def app(rpcs: Rpcs, settings: GatewaySettings) -> Starlette:
-    openai = OpenAiApi(rpcs, settings.default_deadline_s, settings.http_max_body_bytes)
-    transcoder = Transcoder(rpcs, settings.default_deadline_s, settings.http_max_body_bytes)
+    limits = (
+        settings.default_deadline_s,
+        settings.http_max_body_bytes,
+        settings.http_body_timeout_s,
+    )
+    openai = OpenAiApi(rpcs, *limits)
+    transcoder = Transcoder(rpcs, *limits)
     routes = [
         Route("/v1/models", openai.models, methods=["GET"]),
         Route("/v1/completions", openai.completions, methods=["POST"]),

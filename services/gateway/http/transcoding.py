@@ -36,10 +36,13 @@ def to_json(message: Message) -> dict[str, Any]:
 
 
 class Transcoder:
-    def __init__(self, rpcs: Rpcs, default_deadline_s: float, max_body_bytes: int) -> None:
+    def __init__(
+        self, rpcs: Rpcs, default_deadline_s: float, max_body_bytes: int, body_timeout_s: float
+    ) -> None:
         self._rpcs = rpcs
         self._default_deadline_s = default_deadline_s
         self._max_body_bytes = max_body_bytes
+        self._body_timeout_s = body_timeout_s
 
     def endpoint(self, route: JsonRoute) -> Endpoint:
         path = api.path(route.method)
@@ -50,9 +53,9 @@ class Transcoder:
             try:
                 call.check_headers()
                 if route.body:
-                    message = parse_json(
-                        request_class, await read_body(request, self._max_body_bytes)
-                    )
+                    timeout_s = min(self._body_timeout_s, call.time_remaining())
+                    body = await read_body(request, self._max_body_bytes, timeout_s)
+                    message = parse_json(request_class, body)
                 else:
                     message = parse_query(request_class, request.query_params.multi_items())
                 if route.method.server_streaming:
