@@ -183,18 +183,30 @@ class _CallScope:
             expired = remaining is not None and remaining <= 0
             self.code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
         elapsed = self.recorded.red.finish(self._start, self.code)
-        access_log.log(
-            self.recorded.log_level,
-            "%s %s %.1f ms",
-            self.method,
-            self.code.name,
-            elapsed * 1000,
-            extra={
-                "method": self.method,
-                "code": self.code.name,
-                "duration_ms": round(elapsed * 1000, 3),
-            },
-        )
+        log_access(self.method, self.code, elapsed, self.recorded.log_level)
+
+
+def log_access(
+    method: str,
+    code: grpc.StatusCode,
+    elapsed_s: float,
+    level: int = logging.INFO,
+    protocol: str = "grpc",
+) -> None:
+    """The one access log line of a call (the HTTP door writes its RPCs' with this too)."""
+    access_log.log(
+        level,
+        "%s %s %.1f ms",
+        method,
+        code.name,
+        elapsed_s * 1000,
+        extra={
+            "method": method,
+            "code": code.name,
+            "duration_ms": round(elapsed_s * 1000, 3),
+            "protocol": protocol,
+        },
+    )
 
 
 def _passes_through(exc: BaseException) -> bool:

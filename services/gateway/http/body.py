@@ -6,14 +6,39 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from starlette.requests import ClientDisconnect, Request
 
+from services.gateway.http.call import HttpCall
 from services.gateway.http.errors import CLIENT_CLOSED_REQUEST, HttpError
 
 JsonObject = dict[str, Any]
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DoorLimits:
+    """What every HTTP route holds a request to: its deadline, its body's size and pace."""
+
+    default_deadline_s: float
+    max_body_bytes: int
+    body_timeout_s: float
+
+    def call(self, request: Request) -> HttpCall:
+        return HttpCall(request, self.default_deadline_s)
+
+    def _body_timeout_s(self, call: HttpCall) -> float:
+        call.check_headers()
+        return min(self.body_timeout_s, call.time_remaining())
+
+    async def body(self, call: HttpCall, request: Request) -> bytes:
+        return await read_body(request, self.max_body_bytes, self._body_timeout_s(call))
+
+    async def form(self, call: HttpCall, request: Request, read: Awaitable[T]) -> T:
+        """``read`` (a multipart form) within the body's time."""
+        return await within(self._body_timeout_s(call), read)
 
 
 async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes:

@@ -27,7 +27,8 @@ from genmedia.v1 import (
     text_generation_pb2,
 )
 from services.common.errors import GenmediaError
-from services.gateway.http.body import JsonObject, json_object, read_body, within
+from services.common.provenance import provenance_record
+from services.gateway.http.body import DoorLimits, JsonObject, json_object
 from services.gateway.http.call import HttpCall
 from services.gateway.http.errors import HttpError
 from services.gateway.http.rpc import Rpcs
@@ -104,21 +105,13 @@ UNSUPPORTED_IF_SET = {
 
 
 class OpenAiApi:
-    def __init__(
-        self, rpcs: Rpcs, default_deadline_s: float, max_body_bytes: int, body_timeout_s: float
-    ) -> None:
+    def __init__(self, rpcs: Rpcs, limits: DoorLimits) -> None:
         self._rpcs = rpcs
-        self._default_deadline_s = default_deadline_s
-        self._max_body_bytes = max_body_bytes
-        self._body_timeout_s = body_timeout_s
-
-    def call(self, request: Request) -> HttpCall:
-        return HttpCall(request, self._default_deadline_s)
+        self._limits = limits
+        self.call = limits.call
 
     async def _json(self, call: HttpCall, request: Request) -> JsonObject:
-        call.check_headers()
-        timeout_s = min(self._body_timeout_s, call.time_remaining())
-        return json_object(await read_body(request, self._max_body_bytes, timeout_s))
+        return json_object(await self._limits.body(call, request))
 
     # -- models ------------------------------------------------------------
 
@@ -169,24 +162,23 @@ class OpenAiApi:
     # -- text ----------------------------------------------------------------
 
     async def completions(self, request: Request) -> Response:
-        call = self.call(request)
-        try:
-            body = await self._json(call, request)
-            prompt = _prompt(body.get("prompt"))
-            return await self._text(call, body, prompt, chat=False)
-        except HttpError as error:
-            return error.openai_response(call.request_id)
+        return await self._text(request, chat=False)
 
     async def chat_completions(self, request: Request) -> Response:
+        return await self._text(request, chat=True)
+
+    async def _text(self, request: Request, chat: bool) -> Response:
         call = self.call(request)
         try:
             body = await self._json(call, request)
-            prompt = chat_prompt(body.get("messages"))
-            return await self._text(call, body, prompt, chat=True)
+            prompt = chat_prompt(body.get("messages")) if chat else _prompt(body.get("prompt"))
+            return await self._generate_text(call, body, prompt, chat)
         except HttpError as error:
             return error.openai_response(call.request_id)
 
-    async def _text(self, call: HttpCall, body: JsonObject, prompt: str, chat: bool) -> Response:
+    async def _generate_text(
+        self, call: HttpCall, body: JsonObject, prompt: str, chat: bool
+    ) -> Response:
         message = text_request(body, prompt, chat)
         model = _model_name(body, "gpt2")
         kind = "chat.completion" if chat else "text_completion"
@@ -221,7 +213,7 @@ class OpenAiApi:
             "model": model,
             "choices": [choice],
             "usage": _usage(response.usage),
-            "genmedia_provenance": provenance_json(response.provenance),
+            "genmedia_provenance": provenance_record(response.provenance),
         }
         return JSONResponse(
             answer, headers={**_ids(call), **provenance_headers(response.provenance)}
@@ -239,7 +231,7 @@ class OpenAiApi:
                 {
                     "b64_json": base64.b64encode(generated.image.data).decode(),
                     "revised_prompt": generated.image_class.name,
-                    "genmedia_provenance": provenance_json(generated.image.provenance),
+                    "genmedia_provenance": provenance_record(generated.image.provenance),
                 }
                 for generated in response.images
             ]
@@ -254,9 +246,9 @@ class OpenAiApi:
     async def image_edits(self, request: Request) -> Response:
         call = self.call(request)
         try:
-            call.check_headers()
-            timeout_s = min(self._body_timeout_s, call.time_remaining())
-            form = await within(timeout_s, read_form(request, self._max_body_bytes))
+            form = await self._limits.form(
+                call, request, read_form(request, self._limits.max_body_bytes)
+            )
             image = form.get("image") or form.get("image[]")
             if not isinstance(image, UploadFile):
                 raise HttpError(
@@ -271,7 +263,7 @@ class OpenAiApi:
             data = [
                 {
                     "b64_json": base64.b64encode(response.image.data).decode(),
-                    "genmedia_provenance": provenance_json(provenance),
+                    "genmedia_provenance": provenance_record(provenance),
                 }
             ]
             return JSONResponse(
@@ -501,21 +493,6 @@ def _ids(call: HttpCall) -> dict[str, str]:
     return {"x-request-id": call.request_id}
 
 
-def provenance_json(provenance: common_pb2.Provenance) -> dict[str, Any]:
-    return {
-        "synthetic": provenance.synthetic,
-        "digital_source_type": provenance.digital_source_type,
-        "generator": provenance.generator,
-        "model": provenance.model,
-        "model_version": provenance.model_version,
-        "seed": provenance.seed,
-        "request_id": provenance.request_id,
-        "created_at": provenance.created_at.ToJsonString()
-        if provenance.HasField("created_at")
-        else None,
-    }
-
-
 def provenance_headers(provenance: common_pb2.Provenance) -> dict[str, str]:
     return {
         "x-genmedia-synthetic": "true" if provenance.synthetic else "false",
@@ -538,7 +515,7 @@ def _images_answer(data: list[dict[str, Any]], first: common_pb2.Image | None) -
     if first is not None:
         answer["output_format"] = FORMAT_NAMES.get(first.format, "png")
         answer["size"] = f"{first.width}x{first.height}"
-        answer["genmedia_provenance"] = provenance_json(first.provenance)
+        answer["genmedia_provenance"] = provenance_record(first.provenance)
     return answer
 
 
@@ -578,7 +555,7 @@ async def _text_chunks(
             finish = FINISH_REASONS.get(message.finish_reason) if message.finish_reason else None
             body = chunk(message.text, finish)
             if message.HasField("provenance"):
-                body["genmedia_provenance"] = provenance_json(message.provenance)
+                body["genmedia_provenance"] = provenance_record(message.provenance)
             if message.text or finish:
                 yield sse_event(body)
             if message.HasField("usage") and include_usage:

@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError, Message
 
 from services.common import api, metrics
 from services.common.errors import GenmediaError
+from services.common.interceptor import log_access
 from services.common.registry import PROVENANCE_SERVICE
 from services.gateway.http.call import HttpCall
 from services.gateway.provenance import ProvenanceServicer
@@ -28,7 +29,6 @@ from services.gateway.proxy import Forwarder, Route
 
 PROTOCOL = "http"
 logger = logging.getLogger(__name__)
-access_log = logging.getLogger("genmedia.access")
 
 Unary = Callable[[Message, HttpCall], Awaitable[Message]]
 Stream = Callable[[Message, HttpCall], AsyncIterator[Message]]
@@ -113,18 +113,8 @@ def _recorded(method: Method) -> Any:
         outcome.code = grpc.StatusCode.INTERNAL
         raise
     finally:
-        elapsed = method.red.finish(started, outcome.code)
-        access_log.info(
-            "%s %s %.1f ms",
-            method.path,
-            outcome.code.name,
-            elapsed * 1000,
-            extra={
-                "method": method.path,
-                "code": outcome.code.name,
-                "duration_ms": round(elapsed * 1000, 3),
-                "protocol": PROTOCOL,
-            },
+        log_access(
+            method.path, outcome.code, method.red.finish(started, outcome.code), protocol=PROTOCOL
         )
 
 

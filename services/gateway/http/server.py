@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 import genmedia.v1
 from services.common.request_context import new_request_id
+from services.gateway.http.body import DoorLimits
 from services.gateway.http.errors import HttpError
 from services.gateway.http.openai_api import OpenAiApi
 from services.gateway.http.routes import json_routes
@@ -30,13 +31,11 @@ OPENAPI_FILE = Path(genmedia.v1.__path__[0]) / "openapi.json"
 
 
 def app(rpcs: Rpcs, settings: GatewaySettings) -> Starlette:
-    limits = (
-        settings.default_deadline_s,
-        settings.http_max_body_bytes,
-        settings.http_body_timeout_s,
+    limits = DoorLimits(
+        settings.default_deadline_s, settings.http_max_body_bytes, settings.http_body_timeout_s
     )
-    openai = OpenAiApi(rpcs, *limits)
-    transcoder = Transcoder(rpcs, *limits)
+    openai = OpenAiApi(rpcs, limits)
+    transcoder = Transcoder(rpcs, limits)
     routes = [
         Route("/v1/models", openai.models, methods=["GET"]),
         Route("/v1/completions", openai.completions, methods=["POST"]),

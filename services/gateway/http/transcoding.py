@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from services.common import api
 from services.common.errors import GenmediaError
-from services.gateway.http.body import read_body
+from services.gateway.http.body import DoorLimits
 from services.gateway.http.call import HttpCall
 from services.gateway.http.errors import HttpError
 from services.gateway.http.routes import JsonRoute
@@ -36,26 +36,20 @@ def to_json(message: Message) -> dict[str, Any]:
 
 
 class Transcoder:
-    def __init__(
-        self, rpcs: Rpcs, default_deadline_s: float, max_body_bytes: int, body_timeout_s: float
-    ) -> None:
+    def __init__(self, rpcs: Rpcs, limits: DoorLimits) -> None:
         self._rpcs = rpcs
-        self._default_deadline_s = default_deadline_s
-        self._max_body_bytes = max_body_bytes
-        self._body_timeout_s = body_timeout_s
+        self._limits = limits
 
     def endpoint(self, route: JsonRoute) -> Endpoint:
         path = api.path(route.method)
         request_class = api.message_class(route.method)
 
         async def handle(request: Request) -> Response:
-            call = HttpCall(request, self._default_deadline_s)
+            call = self._limits.call(request)
             try:
                 call.check_headers()
                 if route.body:
-                    timeout_s = min(self._body_timeout_s, call.time_remaining())
-                    body = await read_body(request, self._max_body_bytes, timeout_s)
-                    message = parse_json(request_class, body)
+                    message = parse_json(request_class, await self._limits.body(call, request))
                 else:
                     message = parse_query(request_class, request.query_params.multi_items())
                 if route.method.server_streaming:
