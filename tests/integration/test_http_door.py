@@ -253,6 +253,8 @@ def test_a_key_is_required_and_checked(gateway: Spawned, keys: dict[str, ApiKey]
     with pytest.raises(openai.PermissionDeniedError) as denied:
         text_only.images.generate(prompt="goldfish")
     assert "may not call ImageGenerationService" in str(denied.value)
+    # Its model list holds what it may call.
+    assert {model.id for model in text_only.models.list()} == {"gpt2"}
 
 
 def test_over_quota_is_a_rate_limit_error_with_retry_after(

@@ -136,20 +136,34 @@ class OpenAiApi:
         return JSONResponse({"object": "list", "data": data}, headers=_ids(call))
 
     async def _model_ids(self, call: HttpCall) -> list[tuple[str, str]]:
-        text = await self._unary(
+        """The models of every service the caller's key may call (the others are left out,
+        not refused: a key for text alone lists gpt2)."""
+        ids: list[tuple[str, str]] = []
+        text = await self._listed(
             call, LIST_TEXT_MODELS, text_generation_pb2.ListTextModelsRequest()
         )
-        classes = await self._unary(
-            call, LIST_CLASSES, image_generation_pb2.ListClassesRequest(query="\x00none")
-        )
-        translation = await self._unary(
+        if text is not None:
+            ids += [(model.name, "text") for model in text.models]
+        # A query no class matches: only the model's name is wanted, not a thousand classes.
+        no_class = image_generation_pb2.ListClassesRequest(query="\x00")
+        classes = await self._listed(call, LIST_CLASSES, no_class)
+        if classes is not None:
+            ids.append((classes.model, "image-generation"))
+        translation = await self._listed(
             call, LIST_TRANSLATION_MODELS, image_translation_pb2.ListModelsRequest()
         )
-        return [
-            *((model.name, "text") for model in text.models),
-            (classes.model, "image-generation"),
-            *((model.name, "image-translation") for model in translation.models),
-        ]
+        if translation is not None:
+            ids += [(model.name, "image-translation") for model in translation.models]
+        return ids
+
+    async def _listed(self, call: HttpCall, path: str, message: Message) -> Any:
+        """A list call's answer, or None when the key may not call that service."""
+        try:
+            return await self._unary(call, path, message)
+        except HttpError as error:
+            if error.status == 403:
+                return None
+            raise
 
     async def _unary(
         self, call: HttpCall, path: str, message: Message, params: dict[str, str] | None = None
