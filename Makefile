@@ -21,7 +21,7 @@ PYTHON_SOURCES := genmedia_shared services models tools tests bench deploy
 
 export PYTHONPATH := $(CURDIR):$(CURDIR)/models
 
-.PHONY: help setup venv protos weights demo-models run test test-unit test-integration test-deploy deploy-tools aiperf-tools aiperf bench bench-gpu load fuzz soak audit lint format clean prometheus-tools redis-server
+.PHONY: help setup venv protos weights demo-models run test test-unit test-integration test-deploy deploy-tools aiperf-tools aiperf bench bench-gpu gpu-stage load fuzz soak audit lint format clean prometheus-tools redis-server
 
 help:
 	@echo "make run               set up and serve Triton + services + gateway until Ctrl-C"
@@ -168,6 +168,10 @@ load: setup
 # On a machine with an NVIDIA GPU and a CUDA build of torch in the venv.
 bench-gpu: setup
 	bench/gpu/run.sh
+
+# The first part of the GPU run's staging (issue #23): the trimmed Triton server, packed.
+gpu-stage: setup
+	$(PY) -m bench.gpu.stage
 
 # Every package in the project's environment against PyPI's advisories;
 # --strict fails on a package it could not check. Accepted advisories, with
