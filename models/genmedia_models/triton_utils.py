@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
 import triton_python_backend_utils as pb_utils
 
 from genmedia_models.fault_injection import (
@@ -27,6 +28,17 @@ def input_array(request: pb_utils.InferenceRequest, name: str) -> np.ndarray:
     if tensor is None:
         raise InvalidInputError(f'missing input "{name}"')
     return tensor.as_numpy()
+
+
+def output_tensor(name: str, array: np.ndarray) -> pb_utils.Tensor:
+    """An output tensor handed over by DLPack, not by numpy's C structures.
+
+    The python backend stub is compiled against numpy 1's ABI: given a numpy 2 array it
+    reads the item size where numpy 1 kept it, finds 0, and sends an empty tensor (seen in
+    the GPU run's dry run, bench/gpu). DLPack describes the buffer itself, under both;
+    torch exports it (numpy 1.26's own export crashes the stub).
+    """
+    return pb_utils.Tensor.from_dlpack(name, torch.from_numpy(np.ascontiguousarray(array)))
 
 
 def scalar_input(request: pb_utils.InferenceRequest, name: str) -> np.generic:

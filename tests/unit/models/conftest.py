@@ -38,6 +38,11 @@ class FakeTensor:
     def as_numpy(self) -> np.ndarray:
         return self._array
 
+    @classmethod
+    def from_dlpack(cls, name: str, exporter: Any) -> FakeTensor:
+        # As the stub does: through the DLPack protocol, not the object's own type.
+        return cls(name, np.from_dlpack(exporter))
+
 
 class FakeTritonError:
     INVALID_ARG = 3

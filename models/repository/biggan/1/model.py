@@ -23,6 +23,7 @@ from genmedia_models.triton_utils import (
     injected_delay,
     input_array,
     internal_error_response,
+    output_tensor,
 )
 from genmedia_models.weights import weights_path_from_config
 
@@ -80,7 +81,7 @@ class TritonPythonModel:
         offsets = np.cumsum([len(z) for _, z, _, _ in accepted])[:-1]
         for (index, *_), part in zip(accepted, np.split(images, offsets), strict=True):
             responses[index] = pb_utils.InferenceResponse(
-                output_tensors=[pb_utils.Tensor("image", part)]
+                output_tensors=[output_tensor("image", part)]
             )
         return responses
 

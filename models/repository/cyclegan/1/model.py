@@ -34,6 +34,7 @@ from genmedia_models.triton_utils import (
     injected_delay,
     input_array,
     internal_error_response,
+    output_tensor,
 )
 from genmedia_models.weights import weights_path_from_config
 
@@ -84,7 +85,7 @@ class TritonPythonModel:
             offsets = np.cumsum([len(images) for _, images in members])[:-1]
             for (index, _), part in zip(members, np.split(translated, offsets), strict=True):
                 responses[index] = pb_utils.InferenceResponse(
-                    output_tensors=[pb_utils.Tensor("image", part)]
+                    output_tensors=[output_tensor("image", part)]
                 )
         return responses
 

@@ -62,6 +62,7 @@ from genmedia_models.triton_utils import (
     injected_step_failure,
     input_array,
     internal_error_response,
+    output_tensor,
     scalar_input,
 )
 from genmedia_models.weights import model_parameter, weights_path_from_config
@@ -168,7 +169,7 @@ class TritonSink:
 
     @staticmethod
     def _response(tokens: list[int]) -> Any:
-        output = pb_utils.Tensor("token_id", np.array(tokens, dtype=np.int64))
+        output = output_tensor("token_id", np.array(tokens, dtype=np.int64))
         return pb_utils.InferenceResponse(output_tensors=[output])
 
     def cancelled(self) -> bool:
