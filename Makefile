@@ -169,7 +169,7 @@ load: setup
 bench-gpu: setup
 	bench/gpu/run.sh
 
-# The first part of the GPU run's staging (issue #23): the trimmed Triton server, packed.
+# What a lent GPU machine lacks, in parts that each fit one device call (bench/gpu/README.md).
 gpu-stage: setup
 	$(PY) -m bench.gpu.stage
 

@@ -194,23 +194,6 @@ def test_make_bench_runs_every_part_and_judges_every_target(tmp_path: Path) -> N
         assert_png(out / f"{name}.png")
 
 
-def test_gpu_bench_runs_its_cpu_path(tmp_path: Path) -> None:
-    out = tmp_path / "gpu"
-    stdout = run_bench(
-        "bench.gpu", "--device", "cpu", "--out", str(out), "--weights", str(tmp_path / "w")
-    )
-    results = json.loads((out / "gpu.json").read_text())
-    assert results["triton_instance_kind"] == "KIND_CPU"
-    assert set(results["figures"]) == {
-        "GenerateImages (images/s)", "TranslateImage (images/s)", "StreamText (tokens/s)",
-    }  # fmt: skip
-    for row in results["figures"].values():
-        assert row["stack"] > 0 and row["raw_pytorch"] > 0
-        assert row["stack_vs_raw"] == pytest.approx(row["stack"] / row["raw_pytorch"])
-    assert "stack/raw" in stdout
-    assert_png(out / "gpu.png")
-
-
 def test_token_tax_bench_reads_every_processs_cpu_per_token(tmp_path: Path) -> None:
     stdout = run_bench("bench.token_tax", "--out", str(tmp_path))
     results = json.loads((tmp_path / "token-tax.json").read_text())
