@@ -22,7 +22,11 @@ The ratios (stack / raw) go to stdout, ``gpu.json`` and ``gpu.png``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import statistics
+import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,6 +47,8 @@ QUICK_SET = FullSizeSet(
     biggan_resolution=512, biggan_channel_width=4, cyclegan_ngf=8, gpt2="124m",
     gpt2_size=GPT2Size(vocab_size=50257),
 )  # fmt: skip
+TARGETS = {"images": 0.9, "tokens": 0.8}
+"""Issue #23: stack/raw at least this for images/s (both image RPCs) and for tokens/s."""
 BIGGAN_BATCH = 16  # max_batch_size of models/repository/biggan
 CYCLEGAN_BATCH = 8  # and of cyclegan_<direction>
 CALLERS = 16
@@ -59,6 +65,59 @@ def raw_rate(step: Callable[[], Any], items_per_step: int, seconds: float) -> fl
     return done / (time.perf_counter() - started)
 
 
+def raw_latency_ms(step: Callable[[], Any], calls: int) -> float:
+    """Median milliseconds of one ``step`` (after one warm-up)."""
+    step()
+    samples = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        step()
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def gpu_utilization(metrics_url: str) -> float | None:
+    """Triton's ``nv_gpu_utilization`` now (0..1, the mean over its GPUs); None on a CPU."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as reply:
+        text_format = reply.read().decode()
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text_format.splitlines()
+        if line.startswith("nv_gpu_utilization{")
+    ]
+    return sum(values) / len(values) if values else None
+
+
+class UtilizationSampler:
+    """Samples Triton's GPU utilisation every half second while the stack is measured."""
+
+    def __init__(self, metrics_url: str) -> None:
+        self._url = metrics_url
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            with contextlib.suppress(OSError, ValueError):
+                value = gpu_utilization(self._url)
+                if value is not None:
+                    self.samples.append(value)
+
+    def __enter__(self) -> UtilizationSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict[str, float] | None:
+        if not self.samples:
+            return None
+        return {"mean": statistics.fmean(self.samples), "max": max(self.samples)}
+
+
 def measure(weights: Path, device: str, quick: bool) -> dict[str, Any]:
     seconds = 1.0 if quick else 10.0
     kind = "KIND_GPU" if device.startswith("cuda") else "KIND_CPU"
@@ -66,12 +125,18 @@ def measure(weights: Path, device: str, quick: bool) -> dict[str, Any]:
     models = InProcessModels(weights, device)
     with bench_stack(weights, instance_group=InstanceGroup(kind, 1)) as running:
         addresses = Addresses.of(running)
-        through = batching.measure(
-            addresses, work, batching.BatchingSizes(levels=(CALLERS,), seconds=seconds, rounds=1)
-        )
-        streams = text.measure(
-            addresses, models, work, text.TextSizes(rounds=1, streams=2 if quick else 8, tokens=64)
-        )
+        with UtilizationSampler(running.stack.triton.metrics_url) as utilization:
+            through = batching.measure(
+                addresses,
+                work,
+                batching.BatchingSizes(levels=(1, CALLERS), seconds=seconds, rounds=1),
+            )
+            streams = text.measure(
+                addresses,
+                models,
+                work,
+                text.TextSizes(rounds=1, streams=2 if quick else 8, tokens=64),
+            )
     raw_images = raw_rate(
         lambda: models.generate_images(work.images, seed=1, count=BIGGAN_BATCH),
         BIGGAN_BATCH, seconds,
@@ -79,6 +144,21 @@ def measure(weights: Path, device: str, quick: bool) -> dict[str, Any]:
     raw_translations = raw_rate(
         lambda: models.translate(work.translate, count=CYCLEGAN_BATCH), CYCLEGAN_BATCH, seconds
     )
+    calls = 3 if quick else 20
+    raw_one = {
+        "GenerateImages": raw_latency_ms(
+            lambda: models.generate_images(work.images, seed=1), calls
+        ),
+        "TranslateImage": raw_latency_ms(lambda: models.translate(work.translate), calls),
+    }
+    one_caller = {
+        rpc: {
+            "stack_p50_ms": through["rpcs"][rpc]["levels"]["1"]["latency_p50_ms"],
+            "raw_p50_ms": raw_ms,
+            "stack_minus_raw_ms": through["rpcs"][rpc]["levels"]["1"]["latency_p50_ms"] - raw_ms,
+        }
+        for rpc, raw_ms in raw_one.items()
+    }
     level = str(CALLERS)
     stack_images = through["rpcs"]["GenerateImages"]["levels"][level]["images_per_s"]
     stack_translations = through["rpcs"]["TranslateImage"]["levels"][level]["images_per_s"]
@@ -98,10 +178,22 @@ def measure(weights: Path, device: str, quick: bool) -> dict[str, Any]:
             name: {"stack": stack, "raw_pytorch": raw, "stack_vs_raw": stack / raw}
             for name, (stack, raw) in rows.items()
         },
+        "one_caller": one_caller,
+        "gpu_utilization": utilization.summary(),
+        "targets": targets(rows),
         "batching": through,
         "text": streams,
         "machine": machine(),
     }
+
+
+def targets(rows: dict[str, tuple[float, float]]) -> dict[str, dict[str, Any]]:
+    """Each ratio against issue #23's target: images >= 0.9x raw, tokens >= 0.8x."""
+    judged = {}
+    for name, (stack, raw) in rows.items():
+        target = TARGETS["tokens"] if "tokens" in name else TARGETS["images"]
+        judged[name] = {"ratio": stack / raw, "target": target, "met": stack / raw >= target}
+    return judged
 
 
 def device_name(device: str) -> str:
@@ -118,9 +210,22 @@ def report(results: dict[str, Any]) -> str:
         f"{'':28s}{'stack':>10s}{'raw PyTorch':>13s}{'stack/raw':>11s}",
     ]
     for name, row in results["figures"].items():
+        verdict = "met" if results["targets"][name]["met"] else "MISSED"
         lines.append(
             f"{name:28s}{row['stack']:10.1f}{row['raw_pytorch']:13.1f}{row['stack_vs_raw']:10.2f}x"
+            f"  (target {results['targets'][name]['target']}x: {verdict})"
         )
+    for rpc, row in results["one_caller"].items():
+        lines.append(
+            f"{rpc} one caller p50: stack {row['stack_p50_ms']:.1f} ms, raw "
+            f"{row['raw_p50_ms']:.1f} ms, +{row['stack_minus_raw_ms']:.1f} ms"
+        )
+    usage = results["gpu_utilization"]
+    lines.append(
+        "GPU utilisation (Triton): n/a on a CPU"
+        if usage is None
+        else f"GPU utilisation (Triton): mean {usage['mean']:.0%}, max {usage['max']:.0%}"
+    )
     return "\n".join(lines)
 
 

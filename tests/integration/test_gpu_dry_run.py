@@ -67,5 +67,11 @@ def test_the_gpu_run_installs_offline_over_numpy_2_and_runs_its_cpu_path(tmp_pat
     for row in results["figures"].values():
         assert row["stack"] > 0 and row["raw_pytorch"] > 0
         assert row["stack_vs_raw"] == pytest.approx(row["stack"] / row["raw_pytorch"])
-    assert "stack/raw" in done.stdout
+    assert set(results["targets"]) == set(results["figures"])
+    for rpc in ("GenerateImages", "TranslateImage"):
+        row = results["one_caller"][rpc]
+        assert row["stack_p50_ms"] > 0 and row["raw_p50_ms"] > 0
+        assert row["stack_minus_raw_ms"] == pytest.approx(row["stack_p50_ms"] - row["raw_p50_ms"])
+    assert results["gpu_utilization"] is None  # Triton reports none without a GPU
+    assert "stack/raw" in done.stdout and "one caller p50" in done.stdout
     assert (out / "gpu.png").stat().st_size > 10_000
