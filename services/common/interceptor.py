@@ -253,6 +253,38 @@ def _wrap_stream(
     return handle
 
 
+BidiBehavior = Callable[[AsyncIterator[Any], aio.ServicerContext], AsyncIterator[Any]]
+
+
+async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A client stream's messages, a message that did not decode refused by its position."""
+    index = 0
+    async for request in requests:
+        if isinstance(request, _Undecodable):
+            raise InvalidArgument(f"message {index} of the stream: {request.message}")
+        yield request
+        index += 1
+
+
+def _wrap_bidi(method: str, behavior: BidiBehavior, trust_caller_header: bool) -> BidiBehavior:
+    recorded = _MethodMetrics(method, "bidi_stream")
+
+    async def handle(
+        requests: AsyncIterator[Any], context: aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        scope = _CallScope(method, recorded, context, trust_caller_header)
+        try:
+            async with contextlib.aclosing(behavior(_checked(requests), context)) as responses:
+                async for response in responses:
+                    yield response
+        except BaseException as exc:  # noqa: BLE001 (answer() records it, then re-raises)
+            await scope.answer(exc)
+        finally:
+            scope.finish()
+
+    return handle
+
+
 class ServerCallInterceptor(aio.ServerInterceptor):
     def __init__(self, trust_caller_header: bool = True) -> None:
         """``trust_caller_header``: believe the request id and key name a gateway passed on
@@ -293,6 +325,9 @@ class ServerCallInterceptor(aio.ServerInterceptor):
         if handler.unary_stream:
             wrapped_stream = _wrap_stream(method, "server_stream", handler.unary_stream, trust)
             return grpc.unary_stream_rpc_method_handler(wrapped_stream, **common)
-        # Client- and bidi-streaming methods (none in genmedia's API; reflection
-        # is one) pass through untouched.
+        if handler.stream_stream and inspect.isasyncgenfunction(handler.stream_stream):
+            wrapped_bidi = _wrap_bidi(method, handler.stream_stream, trust)
+            return grpc.stream_stream_rpc_method_handler(wrapped_bidi, **common)
+        # Other client-streaming handlers (reflection's, written as coroutines over the
+        # request iterator) pass through untouched.
         return handler

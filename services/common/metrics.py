@@ -109,7 +109,9 @@ SERVER = RedFamily(server_started, server_handled, server_handling_seconds, serv
 
 
 def grpc_type_of(method: Any) -> str:
-    """The grpc_type label of a method descriptor (genmedia has no client streaming)."""
+    """The grpc_type label of a method descriptor (go-grpc-prometheus's names)."""
+    if method.client_streaming:
+        return "bidi_stream" if method.server_streaming else "client_stream"
     return "server_stream" if method.server_streaming else "unary"
 
 

@@ -110,7 +110,11 @@ IMAGE_TRANSLATION = ProcessSpec(
     metrics_port=9103,
     settings="ImageTranslationSettings",
     proto="genmedia.v1.image_translation_pb2",
-    metered=(MeteredMethod("TranslateImage", ("megapixels",), f"{_ESTIMATES}:megapixels_sent"),),
+    metered=(
+        MeteredMethod("TranslateImage", ("megapixels",), f"{_ESTIMATES}:megapixels_sent"),
+        # A stream's frames are not known when it opens: charged as they are answered.
+        MeteredMethod("TranslateFrames", ("megapixels",), f"{_ESTIMATES}:nothing_held"),
+    ),
 )
 TEXT_GENERATION = ProcessSpec(
     name="text-generation",

@@ -141,6 +141,12 @@ class Replica:
             method = self._methods[path] = self.channel.unary_unary(path)
         return method  # type: ignore[return-value]
 
+    def bidi(self, path: str) -> aio.StreamStreamMultiCallable:
+        method = self._methods.get(path)
+        if method is None:
+            method = self._methods[path] = self.channel.stream_stream(path)
+        return method  # type: ignore[return-value]
+
     def stream(self, path: str) -> aio.UnaryStreamMultiCallable:
         method = self._methods.get(path)
         if method is None:

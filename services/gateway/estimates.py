@@ -195,6 +195,12 @@ async def megapixels_sent(request: Any, _: Estimator) -> Usage:
     return Usage(megapixels=width * height / 1e6)
 
 
+async def nothing_held(request: Any, _: Estimator) -> Usage:
+    """TranslateFrames: nothing is known when the stream opens; what it translated is
+    charged from its usage trailer."""
+    return Usage()
+
+
 async def tokens_asked(request: Any, estimator: Estimator) -> Usage:
     """GenerateText, StreamText: max_new_tokens, or the backend's default for 0."""
     if request.max_new_tokens:

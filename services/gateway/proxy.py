@@ -35,7 +35,7 @@ from grpc import aio
 from services.common import api, tracing
 from services.common.coalesce import coalesced
 from services.common.errors import RETRY_AFTER_HEADER, GenmediaError, Unavailable, UpstreamError
-from services.common.metrics import RedChildren
+from services.common.metrics import RedChildren, grpc_type_of
 from services.common.request_context import (
     CALLER_HEADER,
     CORRELATION_ID_HEADER,
@@ -235,7 +235,7 @@ class Forwarder:
         self,
         route: Route,
         kind: str,
-        request: bytes,
+        request: Any,
         deadline: float,
         tried: set[str],
         attempt: int,
@@ -251,7 +251,7 @@ class Forwarder:
                 await self._before_retry(route, attempt, deadline, exc)
         tried.add(replica.address)
         span, carrier = tracing.start_client_span(route.path, {"peer": replica.address})
-        method = replica.unary if kind == "unary" else replica.stream
+        method = {"unary": replica.unary, "stream": replica.stream, "bidi": replica.bidi}[kind]
         call = method(route.path)(
             request,
             timeout=max(0.0, deadline - time.monotonic()),
@@ -347,6 +347,34 @@ class Forwarder:
                 usage = streamed_usage(route.path, last, forwarded)
             await ticket.finish(self._count(usage or NO_USAGE))
 
+    async def forward_bidi(
+        self, route: Route, requests: AsyncIterator[bytes], context: aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        """A bidirectional stream, to one replica: admitted once (nothing held up front: its
+        usage is what its trailer reports), never retried (the caller's messages cannot be
+        sent again), each way flowing as the other side reads."""
+        deadline = self._deadline(context)
+        ticket = await self.admit(route, b"", context, deadline)
+        usage: Usage | None = None
+        try:
+            _, current = await self._attempt(route, "bidi", requests, deadline, set(), 0)
+            code = grpc.StatusCode.CANCELLED
+            try:
+                async for message in current.call:
+                    yield message
+                code = grpc.StatusCode.OK
+            except (aio.AioRpcError, asyncio.CancelledError) as exc:
+                code = _code(exc)
+                if isinstance(exc, aio.AioRpcError):  # the frames answered before it are owed
+                    usage = self._pass_usage_on(exc.trailing_metadata())
+                self._failed_attempt(route, current.replica, exc, forwarded=1)
+            finally:
+                current.end(code)
+            route.pool.record(current.replica, grpc.StatusCode.OK)
+            usage = self._pass_usage_on(await current.call.trailing_metadata())
+        finally:
+            await ticket.finish(self._count(usage or NO_USAGE))
+
 
 @dataclass
 class _Attempt:
@@ -376,9 +404,9 @@ def method_routes(service_name: str, pool: BackendPool) -> dict[str, Route]:
     service = api.service(service_name)
     routes: dict[str, Route] = {}
     for method in service.methods:
-        if method.client_streaming:
-            raise ValueError(f"{api.path(method)}: client streaming is not part of genmedia's API")
-        grpc_type = "server_stream" if method.server_streaming else "unary"
+        if method.client_streaming and not method.server_streaming:
+            raise ValueError(f"{api.path(method)}: client-only streams are not part of the API")
+        grpc_type = grpc_type_of(method)
         path = api.path(method)
         routes[path] = Route(
             path,
@@ -398,7 +426,11 @@ def forwarding_handler(
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in api.service(service_name).methods:
         route = routes[api.path(method)]
-        if method.server_streaming:
+        if method.client_streaming:
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(
+                functools.partial(forwarder.forward_bidi, route)
+            )
+        elif method.server_streaming:
             # partial keeps forward_stream recognisable as an async generator function.
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
                 functools.partial(forwarder.forward_stream, route)

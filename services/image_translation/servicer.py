@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from grpc import aio
 
 from genmedia.v1 import image_translation_pb2 as pb
 from genmedia.v1 import image_translation_pb2_grpc as pb_grpc
 from services.common.request_context import current_request_id
 from services.common.usage import Usage, report_usage
+from services.image_translation.frames import FrameStream
 from services.image_translation.translator import ImageTranslator
 
 
@@ -24,6 +27,17 @@ class ImageTranslationServicer(pb_grpc.ImageTranslationServiceServicer):
         image = response.image
         report_usage(Usage(megapixels=image.width * image.height / 1e6))
         return response
+
+    async def TranslateFrames(
+        self, requests: AsyncIterator[pb.TranslateFramesRequest], context: aio.ServicerContext
+    ) -> AsyncIterator[pb.TranslateFramesResponse]:
+        stream = FrameStream(self._translator, current_request_id(), context.time_remaining)
+        try:
+            async for response in stream.translate(requests):
+                yield response
+        finally:
+            # What was translated is charged, however the stream ended.
+            report_usage(Usage(megapixels=stream.megapixels))
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: aio.ServicerContext

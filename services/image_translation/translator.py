@@ -66,6 +66,11 @@ class ImageTranslator(ImageService):
         allowed = self._settings.translation_models
         return [d for d in loaded if d in allowed] if allowed else loaded
 
+    async def check(self, direction: str, image_format: int, quality: int) -> None:
+        """Refuses a direction not served or an output format out of range."""
+        await self._check_direction(direction)
+        images.validate_output_format(image_format, quality)
+
     async def _check_direction(self, direction: str) -> None:
         directions = await self.directions()
         if not direction:
@@ -82,8 +87,7 @@ class ImageTranslator(ImageService):
     async def translate(
         self, request: pb.TranslateImageRequest, request_id: str, timeout_s: float | None
     ) -> pb.TranslateImageResponse:
-        await self._check_direction(request.model)
-        images.validate_output_format(request.format, request.quality)
+        await self.check(request.model, request.format, request.quality)
         model = self.triton_model(request.model)
         # Decoding and resizing take up to a second for large inputs: off the event loop.
         pixels = await asyncio.to_thread(images.decode_image, request.image, self._limits)

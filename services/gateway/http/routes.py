@@ -23,10 +23,13 @@ class JsonRoute:
 
 
 def json_routes() -> Iterator[JsonRoute]:
-    """One route per RPC of the gateway's services; a method without an annotation is an
-    error (a test keeps every RPC reachable over HTTP)."""
+    """One route per RPC of the gateway's services, client streams aside (HTTP/1.1 JSON has
+    none: TranslateFrames is gRPC only); a method without an annotation is an error (a test
+    keeps every other RPC reachable over HTTP)."""
     for service_name in GATEWAY.grpc_services:
         for method in api.service(service_name).methods:
+            if method.client_streaming:
+                continue
             rule = method.GetOptions().Extensions[annotations_pb2.http]
             verb = rule.WhichOneof("pattern")
             if verb is None:

@@ -58,7 +58,8 @@ class Rpcs:
         self.methods: dict[str, Method] = {}
         for path, route in routes.items():
             descriptor = _descriptor(path)
-            self._add(descriptor, _forwarded(forwarder, route, descriptor))
+            if not descriptor.client_streaming:  # client streams are gRPC only
+                self._add(descriptor, _forwarded(forwarder, route, descriptor))
         for descriptor in api.service(PROVENANCE_SERVICE).methods:
             self._add(descriptor, getattr(provenance, descriptor.name))
 

