@@ -147,7 +147,7 @@ test-integration: setup prometheus-tools redis-server aiperf-tools
 # genmedia's image watermark against invisible-watermark's (about 6) and one
 # verification's memory and time against the whole-image detector (about 1), then
 # the CPU each process spends per streamed token (under 1), then the Redis quota
-# store against the memory one (about 2), then the HTTP door against the gRPC one (about 2).
+# store against the memory one (about 2), then the HTTP door against the gRPC one (about 2), then frame streams (under 1).
 bench: setup redis-server
 	$(PY) -m bench
 	$(PY) -m bench.gateway
@@ -159,6 +159,7 @@ bench: setup redis-server
 	$(PY) -m bench.token_tax
 	$(PY) -m bench.quota_store
 	$(PY) -m bench.http_door
+	$(PY) -m bench.frames
 
 # A bounded locust run against a local stack on the demo pack, or GENMEDIA_LOAD_TARGET;
 # GENMEDIA_LOAD_* from the environment or the command line (make load GENMEDIA_LOAD_USERS=50).

@@ -8,6 +8,8 @@ import re
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from genmedia.v1 import provenance_pb2 as provenance_pb
 from genmedia.v1 import text_generation_pb2 as text_pb
 from services.client.fetch import (
@@ -78,6 +80,9 @@ def image_classes(client: GenmediaClient, args: argparse.Namespace) -> None:
         print(f"{image_class.id:4d}  {image_class.name}{synonyms}")
 
 
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
 def image_translate(client: GenmediaClient, args: argparse.Namespace) -> None:
     image_format = args.format or _format_from_suffix(args.out)
     response = client.translate_image(args.input.read_bytes(), args.model, image_format)
@@ -85,6 +90,20 @@ def image_translate(client: GenmediaClient, args: argparse.Namespace) -> None:
     args.out.write_bytes(response.image.data)
     print(f"{args.out}  {response.image.width}x{response.image.height}  "
           f"request {response.request_id}  (synthetic, provenance embedded)")  # fmt: skip
+
+
+def video_frames(client: GenmediaClient, args: argparse.Namespace) -> None:
+    """Every image in a directory (in name order) as one TranslateFrames stream."""
+    paths = sorted(p for p in args.input.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+    if not paths:
+        raise SystemExit(f"no PNG, JPEG or WebP frames in {args.input}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    frames = (path.read_bytes() for path in paths)
+    answers = client.translate_frames(frames, args.model, args.format)
+    for answer in tqdm(answers, total=len(paths), unit="frame", desc="frames"):
+        name = paths[answer.index].with_suffix("." + args.format).name
+        (args.out / name).write_bytes(answer.image.data)
+    print(f"{len(paths)} frames -> {args.out}  (synthetic, provenance embedded in each)")
 
 
 def image_models(client: GenmediaClient, args: argparse.Namespace) -> None:
@@ -257,6 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = image.add_parser("models", help="list translation directions")
     models.set_defaults(run=image_models)
+
+    video = groups.add_parser("video", help="translate frame streams (CycleGAN)").add_subparsers(
+        dest="command", required=True
+    )
+    frames = video.add_parser("frames", help="a directory of frames, as one stream")
+    frames.add_argument("input", type=Path, help="directory of PNG, JPEG or WebP frames")
+    frames.add_argument("--model", required=True, help="direction, e.g. horse2zebra")
+    frames.add_argument("--out", type=Path, required=True, help="output directory")
+    frames.add_argument("--format", choices=IMAGE_FORMATS, default="png")
+    frames.set_defaults(run=video_frames)
 
     text = groups.add_parser("text", help="generate text (GPT-2)").add_subparsers(
         dest="command", required=True

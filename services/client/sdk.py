@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -170,6 +170,28 @@ class GenmediaClient:
             image=image, model=model, format=IMAGE_FORMATS[image_format]
         )
         return self._unary(self.translation.TranslateImage, request)
+
+    def translate_frames(
+        self, frames: Iterable[bytes], model: str, image_format: str = "png"
+    ) -> Iterator[trans_pb.TranslateFramesResponse]:
+        """Translates encoded frames as one stream; yields each translated frame, in order,
+        as it comes (frames are read from ``frames`` only as fast as the server takes them)."""
+
+        def requests() -> Iterator[trans_pb.TranslateFramesRequest]:
+            config = trans_pb.FrameStreamConfig(model=model, format=IMAGE_FORMATS[image_format])
+            yield trans_pb.TranslateFramesRequest(config=config)
+            for frame in frames:
+                yield trans_pb.TranslateFramesRequest(image=frame)
+
+        call = self.translation.TranslateFrames(
+            requests(), timeout=self._timeout_s, metadata=self._metadata
+        )
+        try:
+            yield from call
+        except grpc.RpcError as error:
+            raise _raise_from(error) from None
+        finally:
+            call.cancel()
 
     def list_models(self) -> trans_pb.ListModelsResponse:
         return self._unary(self.translation.ListModels, trans_pb.ListModelsRequest())

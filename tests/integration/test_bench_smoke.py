@@ -231,3 +231,21 @@ def test_http_door_bench_puts_both_doors_side_by_side_and_judges_its_targets(
     assert set(results["targets"]) == {"added_p50_ms", "stream_tokens_ratio", "images_ratio"}
     assert "stream_tokens_ratio" in stdout
     assert_png(tmp_path / "http_door.png")
+
+
+def test_frames_bench_compares_streams_with_per_frame_calls_and_watches_memory(
+    tmp_path: Path,
+) -> None:
+    stdout = run_bench("bench.frames", "--out", str(tmp_path))
+    results = json.loads((tmp_path / "frames.json").read_text())
+    for figure in ("one_stream_fps", "per_frame_calls_fps", "four_streams_fps"):
+        assert results[figure] > 0
+    assert results["frame_latency_p99_ms"] >= results["frame_latency_p50_ms"] > 0
+    assert len(results["memory"]["samples_mib"]) >= 2
+    assert set(results["targets"]) == {
+        "stream_vs_per_frame",
+        "four_streams_vs_one",
+        "memory_growth",
+    }
+    assert "stream_vs_per_frame" in stdout
+    assert_png(tmp_path / "frames.png")

@@ -5,7 +5,10 @@ frame refused by its index."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -15,7 +18,7 @@ from PIL import Image
 from genmedia.v1 import common_pb2
 from genmedia.v1 import image_translation_pb2 as pb
 from genmedia.v1 import image_translation_pb2_grpc as pb_grpc
-from services.common.registry import IMAGE_TRANSLATION, ProcessSpec
+from services.common.registry import GATEWAY, IMAGE_TRANSLATION, ProcessSpec
 from services.common.usage import USAGE_HEADER, Usage
 
 pytestmark = pytest.mark.integration
@@ -120,3 +123,20 @@ def test_a_stream_must_open_with_its_config_and_raw_frames_must_fit(stub) -> Non
     assert (
         error.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND) or True
     )
+
+
+def test_the_cli_translates_a_directory_of_frames_as_one_stream(stack, tmp_path) -> None:
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index in range(12):
+        (frames / f"frame-{index:03d}.png").write_bytes(png(frame_pixels(index)))
+    genmedia = Path(sys.executable).with_name("genmedia")
+    done = subprocess.run(
+        [str(genmedia), "--target", stack.ports.address(GATEWAY), "video", "frames", str(frames),
+         "--model", MODEL, "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    written = sorted((tmp_path / "out").glob("*.png"))
+    assert [path.name for path in written] == [f"frame-{index:03d}.png" for index in range(12)]
+    assert "12 frames" in done.stdout
