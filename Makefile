@@ -130,7 +130,7 @@ redis-server:
 
 # make test runs 15 derandomized examples per RPC; this runs 300 random ones.
 fuzz: setup
-	GENMEDIA_FUZZ_EXAMPLES=$${GENMEDIA_FUZZ_EXAMPLES:-300} GENMEDIA_FUZZ_RANDOM=1 $(PYTEST) tests/integration/test_fuzz.py tests/integration/test_fuzz_http.py
+	GENMEDIA_FUZZ_EXAMPLES=$${GENMEDIA_FUZZ_EXAMPLES:-300} GENMEDIA_FUZZ_RANDOM=1 $(PYTEST) tests/integration/test_fuzz.py tests/integration/test_fuzz_http.py tests/integration/test_fuzz_frames.py
 
 # A bounded soak of the local stack: out/soak/soak.json and soak.png (make test runs 28 s of it).
 soak: setup

@@ -357,7 +357,11 @@ class Forwarder:
         ticket = await self.admit(route, b"", context, deadline)
         usage: Usage | None = None
         try:
-            _, current = await self._attempt(route, "bidi", requests, deadline, set(), 0)
+            _, current = await self._attempt(route, "bidi", None, deadline, set(), 0)
+            # The caller's messages are written here, not by gRPC's own request consumer:
+            # a backend that ends the stream early (a bad frame) would make that consumer's
+            # failed write the call's status (INTERNAL) instead of the backend's answer.
+            writer = asyncio.create_task(_pump(requests, current.call))
             code = grpc.StatusCode.CANCELLED
             try:
                 async for message in current.call:
@@ -365,15 +369,37 @@ class Forwarder:
                 code = grpc.StatusCode.OK
             except (aio.AioRpcError, asyncio.CancelledError) as exc:
                 code = _code(exc)
+                refused = writer.result() if writer.done() and not writer.cancelled() else None
+                if refused is not None:
+                    code = refused.code
+                    raise refused from None  # the caller sent a message that did not decode
                 if isinstance(exc, aio.AioRpcError):  # the frames answered before it are owed
                     usage = self._pass_usage_on(exc.trailing_metadata())
                 self._failed_attempt(route, current.replica, exc, forwarded=1)
             finally:
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
                 current.end(code)
             route.pool.record(current.replica, grpc.StatusCode.OK)
             usage = self._pass_usage_on(await current.call.trailing_metadata())
         finally:
             await ticket.finish(self._count(usage or NO_USAGE))
+
+
+async def _pump(requests: AsyncIterator[bytes], call: Any) -> GenmediaError | None:
+    """The caller's messages to the backend, until either side is done; a caller's message
+    that did not decode ends the call and is returned, for the caller's answer."""
+    try:
+        async for message in requests:
+            await call.write(message)
+        await call.done_writing()
+    except (asyncio.InvalidStateError, aio.AioRpcError, aio.UsageError):
+        pass  # the backend ended the call: its status is the answer
+    except GenmediaError as refused:
+        call.cancel()
+        return refused
+    return None
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import io
 from collections.abc import AsyncIterator, Callable
 
@@ -17,11 +18,13 @@ import numpy as np
 from PIL import Image
 
 from genmedia.v1 import image_translation_pb2 as pb
-from services.common.errors import InvalidArgument
+from services.common.errors import GenmediaError, InvalidArgument
 from services.image_translation.translator import ImageTranslator
 
 IN_FLIGHT = 4
 """Frames of one stream in the translator at once."""
+DRAIN_S = 1.0
+"""How long a stream that failed still reads what its caller sends, before it ends."""
 
 
 class FrameStream:
@@ -39,6 +42,20 @@ class FrameStream:
         self._size: tuple[int, int] | None = None
 
     async def translate(
+        self, requests: AsyncIterator[pb.TranslateFramesRequest]
+    ) -> AsyncIterator[pb.TranslateFramesResponse]:
+        try:
+            async for response in self._translate(requests):
+                yield response
+        except GenmediaError:
+            # The caller may still be writing: its messages are read (and dropped) for a
+            # moment before the stream ends. A status that overtakes a message in flight
+            # reaches a proxy's client as INTERNAL instead of this error (seen through the
+            # gateway in the fuzzing).
+            await _drain(requests, DRAIN_S)
+            raise
+
+    async def _translate(
         self, requests: AsyncIterator[pb.TranslateFramesRequest]
     ) -> AsyncIterator[pb.TranslateFramesResponse]:
         config = await self._config(requests)
@@ -108,6 +125,14 @@ class FrameStream:
         except InvalidArgument as error:
             raise InvalidArgument(f"frame {index}: {error.message}") from None
         return pb.TranslateFramesResponse(index=index, image=translated.image)
+
+
+async def _drain(requests: AsyncIterator[pb.TranslateFramesRequest], seconds: float) -> None:
+    """Reads and drops the caller's messages until it has sent them all, or ``seconds``."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(seconds):
+            async for _ in requests:
+                pass
 
 
 def _png_of_raw(index: int, raw: pb.RawFrame) -> bytes:

@@ -140,3 +140,16 @@ def test_the_cli_translates_a_directory_of_frames_as_one_stream(stack, tmp_path)
     written = sorted((tmp_path / "out").glob("*.png"))
     assert [path.name for path in written] == [f"frame-{index:03d}.png" for index in range(12)]
     assert "12 frames" in done.stdout
+
+
+def test_a_message_that_does_not_decode_is_refused_by_its_position(
+    connect: Callable[[ProcessSpec], grpc.Channel],
+) -> None:
+    call = connect(IMAGE_TRANSLATION).stream_stream(
+        "/genmedia.v1.ImageTranslationService/TranslateFrames"
+    )
+    config = pb.TranslateFramesRequest(config=pb.FrameStreamConfig(model=MODEL))
+    with pytest.raises(grpc.RpcError) as error:
+        list(call(iter([config.SerializeToString(), b"\xff\xff\xff"]), timeout=30))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "message 1 of the stream" in error.value.details()
