@@ -104,14 +104,24 @@ def test_sigterm_under_traffic_drains_and_cuts_no_call(
     before = [c for c in calls if c.started < signalled - IN_TRANSIT_S]
     draining = [c for c in calls if c.spans(signalled)]
     after = [c for c in calls if c.started >= signalled]
-    refused = [c for c in after if c.code == "UNAVAILABLE"]
+    refused = [c for c in after if c.code in ("UNAVAILABLE", "CANCELLED")]
 
     assert exit_code == 0
     assert exited - signalled < GRACE_S
     assert len(before) >= 3, "too little traffic before the signal"
     assert failures(before) == [], "a call that started before SIGTERM was cut"
     assert draining and all(c.code == "OK" for c in draining), draining
-    assert {c.code for c in after} <= {"OK", "UNAVAILABLE"}, failures(after)
+    # A call that reached the service as it began to stop is refused UNAVAILABLE. gRPC's
+    # own server cancels the few it had queued but not yet handed to a handler (CANCELLED,
+    # seen about once in ten runs on two busy cores): never one a handler saw, which would
+    # have its access line.
+    handled_cancelled = [
+        line
+        for line in spawned.log_text().splitlines()
+        if '"logger": "genmedia.access"' in line and '"code": "CANCELLED"' in line
+    ]
+    refused_codes = {"UNAVAILABLE"} | (set() if handled_cancelled else {"CANCELLED"})
+    assert {c.code for c in after} <= {"OK", *refused_codes}, (failures(after), handled_cancelled)
     # Readiness turns NOT_SERVING first: before the process refuses or exits.
     not_serving = watch.first(NOT_SERVING)
     assert not_serving is not None and signalled <= not_serving <= exited, watch.events
