@@ -32,7 +32,7 @@ from grpc import aio
 from PIL import Image
 from tqdm import tqdm
 
-from bench.common import bench_stack, figure_bench_arguments, percentile, publish
+from bench.common import bench_stack, figure_bench_arguments, judged, percentile, publish
 from genmedia.v1 import image_translation_pb2 as pb
 from genmedia.v1 import image_translation_pb2_grpc as pb_grpc
 from genmedia_shared.paths import REPO_ROOT
@@ -139,16 +139,7 @@ class Bench:
             "frame_latency_p50_ms": percentile(latencies, 50),
             "frame_latency_p99_ms": percentile(latencies, 99),
             "memory": memory,
-            "targets": {
-                name: {
-                    "measured": value,
-                    "target": TARGETS[name],
-                    "met": value <= TARGETS[name]
-                    if name == "memory_growth"
-                    else value >= TARGETS[name],
-                }
-                for name, value in measured.items()
-            },
+            "targets": judged(measured, TARGETS, at_most=("memory_growth",)),
         }
 
     async def _memory_over_long_stream(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import aiohttp
 from grpc import aio
 from tqdm import tqdm
 
-from bench.common import bench_stack, figure_bench_arguments, percentile, publish
+from bench.common import bench_stack, figure_bench_arguments, judged, percentile, publish
 from genmedia.v1 import image_generation_pb2 as gen_pb
 from genmedia.v1 import image_generation_pb2_grpc as gen_grpc
 from genmedia.v1 import image_translation_pb2 as trans_pb
@@ -213,14 +213,7 @@ class Bench:
             "stream_tokens_ratio": tokens_per_s["http"] / tokens_per_s["grpc"],
             "images_ratio": images_per_s["http"] / images_per_s["grpc"],
         }
-        targets = {
-            name: {
-                "measured": value,
-                "target": TARGETS[name],
-                "met": value <= TARGETS[name] if name == "added_p50_ms" else value >= TARGETS[name],
-            }
-            for name, value in measured.items()
-        }
+        targets = judged(measured, TARGETS, at_most=("added_p50_ms",))
         return {
             "cheap_call": {
                 "calls": "gRPC ImageTranslationService/ListModels vs "

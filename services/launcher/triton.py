@@ -5,7 +5,8 @@ Python version. The stub for the running Python is copied into a private
 backend directory, and the environment is set so the stub loads this
 interpreter's libpython (pyenv and other non-system Pythons) and finds the
 virtual environment's packages (torch, transformers). The stub ignores
-PYTHONPATH; each model.py finds the model code beside the repository.
+PYTHONPATH: the model code is installed in the venv (`make venv`), or named by a
+.pth file in its site-packages (bench/gpu/install.sh, for a lent GPU machine).
 """
 
 from __future__ import annotations
