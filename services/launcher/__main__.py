@@ -15,13 +15,14 @@ from services.launcher.settings import LauncherSettings
 from services.launcher.stack import DEVELOPMENT_MODE_ENV, Stack
 
 USAGE = """
-genmedia is up: gateway on {gateway}; Triton on {triton}; logs in {logs}
+genmedia is up: gateway on {gateway} (HTTP: {http}); Triton on {triton}; logs in {logs}
 
 Try it (from this directory; `make run` installed the CLI in .venv/bin):
   .venv/bin/genmedia image generate --class seven --class 3 --count 4 --seed 1 --out out/
   .venv/bin/genmedia image translate out/seven-0.png --model handwritten2typeset --out typeset.png
   .venv/bin/genmedia text generate "Return the" --stream
   (.venv/bin/genmedia image classes | image models | models list: see what is there)
+  curl -s {first_http}/v1/completions -d '{{"prompt": "Return the", "max_tokens": 16}}'
 
 {notes}
 Ctrl-C stops everything.
@@ -77,6 +78,8 @@ def main() -> None:
         print(
             USAGE.format(
                 gateway=", ".join(gateway.address for gateway in stack.gateways),
+                http=", ".join(gateway.http_url for gateway in stack.gateways),
+                first_http=stack.gateways[0].http_url,
                 triton=stack.triton.grpc_url,
                 logs=settings.work_dir / "logs",
                 notes=start_up_notes(stack),
