@@ -579,4 +579,7 @@ async def _text_chunks(
     except GenmediaError as exc:
         # Headers are gone: the error goes in the stream, as OpenAI's servers do.
         yield sse_event(HttpError.from_genmedia(exc, TEXT_PARAMS).openai_body())
+    finally:
+        # A caller who left ends the backend call now, not when this is collected.
+        await rest.aclose()  # type: ignore[attr-defined]
     yield b"data: [DONE]\n\n"
