@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import random
 import time
 from collections.abc import AsyncIterator
@@ -55,6 +56,7 @@ from services.gateway.keys import KeyPolicy
 from services.gateway.quotas import Quotas, Ticket
 
 NO_USAGE = Usage()
+logger = logging.getLogger(__name__)
 
 PASSED_BACK = (RETRY_AFTER_HEADER,)
 """Backend trailing metadata handed on to the caller (besides usage)."""
@@ -399,6 +401,9 @@ async def _pump(requests: AsyncIterator[bytes], call: Any) -> GenmediaError | No
     except GenmediaError as refused:
         call.cancel()
         return refused
+    except Exception:  # a bug here must end the backend call, not leave it waiting
+        logger.exception("forwarding a client stream to the backend failed")
+        call.cancel()
     return None
 
 

@@ -1,9 +1,10 @@
 """TranslateFrames: a stream of frames, each translated as TranslateImage would translate it.
 
 Up to ``IN_FLIGHT`` frames of one stream are in the translator at once, so a stream keeps
-Triton's dynamic batcher fed (its frames and other streams' share batches); the next frame
-is read only when one finishes, so a fast sender waits on gRPC flow control, not on this
-process's memory. Answers go out in the frames' order.
+Triton's dynamic batcher fed (its frames and other streams' share batches); no frame is read
+while that many are, so a fast sender waits on gRPC flow control, not on this process's
+memory. Each answer goes out, in the frames' order, as soon as it is ready: a caller that
+sends one frame and waits for it is answered.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class FrameStream:
         self.megapixels = 0.0
         """What the frames answered so far came to (charged to the key)."""
         self._size: tuple[int, int] | None = None
+        self._reading: asyncio.Future[pb.TranslateFramesRequest | None] | None = None
+        """The read of the caller's next message, while one is under way."""
 
     async def translate(
         self, requests: AsyncIterator[pb.TranslateFramesRequest]
@@ -52,23 +55,38 @@ class FrameStream:
             # moment before the stream ends. A status that overtakes a message in flight
             # reaches a proxy's client as INTERNAL instead of this error (seen through the
             # gateway in the fuzzing).
-            await _drain(requests, DRAIN_S)
+            await _drain(self._reading, requests, DRAIN_S)
             raise
+        finally:
+            if self._reading is not None:
+                self._reading.cancel()
 
     async def _translate(
         self, requests: AsyncIterator[pb.TranslateFramesRequest]
     ) -> AsyncIterator[pb.TranslateFramesResponse]:
         config = await self._config(requests)
         pending: collections.deque[asyncio.Task[pb.TranslateFramesResponse]] = collections.deque()
+        ended = False
+        index = 0
         try:
-            index = 0
-            async for request in requests:
-                pending.append(asyncio.create_task(self._frame(index, request, config)))
-                index += 1
-                while len(pending) >= IN_FLIGHT:
-                    yield self._counted(await pending.popleft())
-            while pending:
-                yield self._counted(await pending.popleft())
+            while True:
+                if self._reading is None and not ended and len(pending) < IN_FLIGHT:
+                    self._reading = asyncio.ensure_future(anext(requests, None))
+                oldest = pending[0] if pending else None
+                waiting = [task for task in (oldest, self._reading) if task is not None]
+                if not waiting:
+                    return
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if pending and pending[0] in done:
+                    yield self._counted(pending.popleft().result())
+                elif self._reading in done:
+                    request = self._reading.result()
+                    self._reading = None
+                    if request is None:
+                        ended = True
+                    else:
+                        pending.append(asyncio.create_task(self._frame(index, request, config)))
+                        index += 1
         finally:
             for task in pending:
                 task.cancel()
@@ -127,10 +145,17 @@ class FrameStream:
         return pb.TranslateFramesResponse(index=index, image=translated.image)
 
 
-async def _drain(requests: AsyncIterator[pb.TranslateFramesRequest], seconds: float) -> None:
-    """Reads and drops the caller's messages until it has sent them all, or ``seconds``."""
+async def _drain(
+    reading: asyncio.Future[pb.TranslateFramesRequest | None] | None,
+    requests: AsyncIterator[pb.TranslateFramesRequest],
+    seconds: float,
+) -> None:
+    """Reads and drops the caller's messages (the read under way first) until it has sent
+    them all, or ``seconds``."""
     with contextlib.suppress(Exception):
         async with asyncio.timeout(seconds):
+            if reading is not None and await reading is None:
+                return
             async for _ in requests:
                 pass
 

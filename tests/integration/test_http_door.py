@@ -285,6 +285,9 @@ BAD_REQUESTS = [
     ("completions", {"prompt": "x", "seed": -4}, "seed"),
     ("chat/completions", {"messages": []}, "messages"),
     ("chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, "messages"),
+    ("chat/completions", {"messages": [{"role": ["user"], "content": "x"}]}, "messages"),
+    ("images/generations", {"prompt": "goldfish", "n": "\u00b2"}, "n"),
+    ("images/generations", {"prompt": "goldfish", "size": "\u00b2x\u00b2"}, "size"),
     ("images/generations", {"prompt": "goldfsh"}, "prompt"),
     ("images/generations", {"prompt": "goldfish", "size": "big"}, "size"),
     ("images/generations", {"prompt": "goldfish", "size": "9000x9000"}, "size"),
@@ -392,6 +395,20 @@ def test_a_body_that_trickles_in_is_refused_in_time(
     assert waited < 5
 
 
+def test_a_chunked_upload_over_the_limit_is_refused_as_it_streams_in(gateway: Spawned) -> None:
+    with socket.create_connection(("127.0.0.1", gateway.http_port), timeout=20) as conn:
+        conn.sendall(
+            b"POST /v1/images/edits HTTP/1.1\r\nhost: x\r\n"
+            b"content-type: multipart/form-data; boundary=x\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        chunk = b"x" * 65536
+        with contextlib.suppress(OSError):  # the door may close before all is sent
+            for _ in range(48):  # 3 MiB against a 2 MiB limit
+                conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        head = answer_of(conn)
+    assert head.startswith("HTTP/1.1 413"), head[:200]
+
+
 def test_a_slow_client_is_held_to_its_deadline(gateway: Spawned, keys: dict[str, ApiKey]) -> None:
     started = time.monotonic()
     status, _, _ = http(
@@ -493,6 +510,24 @@ def test_closing_an_sse_stream_cancels_the_generation_in_triton(
     tokens_after, cancelled_after = wait_until_stable(stack)
     assert cancelled_after == cancelled_before + 1
     assert tokens_after - tokens_before < 500
+
+
+def test_a_caller_who_leaves_a_unary_completion_cancels_the_generation_in_triton(
+    stack: Stack, gateway: Spawned, keys: dict[str, ApiKey]
+) -> None:
+    tokens_before, cancelled_before = wait_until_stable(stack)
+    body = json.dumps({"prompt": "A long story:", "max_tokens": 1000, "seed": 3}).encode()
+    with socket.create_connection(("127.0.0.1", gateway.http_port), timeout=10) as conn:
+        conn.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            + f"authorization: Bearer {keys['full'].key}\r\n".encode()
+            + f"content-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        time.sleep(0.3)  # generating
+    tokens_after, cancelled_after = wait_until_stable(stack)
+    assert cancelled_after == cancelled_before + 1
+    assert tokens_after - tokens_before < 900
 
 
 def test_http_calls_are_counted_with_their_protocol(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -153,3 +154,20 @@ def test_a_message_that_does_not_decode_is_refused_by_its_position(
         list(call(iter([config.SerializeToString(), b"\xff\xff\xff"]), timeout=30))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "message 1 of the stream" in error.value.details()
+
+
+def test_a_caller_that_waits_for_each_answer_is_answered_frame_by_frame(stub) -> None:
+    answered = threading.Event()
+
+    def interactive() -> Iterator[pb.TranslateFramesRequest]:
+        yield pb.TranslateFramesRequest(config=pb.FrameStreamConfig(model=MODEL))
+        for index in range(3):
+            answered.clear()
+            yield pb.TranslateFramesRequest(image=png(frame_pixels(index)))
+            assert answered.wait(timeout=20), f"frame {index} was held back"
+
+    indexes = []
+    for answer in stub.TranslateFrames(interactive(), timeout=60):
+        indexes.append(answer.index)
+        answered.set()
+    assert indexes == [0, 1, 2]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -36,10 +35,6 @@ class DoorLimits:
     async def body(self, call: HttpCall, request: Request) -> bytes:
         return await read_body(request, self.max_body_bytes, self._body_timeout_s(call))
 
-    async def form(self, call: HttpCall, request: Request, read: Awaitable[T]) -> T:
-        """``read`` (a multipart form) within the body's time."""
-        return await within(self._body_timeout_s(call), read)
-
 
 async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes:
     """The whole body, refused with 413 as soon as it is known to be over ``max_bytes``
@@ -54,20 +49,14 @@ async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes
         ) from None
 
 
-async def within(timeout_s: float, work: Awaitable[T]) -> T:
-    """``work`` (reading a multipart form), or 408 when it takes longer than ``timeout_s``."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await work
-    except TimeoutError:
-        raise HttpError(
-            408, f"the request body did not arrive within {timeout_s:.3g} s; send it faster"
-        ) from None
-
-
 async def _read(request: Request, max_bytes: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    if (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and int(declared) > max_bytes
+    ):
         raise HttpError(413, f"request body is {declared} bytes; the limit is {max_bytes}")
     chunks: list[bytes] = []
     size = 0

@@ -5,11 +5,17 @@ correlation id, the log context."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
+import grpc
 from starlette.requests import Request
 
+from services.common.errors import GenmediaError
 from services.common.request_context import (
     REQUEST_ID_HEADER,
     caller_var,
@@ -22,16 +28,24 @@ from services.common.request_context import (
 from services.gateway.auth import AUTHORIZATION_HEADER
 from services.gateway.http.errors import HttpError
 
+T = TypeVar("T")
 TIMEOUT_HEADERS = ("timeout", "x-stainless-timeout")
 """Seconds the caller will wait: ours, then the one the OpenAI SDKs send by themselves."""
 FORWARDED_HEADERS = (AUTHORIZATION_HEADER,)
 """Headers the gRPC side reads as metadata (the key); nothing else a caller sends."""
 
 
+class CallerGone(GenmediaError):
+    """The HTTP caller disconnected before its answer: the call is cancelled downstream."""
+
+    code = grpc.StatusCode.CANCELLED
+
+
 class HttpCall:
     """What ``Forwarder`` and ``ProvenanceServicer`` ask of a gRPC call's context."""
 
     def __init__(self, request: Request, default_deadline_s: float) -> None:
+        self._receive = request.receive
         headers = request.headers
         self._metadata = tuple(
             (name, headers[name]) for name in FORWARDED_HEADERS if name in headers
@@ -60,6 +74,26 @@ class HttpCall:
         """Raises the error of a header the call cannot be served with (a bad timeout)."""
         if self._header_error is not None:
             raise self._header_error
+
+    async def unless_gone(self, work: Awaitable[T]) -> T:
+        """``work``, cancelled (down to the backend) if the caller disconnects first: uvicorn
+        cancels only a streaming response's work, and the gRPC door cancels every call's."""
+        task = asyncio.ensure_future(work)
+        watcher = asyncio.create_task(self._disconnected())
+        try:
+            done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                return task.result()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise CallerGone("the caller went away before the answer")
+        finally:
+            watcher.cancel()
+
+    async def _disconnected(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass  # the rest of an already read body
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._metadata

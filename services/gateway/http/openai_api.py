@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -84,6 +85,9 @@ FORMAT_NAMES = {
     common_pb2.IMAGE_FORMAT_JPEG: "jpeg",
     common_pb2.IMAGE_FORMAT_WEBP: "webp",
 }
+_DIGITS = re.compile(r"[0-9]{1,9}")
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
+"""ASCII digits only: str.isdigit() also takes "²", which int() refuses."""
 DEFAULT_MAX_TOKENS = 16
 """OpenAI's default for /v1/completions."""
 CHAT_ROLES = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
@@ -260,18 +264,20 @@ class OpenAiApi:
     async def image_edits(self, request: Request) -> Response:
         call = self.call(request)
         try:
-            form = await self._limits.form(
-                call, request, read_form(request, self._limits.max_body_bytes)
-            )
-            image = form.get("image") or form.get("image[]")
-            if not isinstance(image, UploadFile):
-                raise HttpError(
-                    400,
-                    "image is required: send the image file as multipart field 'image'",
-                    "image",
-                )
-            fields = {key: value for key, value in form.items() if isinstance(value, str)}
-            message = translation_request(fields, await image.read())
+            body = await self._limits.body(call, request)
+            form = await read_form(request, body, self._limits.max_body_bytes)
+            try:
+                image = form.get("image") or form.get("image[]")
+                if not isinstance(image, UploadFile):
+                    raise HttpError(
+                        400,
+                        "image is required: send the image file as multipart field 'image'",
+                        "image",
+                    )
+                fields = {key: value for key, value in form.items() if isinstance(value, str)}
+                message = translation_request(fields, await image.read())
+            finally:
+                await form.close()  # its spooled files go now, not when collected
             response = await self._unary(call, TRANSLATE_IMAGE, message, IMAGE_PARAMS)
             provenance = response.image.provenance
             data = [
@@ -312,7 +318,8 @@ def chat_prompt(messages: Any) -> str:
     for index, entry in enumerate(messages):
         if not isinstance(entry, dict):
             raise HttpError(400, f"messages[{index}] must be an object", "messages")
-        role = CHAT_ROLES.get(entry.get("role"))  # type: ignore[arg-type]
+        given = entry.get("role")
+        role = CHAT_ROLES.get(given) if isinstance(given, str) else None
         if role is None:
             raise HttpError(
                 400,
@@ -456,7 +463,9 @@ def _size(body: JsonObject) -> tuple[int, int]:
     if size in (None, "auto"):
         return 0, 0
     width, _, height = str(size).partition("x")
-    if not (width.isdigit() and height.isdigit()) or int(width) < 1 or int(height) < 1:
+    if not (_DIGITS.fullmatch(width) and _DIGITS.fullmatch(height)) or not (
+        int(width) >= 1 and int(height) >= 1
+    ):
         raise HttpError(
             400, f"size must be 'WIDTHxHEIGHT' in pixels, e.g. '128x128', not {size!r}", "size"
         )
@@ -464,7 +473,7 @@ def _size(body: JsonObject) -> tuple[int, int]:
 
 
 def _integer(body: JsonObject, name: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
         value = int(value)  # multipart fields are text
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise HttpError(400, f"{name} must be an integer from {low} to {high}, not {value!r}", name)
@@ -486,16 +495,21 @@ def _model_name(body: JsonObject, default: str) -> str:
     return model if isinstance(model, str) and model else default
 
 
-async def read_form(request: Request, max_bytes: int) -> Any:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise HttpError(413, f"request body is over {max_bytes} bytes", None)
+async def read_form(request: Request, body: bytes, max_bytes: int) -> Any:
+    """The multipart form in ``body`` (already read within the size and time limits: a
+    chunked upload cannot go past them)."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise HttpError(
             415, "send multipart/form-data with the image file in field 'image'", "image"
         )
+
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
     try:
-        return await request.form(max_files=4, max_fields=32, max_part_size=max_bytes)
+        return await Request(request.scope, replay).form(
+            max_files=4, max_fields=32, max_part_size=max_bytes
+        )
     except Exception as exc:  # noqa: BLE001 (multipart's own errors: the body is malformed)
         raise HttpError(400, f"multipart body did not parse: {exc}", "image") from None
 

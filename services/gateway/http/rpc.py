@@ -77,7 +77,7 @@ class Rpcs:
     async def unary(self, call: HttpCall, path: str, request: Message) -> Any:
         method = self.methods[path]
         with _recorded(method) as outcome:
-            response = await method.call(request, call)  # type: ignore[misc]
+            response = await call.unless_gone(method.call(request, call))  # type: ignore[arg-type]
             outcome.code = grpc.StatusCode.OK
             return response
 
