@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import statistics
 import threading
 import time
@@ -95,7 +96,7 @@ class Bench:
             first = first or now - started
             latencies.append((now - sent[answer.index]) * 1000)
             if on_answer is not None:
-                on_answer(answer.index)
+                on_answer(answer)
         return {"seconds": time.perf_counter() - started, "first_ms": (first or 0) * 1000,
                 "latencies_ms": latencies, "frames": len(latencies)}  # fmt: skip
 
@@ -111,7 +112,10 @@ class Bench:
             self.stub = pb_grpc.ImageTranslationServiceStub(channel)
             await self._stream(self.frames[:4])  # warm
             with tqdm(total=4, desc="frames bench", disable=not progress) as bar:
-                one = await self._stream(self.frames)
+                outputs: list[bytes] = []
+                one = await self._stream(
+                    self.frames, lambda answer: outputs.append(answer.image.data)
+                )
                 bar.update()
                 per_frame_fps = await self._per_frame()
                 bar.update()
@@ -132,6 +136,7 @@ class Bench:
         return {
             "sizes": asdict(self.sizes),
             "model": self.model,
+            "temporal_stability": temporal_stability(self.frames, outputs),
             "one_stream_fps": one_fps,
             "per_frame_calls_fps": per_frame_fps,
             "four_streams_fps": four_fps,
@@ -150,10 +155,10 @@ class Bench:
         samples: list[tuple[int, float]] = []
         lock = threading.Lock()
 
-        def sample(index: int) -> None:
-            if index % 50 == 0:
+        def sample(answer: pb.TranslateFramesResponse) -> None:
+            if answer.index % 50 == 0:
                 with lock:
-                    samples.append((index, self.service.memory_info().rss / 2**20))
+                    samples.append((answer.index, self.service.memory_info().rss / 2**20))
 
         await self._stream(frames, on_answer=sample)
         tenth = max(1, len(samples) // 10)
@@ -161,6 +166,25 @@ class Bench:
         late = statistics.mean(rss for _, rss in samples[-tenth:])
         return {"samples_mib": samples, "first_tenth_mib": early, "last_tenth_mib": late,
                 "growth": late / early - 1}  # fmt: skip
+
+
+def mean_change(frames: list[bytes]) -> float:
+    """Mean absolute difference of consecutive frames, in 0-255 pixel levels."""
+    pixels = [
+        np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16) for data in frames
+    ]
+    return float(np.mean([np.abs(b - a).mean() for a, b in itertools.pairwise(pixels)]))
+
+
+def temporal_stability(inputs: list[bytes], outputs: list[bytes]) -> dict[str, float]:
+    """How much consecutive output frames differ against how much their inputs do: CycleGAN
+    works frame by frame, so it adds flicker where this is above 1."""
+    input_change, output_change = mean_change(inputs), mean_change(outputs)
+    return {
+        "input_mean_change": input_change,
+        "output_mean_change": output_change,
+        "output_vs_input": output_change / input_change,
+    }
 
 
 def report(results: dict[str, Any]) -> str:
@@ -172,6 +196,10 @@ def report(results: dict[str, Any]) -> str:
         f"service RSS over {results['sizes']['long_frames']} frames: "
         f"{results['memory']['first_tenth_mib']:.0f} -> "
         f"{results['memory']['last_tenth_mib']:.0f} MiB",
+        "consecutive frames differ by {input_mean_change:.2f} levels in, "
+        "{output_mean_change:.2f} out (x{output_vs_input:.2f})".format(
+            **results["temporal_stability"]
+        ),
     ]
     for name, target in results["targets"].items():
         verdict = "met" if target["met"] else "MISSED"

@@ -242,6 +242,11 @@ def test_frames_bench_compares_streams_with_per_frame_calls_and_watches_memory(
         assert results[figure] > 0
     assert results["frame_latency_p99_ms"] >= results["frame_latency_p50_ms"] > 0
     assert len(results["memory"]["samples_mib"]) >= 2
+    stability = results["temporal_stability"]
+    assert stability["input_mean_change"] > 0 and stability["output_mean_change"] > 0
+    assert stability["output_vs_input"] == pytest.approx(
+        stability["output_mean_change"] / stability["input_mean_change"]
+    )
     assert set(results["targets"]) == {
         "stream_vs_per_frame",
         "four_streams_vs_one",
