@@ -9,7 +9,10 @@ API key on the gateway) and, through the gateway, in one run:
 - 4 concurrent streams against 1 (target: at least 1.5x the total frames per second);
 - time to first frame, and each frame's latency (sent to answered) p50/p99;
 - the image-translation service's resident memory over a 2,000-frame stream, sampled as it
-  goes (target: the last tenth within 5% of the first tenth).
+  goes (target: the last tenth within 5% of the first tenth);
+- the floor of "4 streams against 1": the same CycleGAN in this process, after the stack
+  has stopped, at batch 1 against batch 8 (the model's max_batch_size). Streams can gain
+  from sharing batches at most what batching gains the model itself.
 
 Figures go to stdout, ``bench/results/frames.json`` and ``frames.png``.
 """
@@ -34,6 +37,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from bench.common import bench_stack, figure_bench_arguments, judged, percentile, publish
+from bench.gpu.__main__ import CYCLEGAN_BATCH, raw_rate
+from bench.inprocess import InProcessModels
+from bench.workloads import Workloads
 from genmedia.v1 import image_translation_pb2 as pb
 from genmedia.v1 import image_translation_pb2_grpc as pb_grpc
 from genmedia_shared.paths import REPO_ROOT
@@ -168,6 +174,18 @@ class Bench:
                 "growth": late / early - 1}  # fmt: skip
 
 
+def model_batching_floor(weights: Path, seconds: float) -> dict[str, Any]:
+    """Frames/s of the translation model alone at batch 1 and at its largest batch."""
+    models = InProcessModels(weights, "cpu")
+    call = Workloads.for_weights(weights).translate
+    one = raw_rate(lambda: models.translate(call, count=1), 1, seconds)
+    batched = raw_rate(
+        lambda: models.translate(call, count=CYCLEGAN_BATCH), CYCLEGAN_BATCH, seconds
+    )
+    return {"side": call.side, "batch_1_fps": one, f"batch_{CYCLEGAN_BATCH}_fps": batched,
+            "batching_gain": batched / one}  # fmt: skip
+
+
 def mean_change(frames: list[bytes]) -> float:
     """Mean absolute difference of consecutive frames, in 0-255 pixel levels."""
     pixels = [
@@ -196,6 +214,8 @@ def report(results: dict[str, Any]) -> str:
         f"service RSS over {results['sizes']['long_frames']} frames: "
         f"{results['memory']['first_tenth_mib']:.0f} -> "
         f"{results['memory']['last_tenth_mib']:.0f} MiB",
+        "model alone: x{batching_gain:.2f} from batching (batch 1 -> {n}), the ceiling of "
+        "4 streams vs 1".format(n=CYCLEGAN_BATCH, **results["model_batching_floor"]),
         "consecutive frames differ by {input_mean_change:.2f} levels in, "
         "{output_mean_change:.2f} out (x{output_vs_input:.2f})".format(
             **results["temporal_stability"]
@@ -236,6 +256,7 @@ def main() -> None:
             stack.gateways[0].address, key, models[0], sizes, stack.pid_of(IMAGE_TRANSLATION)
         )
         results = asyncio.run(bench.run(progress=True))
+    results["model_batching_floor"] = model_batching_floor(args.weights, 1.0 if args.quick else 5.0)
     publish(results, "frames", report, plot, args.out)
 
 

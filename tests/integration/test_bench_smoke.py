@@ -242,6 +242,8 @@ def test_frames_bench_compares_streams_with_per_frame_calls_and_watches_memory(
         assert results[figure] > 0
     assert results["frame_latency_p99_ms"] >= results["frame_latency_p50_ms"] > 0
     assert len(results["memory"]["samples_mib"]) >= 2
+    floor = results["model_batching_floor"]
+    assert floor["batching_gain"] == pytest.approx(floor["batch_8_fps"] / floor["batch_1_fps"])
     stability = results["temporal_stability"]
     assert stability["input_mean_change"] > 0 and stability["output_mean_change"] > 0
     assert stability["output_vs_input"] == pytest.approx(
