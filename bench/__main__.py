@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import batching, resources, serving, streams, text
-from bench.common import DEMO_WEIGHTS, RESULTS_DIR, bench_stack, machine
+from bench.common import DEMO_WEIGHTS, RESULTS_DIR, bench_stack, machine, median
 from bench.full_size import FullSizeSet, write_full_size
 from bench.gateway import passthrough_beside
 from bench.inprocess import InProcessModels
@@ -37,6 +37,7 @@ FULL_SIZE_WEIGHTS = REPO_ROOT / "var" / "bench-weights" / "cpu"
 QUICK_FULL_SIZE = FullSizeSet(biggan_channel_width=4, cyclegan_ngf=8)
 OVERHEAD_LIMIT_MS = 5.0
 OVERHEAD_LIMIT_PERCENT = 5.0
+FULL_SIZE_RUNS = 3
 BATCHING_MIN_GAIN = 1.5
 PER_TOKEN_LIMIT_MS = 0.25
 """Issue #18: GenerateText's serving overhead per generated token, through the gateway."""
@@ -89,11 +90,17 @@ def run_full_size(weights: Path, quick: bool, out: Path) -> dict[str, Any]:
             model_calls=("GenerateImages", "TranslateImage"),
         )  # fmt: skip
         models, work = InProcessModels(weights), Workloads.for_weights(weights)
-        results["serving"] = serving.measure(
-            Addresses.of(running, passthrough), models, work, sizes,
-            service_work=ServiceWork(work, models),
-        )  # fmt: skip
-        print(serving.report(results["serving"], "full-size architectures, random weights"))
+        # Issue #18 judges the median of 3 runs: one run's hops move by milliseconds here.
+        runs = []
+        for run in range(1 if quick else FULL_SIZE_RUNS):
+            runs.append(
+                serving.measure(
+                    Addresses.of(running, passthrough), models, work, sizes,
+                    service_work=ServiceWork(work, models),
+                )
+            )  # fmt: skip
+            print(serving.report(runs[-1], f"full-size, random weights, run {run + 1}"))
+        results["serving"] = {**runs[-1], "overhead_percent_runs": overhead_runs(runs)}
         results["memory"] = resources.memory(running.stack)
         results["cold_start"] = resources.cold_start(running.cold_start)
     serving.plot(
@@ -101,6 +108,13 @@ def run_full_size(weights: Path, quick: bool, out: Path) -> dict[str, Any]:
         "full-size architectures (random weights), p50 per call",
     )  # fmt: skip
     return results
+
+
+def overhead_runs(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each call's serving overhead (% of the model time) in every run, and their median."""
+    calls = runs[0]["calls"]
+    per_call = {c: [run["calls"][c]["overhead_percent"] for run in runs] for c in calls}
+    return {c: {"runs": values, "median": median(values)} for c, values in per_call.items()}
 
 
 def verdicts(demo: dict[str, Any], full: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -135,14 +149,15 @@ def verdicts(demo: dict[str, Any], full: dict[str, Any] | None) -> list[dict[str
     rows += hop_verdicts(demo)
     rows += streams.verdicts(demo["streams"])
     if full is not None:
-        full_calls = full["serving"]["calls"]
-        worst_full = max((figures["overhead_percent"], c) for c, figures in full_calls.items())
+        medians = full["serving"]["overhead_percent_runs"]
+        worst_full = max((figures["median"], c) for c, figures in medians.items())
+        runs = ", ".join(f"{v:.2f}" for v in medians[worst_full[1]]["runs"])
         rows.insert(
             1,
             {
                 "target": f"serving overhead < {OVERHEAD_LIMIT_PERCENT:g}% of the model time "
-                "(full-size, random weights)",
-                "figure": f"{worst_full[0]:.2f}% ({worst_full[1]}, the largest)",
+                "(full-size, random weights, median of runs)",
+                "figure": f"{worst_full[0]:.2f}% ({worst_full[1]}, the largest; runs: {runs}%)",
                 "met": worst_full[0] < OVERHEAD_LIMIT_PERCENT,
             },
         )

@@ -90,6 +90,14 @@ def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
     return np.asarray(_to_rgb(image), dtype=np.uint8)
 
 
+def decode_resized(data: bytes, limits: ImageLimits, side: int) -> tuple[np.ndarray, int, int]:
+    """Decodes and resizes to ``side`` x ``side`` in one go (one thread hand-off, not two):
+    the pixels and the input's own width and height."""
+    pixels = decode_image(data, limits)
+    height, width = pixels.shape[:2]
+    return resize(pixels, side, side), width, height
+
+
 def decode_centre(data: bytes, limits: ImageLimits, side: int) -> np.ndarray:
     """The centred ``side`` x ``side`` RGB pixels of an image, as stored (no EXIF rotation):
     the full decode is released at once, so a large image costs one decode, not copies."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import time
+from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -17,7 +18,11 @@ def make_provenance(
     model: str, model_version: str, seed: int, request_id: str, now: datetime | None = None
 ) -> common_pb2.Provenance:
     created_at = Timestamp()
-    created_at.FromDatetime(now or datetime.now(UTC))
+    if now is None:
+        # From the clock's nanoseconds: FromDatetime's arithmetic costs 0.1 ms a call.
+        created_at.FromNanoseconds(time.time_ns())
+    else:
+        created_at.FromDatetime(now)
     return common_pb2.Provenance(
         synthetic=True,
         digital_source_type=TRAINED_ALGORITHMIC_MEDIA,

@@ -14,7 +14,7 @@ import pytest
 from pytorch_pretrained_biggan import BigGANConfig
 
 from bench import batching, streams
-from bench.__main__ import verdicts
+from bench.__main__ import overhead_runs, verdicts
 from bench.full_size import BIGGAN_DEEP_LAYERS, FullSizeSet, biggan_config, write_full_size
 from bench.serving import ServingBench, ServingSizes
 from bench.workloads import StreamTiming, Workloads, gradient_image
@@ -131,11 +131,22 @@ def demo_results(
 
 
 def test_verdicts_judge_the_worst_figure_against_each_target() -> None:
-    full = {"serving": {"calls": {"GenerateImages": {"overhead_percent": 4.0},
-                                  "TranslateImage": {"overhead_percent": 6.0}}}}  # fmt: skip
+    # The full-size target reads the median of the runs, not the last run's figure.
+    runs = [
+        {
+            "calls": {
+                "GenerateImages": {"overhead_percent": g},
+                "TranslateImage": {"overhead_percent": t},
+            }
+        }
+        for g, t in ((4.0, 9.4), (3.0, 6.0), (4.5, 5.3))
+    ]
+    full = {"serving": {"overhead_percent_runs": overhead_runs(runs)}}
+    assert full["serving"]["overhead_percent_runs"]["TranslateImage"]["median"] == 6.0
     rows = verdicts(demo_results(4.9, 1.5, 149.0, 6.0, 2.99, 1.5, 0.25, 1.3), full)
     assert [row["met"] for row in rows] == [True, False, True, True] + [True] * 7
-    assert "TranslateImage" in rows[0]["figure"] and "TranslateImage" in rows[1]["figure"]
+    assert "TranslateImage" in rows[0]["figure"]
+    assert rows[1]["figure"] == "6.00% (TranslateImage, the largest; runs: 9.40, 6.00, 5.30%)"
     assert "text" in rows[3]["figure"]
     # Each hop's worst call is named: the gateway's on TranslateImage, Triton's on text.
     assert "1.50x (TranslateImage" in rows[4]["figure"]

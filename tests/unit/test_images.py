@@ -1,6 +1,7 @@
 import io
 import json
 import struct
+import time
 import zlib
 
 import numpy as np
@@ -47,6 +48,21 @@ def png_declaring(width: int, height: int) -> bytes:
 def test_allowed_formats_decode_to_rgb(pil_format: str) -> None:
     pixels = images.decode_image(encoded(gradient(), pil_format), LIMITS)
     assert pixels.shape == (30, 40, 3) and pixels.dtype == np.uint8
+
+
+def test_decode_resized_is_decode_then_resize_and_keeps_the_inputs_size() -> None:
+    data = encoded(gradient(), "PNG")
+    pixels, width, height = images.decode_resized(data, LIMITS, 16)
+    assert (width, height) == (40, 30)
+    assert np.array_equal(pixels, images.resize(images.decode_image(data, LIMITS), 16, 16))
+    with pytest.raises(InvalidArgument, match="truncated or corrupt"):
+        images.decode_resized(data[:60], LIMITS, 16)
+
+
+def test_provenance_is_stamped_with_the_current_time() -> None:
+    before = time.time()
+    stamped = make_provenance("m", "1", 0, "r").created_at.ToNanoseconds() / 1e9
+    assert before <= stamped <= time.time()
 
 
 def test_empty_bytes_are_refused() -> None:
