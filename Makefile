@@ -21,7 +21,7 @@ PYTHON_SOURCES := genmedia_shared services models tools tests bench deploy
 
 export PYTHONPATH := $(CURDIR):$(CURDIR)/models
 
-.PHONY: help setup venv protos weights demo-models run test test-unit test-integration test-deploy deploy-tools aiperf-tools aiperf bench bench-gpu gpu-stage load fuzz soak audit lint format clean prometheus-tools redis-server
+.PHONY: help setup venv protos weights demo-models demo-video run test test-unit test-integration test-deploy deploy-tools aiperf-tools aiperf bench bench-gpu gpu-stage load fuzz soak audit lint format clean prometheus-tools redis-server
 
 help:
 	@echo "make run               set up and serve Triton + services + gateway until Ctrl-C"
@@ -33,6 +33,7 @@ help:
 	@echo "make protos            generate Python code from protos/ into genmedia/"
 	@echo "make weights           write small random test checkpoints into $(WEIGHTS_DIR)"
 	@echo "make demo-models       retrain the demo pack into models/demo (~12 min on 2 cores)"
+	@echo "make demo-video        translate the demo video of digits into docs/demo/cyclegan-video.gif"
 	@echo "make bench             benchmarks: figures side by side, JSON + PNG in bench/results/"
 	@echo "make bench-gpu         full-size models on a GPU against raw PyTorch (bench/gpu/run.sh)"
 	@echo "make load              locust against a local stack (GENMEDIA_LOAD_*): CSV, HTML, PNG in out/load/"
@@ -78,6 +79,11 @@ $(WEIGHTS_STAMP): tools/test_weights.py $(VENV_STAMP)
 
 demo-models: venv protos
 	$(PY) -m tools.training.demo_pack --out models/demo --docs docs/demo --readme README.md
+	$(PY) -m tools.demo_video
+
+# The README's video demo alone: the demo stack translates digits (docs/demo/cyclegan-video.gif).
+demo-video: setup
+	$(PY) -m tools.demo_video
 
 # Several gateways share their quotas through a local redis-server.
 run: setup $(if $(filter-out 0 1,$(GENMEDIA_GATEWAY_REPLICAS)),redis-server)

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from genmedia.v1 import provenance_pb2 as provenance_pb
 from genmedia.v1 import text_generation_pb2 as text_pb
+from genmedia_shared.media_types import sniff_video_mime
 from services.client.fetch import (
     ALLOW_HTTP_ENV,
     MIRROR_ENV,
@@ -32,6 +33,7 @@ from services.client.sdk import (
     CleartextKeyError,
     GenmediaClient,
     GenmediaError,
+    file_chunks,
     tls_credentials,
 )
 
@@ -106,6 +108,29 @@ def video_frames(client: GenmediaClient, args: argparse.Namespace) -> None:
     print(f"{len(paths)} frames -> {args.out}  (synthetic, provenance embedded in each)")
 
 
+def video_translate(client: GenmediaClient, args: argparse.Namespace) -> None:
+    """A video file through TranslateVideo, with a progress bar; the result to --out."""
+    answers = client.translate_video(file_chunks(args.input), args.model)
+    summary = None
+    with tqdm(unit="frame", desc="frames") as bar, args.out.open("wb") as out:
+        for answer in answers:
+            kind = answer.WhichOneof("item")
+            if kind == "progress":
+                bar.total = answer.progress.frames_total or None
+                bar.update(answer.progress.frames_done - bar.n)
+            elif kind == "chunk":
+                out.write(answer.chunk)
+            elif kind == "summary":
+                summary = answer.summary
+    if summary is None:
+        raise SystemExit("genmedia video translate: the stream ended without a summary")
+    credentials = "signed Content Credentials, " if summary.content_credentials else ""
+    audio = ", audio copied" if summary.audio_copied else ""
+    print(f"{args.out}  {summary.frames} frames {summary.width}x{summary.height} at "
+          f"{summary.frame_rate:g} fps, {summary.container}/{summary.codec}{audio}  "
+          f"(synthetic: {credentials}watermark in every frame)")  # fmt: skip
+
+
 def image_models(client: GenmediaClient, args: argparse.Namespace) -> None:
     for model in client.list_models().models:
         state = "ready" if model.ready else "NOT READY"
@@ -128,10 +153,14 @@ def verify(client: GenmediaClient, args: argparse.Namespace) -> None:
         return
     if args.file is None:
         raise SystemExit("genmedia verify: give a FILE or --text")
-    response = client.verify_image(args.file.read_bytes())
+    data = args.file.read_bytes()
+    is_video = sniff_video_mime(data) is not None
+    response = client.verify_video(data) if is_video else client.verify_image(data)
     found = response.content_credentials
     verdict = provenance_pb.Verdict.Name(response.verdict).removeprefix("VERDICT_")
     print(f"{args.file}: {verdict}: {response.explanation}")
+    if is_video:
+        print(f"  watermark read over {response.frames_checked} frames")
     if found.present:
         print(f"  C2PA: {found.validation_state}; actions {', '.join(found.actions)}; "
               f"signer {found.signer!r}")  # fmt: skip
@@ -277,15 +306,22 @@ def build_parser() -> argparse.ArgumentParser:
     models = image.add_parser("models", help="list translation directions")
     models.set_defaults(run=image_models)
 
-    video = groups.add_parser("video", help="translate frame streams (CycleGAN)").add_subparsers(
-        dest="command", required=True
-    )
+    video = groups.add_parser(
+        "video", help="translate videos and frame streams (CycleGAN)"
+    ).add_subparsers(dest="command", required=True)
     frames = video.add_parser("frames", help="a directory of frames, as one stream")
     frames.add_argument("input", type=Path, help="directory of PNG, JPEG or WebP frames")
     frames.add_argument("--model", required=True, help="direction, e.g. horse2zebra")
     frames.add_argument("--out", type=Path, required=True, help="output directory")
     frames.add_argument("--format", choices=IMAGE_FORMATS, default="png")
     frames.set_defaults(run=video_frames)
+    translating = video.add_parser(
+        "translate", help="a video file (MP4/MOV or WebM/MKV), audio kept, with progress"
+    )
+    translating.add_argument("input", type=Path, help="video file")
+    translating.add_argument("--model", required=True, help="direction, e.g. horse2zebra")
+    translating.add_argument("--out", type=Path, required=True, help="output file")
+    translating.set_defaults(run=video_translate)
 
     text = groups.add_parser("text", help="generate text (GPT-2)").add_subparsers(
         dest="command", required=True
@@ -313,7 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     verifying = groups.add_parser(
         "verify", help="check a file's Content Credentials or a text's watermark (no key needed)"
     )
-    verifying.add_argument("file", type=Path, nargs="?", help="PNG, JPEG or WebP file")
+    verifying.add_argument(
+        "file", type=Path, nargs="?", help="PNG, JPEG or WebP image, or MP4/MOV/WebM video"
+    )
     verifying.add_argument("--text", help="check this text for genmedia's watermark instead")
     verifying.set_defaults(run=verify)
 

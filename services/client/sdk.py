@@ -193,6 +193,27 @@ class GenmediaClient:
         finally:
             call.cancel()
 
+    def translate_video(
+        self, chunks: Iterable[bytes], model: str
+    ) -> Iterator[trans_pb.TranslateVideoResponse]:
+        """Translates a video file sent as ``chunks`` (see :func:`file_chunks`); yields
+        progress messages, then the translated file's chunks, then its summary."""
+
+        def requests() -> Iterator[trans_pb.TranslateVideoRequest]:
+            yield trans_pb.TranslateVideoRequest(config=trans_pb.VideoConfig(model=model))
+            for chunk in chunks:
+                yield trans_pb.TranslateVideoRequest(chunk=chunk)
+
+        call = self.translation.TranslateVideo(
+            requests(), timeout=self._timeout_s, metadata=self._metadata
+        )
+        try:
+            yield from call
+        except grpc.RpcError as error:
+            raise _raise_from(error) from None
+        finally:
+            call.cancel()
+
     def list_models(self) -> trans_pb.ListModelsResponse:
         return self._unary(self.translation.ListModels, trans_pb.ListModelsRequest())
 
@@ -200,6 +221,11 @@ class GenmediaClient:
         """What the gateway finds in an image's Content Credentials, and its verdict."""
         request = provenance_pb.VerifyImageRequest(data=data)
         return self._unary(self.provenance.VerifyImage, request)
+
+    def verify_video(self, data: bytes) -> provenance_pb.VerifyVideoResponse:
+        """A video file's Content Credentials and the watermark over its frames."""
+        request = provenance_pb.VerifyVideoRequest(data=data)
+        return self._unary(self.provenance.VerifyVideo, request)
 
     def verify_text(self, text: str) -> provenance_pb.VerifyTextResponse:
         """Whether genmedia's text watermark is in ``text``, with its z-score."""
@@ -258,3 +284,13 @@ class GenmediaClient:
             return method(request, timeout=self._timeout_s, metadata=self._metadata)
         except grpc.RpcError as error:
             raise _raise_from(error) from None
+
+
+VIDEO_CHUNK_BYTES = 1024 * 1024
+
+
+def file_chunks(path: Path, size: int = VIDEO_CHUNK_BYTES) -> Iterator[bytes]:
+    """A file's bytes in pieces, read as they are sent."""
+    with path.open("rb") as file:
+        while chunk := file.read(size):
+            yield chunk

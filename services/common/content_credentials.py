@@ -58,7 +58,9 @@ def sniff_mime(data: bytes) -> str:
     raise ValueError("not a PNG, JPEG or WebP file")
 
 
-def manifest_definition(provenance: common_pb2.Provenance, translated: bool) -> dict[str, Any]:
+def manifest_definition(
+    provenance: common_pb2.Provenance, translated: bool, what: str = "image"
+) -> dict[str, Any]:
     agent = {"name": f"genmedia {provenance.model}", "version": provenance.model_version}
     if translated:
         actions: list[dict[str, Any]] = [
@@ -67,7 +69,9 @@ def manifest_definition(provenance: common_pb2.Provenance, translated: bool) -> 
                 "action": "c2pa.edited",
                 "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
                 "softwareAgent": agent,
-                "description": "image-to-image translation by a trained model",
+                "description": f"{what} translation by a trained model, frame by frame"
+                if what == "video"
+                else "image-to-image translation by a trained model",
             },
         ]
     else:
@@ -140,14 +144,15 @@ class ContentCredentials:
         mime: str,
         provenance: common_pb2.Provenance,
         source: SourceImage | None = None,
+        what: str = "image",
     ) -> bytes:
-        """``data`` with a signed C2PA manifest embedded."""
-        definition = manifest_definition(provenance, translated=source is not None)
+        """``data`` with a signed C2PA manifest embedded (``what``: "image" or "video")."""
+        definition = manifest_definition(provenance, translated=source is not None, what=what)
         signed = io.BytesIO()
         with Builder(definition, context=self._context) as builder:
             if source is not None:
                 builder.add_ingredient(
-                    {"title": "input image", "relationship": "parentOf", "label": INPUT_LABEL},
+                    {"title": f"input {what}", "relationship": "parentOf", "label": INPUT_LABEL},
                     source.mime,
                     io.BytesIO(source.data),
                 )
@@ -181,7 +186,9 @@ MALFORMED_PROVENANCE = "genmedia.provenance.malformed"
 """Failure code reported for an org.genmedia.provenance assertion that is not genmedia's."""
 
 
-def read_credentials(data: bytes, trust_anchors_pem: str | None = None) -> CredentialsReport:
+def read_credentials(
+    data: bytes, trust_anchors_pem: str | None = None, mime: str | None = None
+) -> CredentialsReport:
     """Validates the manifest embedded in ``data`` (trusting ``trust_anchors_pem``'s roots).
 
     The file is the caller's: a manifest c2pa cannot read, or one whose parts are not the
@@ -191,7 +198,7 @@ def read_credentials(data: bytes, trust_anchors_pem: str | None = None) -> Crede
     if trust_anchors_pem:
         settings["trust"] = {"user_anchors": trust_anchors_pem}
     try:
-        mime = sniff_mime(data)
+        mime = mime or sniff_mime(data)
         reader = Reader.try_create(mime, io.BytesIO(data), context=Context.from_dict(settings))
     except (ValueError, C2paError):
         return CredentialsReport(present=False)

@@ -114,6 +114,7 @@ IMAGE_TRANSLATION = ProcessSpec(
         MeteredMethod("TranslateImage", ("megapixels",), f"{_ESTIMATES}:megapixels_sent"),
         # A stream's frames are not known when it opens: charged as they are answered.
         MeteredMethod("TranslateFrames", ("megapixels",), f"{_ESTIMATES}:nothing_held"),
+        MeteredMethod("TranslateVideo", ("megapixels",), f"{_ESTIMATES}:nothing_held"),
     ),
 )
 TEXT_GENERATION = ProcessSpec(

@@ -35,7 +35,7 @@ from services.common.errors import FailedPrecondition, GenmediaError, InvalidArg
 from services.common.images import ImageLimits, decode_centre
 from services.common.request_context import caller_var
 from services.common.text_watermark import WatermarkDetector
-from services.gateway import metrics
+from services.gateway import metrics, video_check
 from services.gateway.auth import AUTHORIZATION_HEADER, Authenticator, OpenAccess
 from services.gateway.memory_budget import MemoryBudget
 from services.gateway.open_service import OpenServiceLimiter, OpenTicket
@@ -380,6 +380,27 @@ class ProvenanceServicer(provenance_pb2_grpc.ProvenanceServiceServicer):
             watermark=watermark if figures else None,
             verdict=code,
             explanation=explanation,
+            detail_withheld=not figures,
+        )
+
+    async def VerifyVideo(
+        self, request: provenance_pb2.VerifyVideoRequest, context: aio.ServicerContext
+    ) -> provenance_pb2.VerifyVideoResponse:
+        async with self._admitted(context) as figures:
+            video_check.check_mime(request.data)
+            checked = await self._run(
+                functools.partial(
+                    video_check.verify_video, request.data, self._anchors, self._watermark_key
+                ),
+                video_check.verification_cost(request.data, FIXED_COST_BYTES),
+            )
+        code, explanation = verdict(checked.credentials, checked.watermark, figures)
+        return provenance_pb2.VerifyVideoResponse(
+            content_credentials=credentials_message(checked.credentials),
+            watermark=checked.watermark if figures else None,
+            verdict=code,
+            explanation=explanation.replace("the image", "the video"),
+            frames_checked=checked.frames_checked,
             detail_withheld=not figures,
         )
 

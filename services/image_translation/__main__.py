@@ -20,7 +20,7 @@ async def main() -> None:
     set_up_process(IMAGE_TRANSLATION, settings)
     triton = TritonClient.from_settings(settings)
     translator = ImageTranslator(settings, triton)
-    servicer = ImageTranslationServicer(translator)
+    servicer = ImageTranslationServicer(translator, settings.video_limits())
     await serve_model_service(
         IMAGE_TRANSLATION,
         settings,

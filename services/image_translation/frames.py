@@ -13,13 +13,16 @@ import asyncio
 import collections
 import contextlib
 import io
+import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from genmedia.v1 import image_translation_pb2 as pb
 from services.common.errors import GenmediaError, InvalidArgument
+from services.image_translation.stream_metrics import StreamMeter
 from services.image_translation.translator import ImageTranslator
 
 IN_FLIGHT = 4
@@ -55,7 +58,7 @@ class FrameStream:
             # moment before the stream ends. A status that overtakes a message in flight
             # reaches a proxy's client as INTERNAL instead of this error (seen through the
             # gateway in the fuzzing).
-            await _drain(self._reading, requests, DRAIN_S)
+            await drain_requests(self._reading, requests, DRAIN_S)
             raise
         finally:
             if self._reading is not None:
@@ -65,6 +68,7 @@ class FrameStream:
         self, requests: AsyncIterator[pb.TranslateFramesRequest]
     ) -> AsyncIterator[pb.TranslateFramesResponse]:
         config = await self._config(requests)
+        self._meter = StreamMeter("TranslateFrames", self._translator.triton_model(config.model))
         pending: collections.deque[asyncio.Task[pb.TranslateFramesResponse]] = collections.deque()
         ended = False
         index = 0
@@ -88,6 +92,7 @@ class FrameStream:
                         pending.append(asyncio.create_task(self._frame(index, request, config)))
                         index += 1
         finally:
+            self._meter.close()
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -136,19 +141,19 @@ class FrameStream:
         single = pb.TranslateImageRequest(
             image=image, model=config.model, format=config.format, quality=config.quality
         )
+        started = time.perf_counter()
         try:
             translated = await self._translator.translate(
                 single, self._request_id, self._time_remaining()
             )
         except InvalidArgument as error:
             raise InvalidArgument(f"frame {index}: {error.message}") from None
+        self._meter.frame_done(time.perf_counter() - started)
         return pb.TranslateFramesResponse(index=index, image=translated.image)
 
 
-async def _drain(
-    reading: asyncio.Future[pb.TranslateFramesRequest | None] | None,
-    requests: AsyncIterator[pb.TranslateFramesRequest],
-    seconds: float,
+async def drain_requests(
+    reading: asyncio.Future[Any] | None, requests: AsyncIterator[Any], seconds: float
 ) -> None:
     """Reads and drops the caller's messages (the read under way first) until it has sent
     them all, or ``seconds``."""

@@ -11,11 +11,12 @@ import asyncio
 import math
 import time
 
+import numpy as np
 from prometheus_client import Counter
 
 from genmedia.v1 import common_pb2
 from genmedia.v1 import image_translation_pb2 as pb
-from services.common import images
+from services.common import image_watermark, images
 from services.common.audit import AuditLog, deferred_sha256, image_watermark_label
 from services.common.content_credentials import ContentCredentials, SourceImage, sniff_mime
 from services.common.errors import InvalidArgument
@@ -130,6 +131,38 @@ class ImageTranslator(ImageService):
         )
         return pb.TranslateImageResponse(image=encoded, request_id=request_id)
 
+    async def translate_pixels(
+        self, direction: str, pixels: np.ndarray, request_id: str, timeout_s: float | None
+    ) -> np.ndarray:
+        """One decoded frame [H, W, 3] through the same steps as TranslateImage (resize to the
+        working size, the model, back to the frame's size, the watermark), as pixels: a
+        video's frames are encoded together by its encoder, not one by one."""
+        model = self.triton_model(direction)
+        side = await self._working_size(model)
+        height, width = pixels.shape[:2]
+        batch = await asyncio.to_thread(images.resize, pixels, side, side)
+        outputs = await self._triton.infer(
+            model, {"image": batch[None, ...]}, ["image"], request_id, timeout_s
+        )
+        key = self._settings.image_watermark()
+        translated = await asyncio.to_thread(
+            _resized_and_marked, outputs["image"][0], width, height, key
+        )
+        pixels_translated.labels(model).inc(width * height)
+        return translated
+
+    async def provenance(self, direction: str, request_id: str) -> common_pb2.Provenance:
+        model = self.triton_model(direction)
+        return make_provenance(model, await self._triton.model_version(model), 0, request_id)
+
+    @property
+    def credentials(self) -> ContentCredentials | None:
+        return self._credentials
+
+    @property
+    def audit(self) -> AuditLog:
+        return self._audit
+
     async def list_models(self) -> pb.ListModelsResponse:
         response = pb.ListModelsResponse()
         for direction in await self.directions():
@@ -150,3 +183,7 @@ class ImageTranslator(ImageService):
         directions = await self.directions()
         allowed = self._settings.translation_models
         return bool(directions) and (not allowed or len(directions) == len(allowed))
+
+
+def _resized_and_marked(pixels: np.ndarray, width: int, height: int, key: str) -> np.ndarray:
+    return image_watermark.embed(images.resize(pixels, width, height), key)
