@@ -60,6 +60,7 @@ def test_metered_methods_and_units_are_the_api_methods_that_generate() -> None:
         "/genmedia.v1.ImageGenerationService/GenerateImages": ("images",),
         "/genmedia.v1.ImageTranslationService/TranslateImage": ("megapixels",),
         "/genmedia.v1.ImageTranslationService/TranslateFrames": ("megapixels",),
+        "/genmedia.v1.ImageTranslationService/TranslateVideo": ("megapixels",),
         "/genmedia.v1.TextGenerationService/GenerateText": ("tokens",),
         "/genmedia.v1.TextGenerationService/StreamText": ("tokens",),
     }
