@@ -27,8 +27,12 @@ from services.image_translation.translator import ImageTranslator
 
 IN_FLIGHT = 4
 """Frames of one stream in the translator at once."""
-DRAIN_S = 1.0
-"""How long a stream that failed still reads what its caller sends, before it ends."""
+DRAIN_S = 30.0
+"""How long a stream that failed still reads (and drops) what its caller sends, at most:
+until the caller stops sending. Ending sooner races the caller's messages in flight, and
+a gRPC aio client (the gateway) that has a write pending when the status arrives reports
+INTERNAL ("Internal error from Core") instead of this stream's status. A caller that
+keeps sending only spends its own deadline."""
 
 
 class FrameStream:

@@ -14,6 +14,7 @@ import io
 import json
 import socket
 import ssl
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -37,6 +38,7 @@ from tests.certs import make_pki
 from tests.integration.conftest import metric_value, scrape
 from tests.integration.processes import ApiKey, Spawned, open_channel, spawn, write_keys_file
 from tests.integration.test_cancellation import wait_until_stable
+from tools.video_files import moving_gradient, write_video
 
 pytestmark = pytest.mark.integration
 
@@ -425,6 +427,13 @@ def test_a_slow_client_is_held_to_its_deadline(gateway: Spawned, keys: dict[str,
 
 # -- JSON for every RPC -------------------------------------------------------------------
 
+
+def small_video() -> bytes:
+    with tempfile.TemporaryDirectory() as folder:
+        frames = [moving_gradient(index, 64, 64) for index in range(4)]
+        return write_video(Path(folder) / "v.mp4", frames, 4).read_bytes()
+
+
 JSON_CALLS: dict[str, tuple[str, dict[str, Any] | None]] = {
     "GenerateImages": ("", {"classes": [{"name": "goldfish"}], "width": 32, "height": 32}),
     "ListClasses": ("?query=gold", None),
@@ -434,6 +443,7 @@ JSON_CALLS: dict[str, tuple[str, dict[str, Any] | None]] = {
     "StreamText": ("", {"prompt": "x", "maxNewTokens": 3, "seed": "4"}),
     "VerifyText": ("", {"text": "Some words a person wrote, not a model."}),
     "VerifyImage": ("", {"data": base64.b64encode(png()).decode()}),
+    "VerifyVideo": ("", {"data": base64.b64encode(small_video()).decode()}),
 }
 
 
@@ -441,7 +451,7 @@ def test_every_rpc_answers_json_at_its_annotated_route(
     gateway: Spawned, keys: dict[str, ApiKey]
 ) -> None:
     routes = list(json_routes())
-    assert len(routes) == 9  # a new RPC gets an annotation and a line in JSON_CALLS
+    assert len(routes) == 10  # a new RPC gets an annotation and a line in JSON_CALLS
     for route in routes:
         query, body = JSON_CALLS[route.method.name]
         status, headers, answer = http(
