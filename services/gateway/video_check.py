@@ -5,7 +5,8 @@ Every frame carries the same keyed pattern at the same place, while the picture 
 the mean of many frames keeps the pattern and averages the picture (and the encoder's
 noise) away, so the mark is found after re-encoding at a lower bitrate, where one frame
 alone may lose it. Trimming only removes frames. Frames are taken at an even stride over
-the whole file, at most ``FRAMES_CHECKED`` of them, each cut to the detector's window.
+the file's first FRAMES_DECODED frames, at most ``FRAMES_CHECKED`` of them, each cut to
+the detector's window.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from services.common.content_credentials import CredentialsReport, read_credenti
 from services.common.errors import InvalidArgument
 
 FRAMES_CHECKED = 48
+FRAMES_DECODED = 600
+"""At most this many frames are decoded (20 s at 30 fps), wherever the file ends: the
+mark is in every frame, and an open service must not decode ten minutes of video."""
 VERIFY_VIDEO_LIMITS = video.VideoLimits(
     max_bytes=32 * 1024 * 1024, max_seconds=600.0, max_frame_pixels=1920 * 1088,
     max_frames=36_000,
@@ -81,10 +85,13 @@ def watermark_over_frames(
         info = video.probe(container, limits)
         if not image_watermark.applies(info.width, info.height):
             return None, 0
-        stride = max(1, -(-info.frames_declared // FRAMES_CHECKED))
+        within = min(info.frames_declared, FRAMES_DECODED) or FRAMES_DECODED
+        stride = max(1, -(-within // FRAMES_CHECKED))
         total: np.ndarray | None = None
         taken = 0
         for index, frame in enumerate(video.decoded_frames(container, info, limits)):
+            if index >= FRAMES_DECODED:
+                break
             if index % stride:
                 continue
             window = image_watermark.centre_window(video.rgb(frame), image_watermark.WORK_SIDE)

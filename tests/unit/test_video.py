@@ -11,7 +11,7 @@ import pytest
 from genmedia_shared.media_types import sniff_video_mime
 from services.common import image_watermark, video
 from services.common.errors import InvalidArgument
-from services.gateway.video_check import FRAMES_CHECKED, watermark_over_frames
+from services.gateway.video_check import FRAMES_CHECKED, FRAMES_DECODED, watermark_over_frames
 from services.image_translation.video import VideoWriter
 from tools.video_files import describe, moving_gradient, reencode, write_video
 
@@ -96,3 +96,7 @@ def test_the_watermark_is_read_over_the_frames_together(tmp_path: Path) -> None:
     many = write_video(tmp_path / "many.mp4", [moving_gradient(i, 64, 64) for i in range(100)])
     stride = -(-100 // FRAMES_CHECKED)  # 3: frames 0, 3, ... 99
     assert watermark_over_frames(many.read_bytes(), key)[1] == len(range(0, 100, stride))
+    # A long file is read no further than its first FRAMES_DECODED frames.
+    long = write_video(tmp_path / "long.mp4", [moving_gradient(i, 64, 64) for i in range(650)])
+    stride = -(-FRAMES_DECODED // FRAMES_CHECKED)  # 13: frames 0, 13, ... 598
+    assert watermark_over_frames(long.read_bytes(), key)[1] == len(range(0, FRAMES_DECODED, stride))
