@@ -237,7 +237,13 @@ class ContinuousBatcher:
     def _drop_failed(self) -> None:
         for running in list(self._running):
             error = self._delivery.take_failure(running.request.sink)
-            if error is not None:
+            if error is None:
+                continue
+            # A send fails once the caller has gone: that is a cancellation, not a fault
+            # (the sink asks afresh after a failed send, whatever its check interval).
+            if running.request.sink.cancelled():
+                self._leave(running, FinishReason.CANCELLED)
+            else:
                 self._leave(running, FinishReason.FAILED, error)
 
     def _drop_cancelled(self) -> None:

@@ -250,6 +250,29 @@ def test_a_sink_that_fails_ends_only_its_own_sequence(model: GPT2LMHeadModel) ->
     assert healthy.reason is FinishReason.LENGTH and len(healthy.tokens) == 20
 
 
+def test_a_send_that_fails_because_the_caller_left_counts_as_cancelled(
+    model: GPT2LMHeadModel,
+) -> None:
+    class GoneSink(ListSink):
+        """Its caller leaves as the first token is sent: the send fails, and only then does
+        asking say so (as a sink that asks the server now and then)."""
+
+        gone = False
+
+        def emit(self, tokens: list[int]) -> None:
+            self.gone = True
+            raise ConnectionError("stream closed")
+
+        def cancelled(self) -> bool:
+            return self.gone
+
+    engine = batcher(model)
+    gone = GoneSink()
+    engine.submit(request([1], gone))
+    run_until_idle(engine)
+    assert gone.reason is FinishReason.CANCELLED and gone.error is None
+
+
 # -- a failing step ------------------------------------------------------------------------
 
 # What the fault tests promise: every stream hears of a failed step within this.

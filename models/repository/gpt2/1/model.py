@@ -164,7 +164,12 @@ class TritonSink:
         if self._single:
             self._kept.extend(tokens)
             return
-        self._sender.send(self._response(tokens))
+        try:
+            self._sender.send(self._response(tokens))
+        except Exception:
+            # Most likely the caller left: the next cancelled() asks the server at once.
+            self._checked_at = -float("inf")
+            raise
         self._model.tokens.add(len(tokens))
 
     @staticmethod
