@@ -6,6 +6,7 @@ import ipaddress
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import grpc
 
@@ -183,15 +184,7 @@ class GenmediaClient:
             for frame in frames:
                 yield trans_pb.TranslateFramesRequest(image=frame)
 
-        call = self.translation.TranslateFrames(
-            requests(), timeout=self._timeout_s, metadata=self._metadata
-        )
-        try:
-            yield from call
-        except grpc.RpcError as error:
-            raise _raise_from(error) from None
-        finally:
-            call.cancel()
+        return self._bidi(self.translation.TranslateFrames, requests())
 
     def translate_video(
         self, chunks: Iterable[bytes], model: str
@@ -204,15 +197,7 @@ class GenmediaClient:
             for chunk in chunks:
                 yield trans_pb.TranslateVideoRequest(chunk=chunk)
 
-        call = self.translation.TranslateVideo(
-            requests(), timeout=self._timeout_s, metadata=self._metadata
-        )
-        try:
-            yield from call
-        except grpc.RpcError as error:
-            raise _raise_from(error) from None
-        finally:
-            call.cancel()
+        return self._bidi(self.translation.TranslateVideo, requests())
 
     def list_models(self) -> trans_pb.ListModelsResponse:
         return self._unary(self.translation.ListModels, trans_pb.ListModelsRequest())
@@ -272,6 +257,18 @@ class GenmediaClient:
             timeout=self._timeout_s,
             metadata=self._metadata,
         )
+        try:
+            yield from call
+        except grpc.RpcError as error:
+            raise _raise_from(error) from None
+        finally:
+            call.cancel()
+
+    def _bidi(
+        self, method: grpc.StreamStreamMultiCallable, requests: Iterator[Any]
+    ) -> Iterator[Any]:
+        """A bidirectional call's answers as they come; closing the iterator ends the call."""
+        call = method(requests, timeout=self._timeout_s, metadata=self._metadata)
         try:
             yield from call
         except grpc.RpcError as error:

@@ -387,10 +387,14 @@ class ProvenanceServicer(provenance_pb2_grpc.ProvenanceServiceServicer):
         self, request: provenance_pb2.VerifyVideoRequest, context: aio.ServicerContext
     ) -> provenance_pb2.VerifyVideoResponse:
         async with self._admitted(context) as figures:
-            video_check.check_mime(request.data)
+            mime = video_check.check_mime(request.data)
             checked = await self._run(
                 functools.partial(
-                    video_check.verify_video, request.data, self._anchors, self._watermark_key
+                    video_check.verify_video,
+                    request.data,
+                    mime,
+                    self._anchors,
+                    self._watermark_key,
                 ),
                 video_check.verification_cost(request.data, FIXED_COST_BYTES),
             )

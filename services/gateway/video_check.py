@@ -58,9 +58,8 @@ def verification_cost(data: bytes, fixed_bytes: int) -> int:
     return fixed_bytes + len(data) + VERIFY_VIDEO_LIMITS.max_frame_pixels * DECODE_BYTES_PER_PIXEL
 
 
-def verify_video(data: bytes, anchors: str | None, key: str) -> VideoCheck:
-    """The whole check of one file, in one executor thread."""
-    mime = check_mime(data)
+def verify_video(data: bytes, mime: str, anchors: str | None, key: str) -> VideoCheck:
+    """The whole check of one file (``mime`` from :func:`check_mime`), in one executor thread."""
     credentials = (
         read_credentials(data, anchors, mime)
         if mime == video.MP4_MIME

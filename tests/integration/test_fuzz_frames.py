@@ -6,6 +6,7 @@ within the deadline, through the gateway and straight to the service."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -45,6 +46,23 @@ streams = st.tuples(configs, st.lists(items, max_size=6)).map(
 ) | st.lists(items, max_size=6)
 
 
+def judged_stream(call: Any, messages: list[Any], about: str) -> tuple[list[Any], grpc.StatusCode]:
+    """Sends ``messages`` as one stream; the answers and the status, once it is checked that
+    the stream ended in time, OK or with a caller-error status that says why."""
+    started = time.monotonic()
+    try:
+        answers = list(call(iter(messages), timeout=TIMEOUT_S))
+        code, details = grpc.StatusCode.OK, ""
+    except grpc.RpcError as error:
+        answers, code, details = [], error.code(), error.details() or ""
+    assert time.monotonic() - started < TIMEOUT_S
+    assert code not in SERVER_FAULTS, f"{code.name}: {details!r} {about}"
+    assert code not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+    if code != grpc.StatusCode.OK:
+        assert details, f"{code.name} without saying why"
+    return answers, code
+
+
 @pytest.mark.parametrize("process", [GATEWAY, IMAGE_TRANSLATION], ids=lambda p: p.name)
 def test_every_frame_stream_ends_ok_or_with_a_caller_error_in_time(stack, process) -> None:
     with grpc.insecure_channel(stack.ports.address(process)) as channel:
@@ -57,17 +75,7 @@ def test_every_frame_stream_ends_ok_or_with_a_caller_error_in_time(stack, proces
         @FUZZ
         @given(streams)
         def run(messages: list[pb.TranslateFramesRequest]) -> None:
-            started = time.monotonic()
-            try:
-                answers = list(call(iter(messages), timeout=TIMEOUT_S))
-                code, details = grpc.StatusCode.OK, ""
-            except grpc.RpcError as error:
-                answers, code, details = [], error.code(), error.details() or ""
-            assert time.monotonic() - started < TIMEOUT_S
-            assert code not in SERVER_FAULTS, f"{code.name}: {details!r} for {messages!r}"
-            assert code not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
-            if code != grpc.StatusCode.OK:
-                assert details, f"{code.name} without saying why"
+            answers, _ = judged_stream(call, messages, f"for {messages!r}")
             assert [answer.index for answer in answers] == list(range(len(answers)))
 
         run()
@@ -122,18 +130,8 @@ def test_every_video_stream_ends_ok_or_with_a_caller_error_in_time(
             messages += [pb.TranslateVideoRequest(chunk=chunk) for chunk in chunks]
             if not config_first:
                 messages.reverse()
-            started = time.monotonic()
-            try:
-                answers = list(call(iter(messages), timeout=TIMEOUT_S))
-                code, details = grpc.StatusCode.OK, ""
-            except grpc.RpcError as error:
-                answers, code, details = [], error.code(), error.details() or ""
-            assert time.monotonic() - started < TIMEOUT_S
-            assert code not in SERVER_FAULTS, f"{code.name}: {details!r} ({len(data)} bytes)"
-            assert code not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+            answers, code = judged_stream(call, messages, f"({len(data)} bytes)")
             if code == grpc.StatusCode.OK:
                 assert answers[-1].WhichOneof("item") == "summary"
-            else:
-                assert details, f"{code.name} without saying why"
 
         run()
