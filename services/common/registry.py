@@ -36,6 +36,10 @@ class MeteredMethod:
     counted_by: str | None = None
     """A server stream's cumulative count field: what a stream that ended without its usage
     trailer is charged (at least one unit a message)."""
+    charged_as_it_goes: str | None = None
+    """A bidirectional stream's running total of its unit, as a field path in its responses
+    (``progress.megapixels``): the gateway charges it while the stream goes on, and ends a
+    stream that spends the key's daily budget."""
 
 
 @dataclass(frozen=True)
@@ -113,8 +117,18 @@ IMAGE_TRANSLATION = ProcessSpec(
     metered=(
         MeteredMethod("TranslateImage", ("megapixels",), f"{_ESTIMATES}:megapixels_sent"),
         # A stream's frames are not known when it opens: charged as they are answered.
-        MeteredMethod("TranslateFrames", ("megapixels",), f"{_ESTIMATES}:nothing_held"),
-        MeteredMethod("TranslateVideo", ("megapixels",), f"{_ESTIMATES}:nothing_held"),
+        MeteredMethod(
+            "TranslateFrames",
+            ("megapixels",),
+            f"{_ESTIMATES}:nothing_held",
+            charged_as_it_goes="megapixels",
+        ),
+        MeteredMethod(
+            "TranslateVideo",
+            ("megapixels",),
+            f"{_ESTIMATES}:nothing_held",
+            charged_as_it_goes="progress.megapixels",
+        ),
     ),
 )
 TEXT_GENERATION = ProcessSpec(

@@ -93,7 +93,12 @@ async def main() -> None:
     )
     estimator = Estimator()
     forwarder = Forwarder(
-        auth, quotas, settings.retry_policy(), settings.default_deadline_s, estimator
+        auth,
+        quotas,
+        settings.retry_policy(),
+        settings.default_deadline_s,
+        estimator,
+        settings.stream_charge_interval_s,
     )
     make_channel = channel_factory(channel_options(settings), settings.backend_tls())
     pools: list[BackendPool] = []

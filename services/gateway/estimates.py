@@ -60,6 +60,7 @@ class Metered:
     response: type[Message]
     estimate: Estimate
     counted_by: str | None
+    charged_as_it_goes: str | None = None
 
 
 @functools.cache
@@ -76,6 +77,7 @@ def metered() -> Mapping[str, Metered]:
                 api.message_class(method, response=True),
                 resolve(entry.estimator),
                 entry.counted_by,
+                entry.charged_as_it_goes,
             )
     return table
 
@@ -223,3 +225,20 @@ def streamed_usage(path: str, last_message: bytes | None, messages: int) -> Usag
         except DecodeError:
             counted = 0
     return Usage(**{unit: max(counted, messages) for unit in entry.units})
+
+
+def usage_so_far(entry: Metered, message: bytes) -> Usage | None:
+    """A bidirectional stream's running total in one of its responses; None when this
+    message does not carry it (a TranslateVideo chunk) or does not decode."""
+    if entry.charged_as_it_goes is None:
+        return None
+    try:
+        value: Any = entry.response.FromString(message)
+    except DecodeError:
+        return None
+    *parents, name = entry.charged_as_it_goes.split(".")
+    for parent in parents:
+        if not value.HasField(parent):
+            return None
+        value = getattr(value, parent)
+    return Usage(**{unit: float(getattr(value, name)) for unit in entry.units})

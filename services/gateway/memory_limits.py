@@ -142,6 +142,15 @@ class MemoryLimits:
         self._roll_day(state)
         state.used = state.used + usage
 
+    async def charge_part(self, hold: Hold, usage: Usage) -> Usage:
+        state = self._keys.get(hold.key_name)
+        if state is None:
+            return usage
+        self._roll_day(state)
+        if not hold.settled:
+            state.used = state.used + usage
+        return state.used
+
     async def used_today(self, key_name: str) -> Usage:
         state = self._keys.get(key_name)
         if state is None:

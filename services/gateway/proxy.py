@@ -51,7 +51,13 @@ from services.gateway import metrics
 from services.gateway.auth import OPEN_MODE_CALLER, Authenticator
 from services.gateway.backends import BackendPool, Replica
 from services.gateway.coalescing import Merge, merges
-from services.gateway.estimates import Estimator, streamed_usage, units
+from services.gateway.estimates import (
+    Estimator,
+    metered,
+    streamed_usage,
+    units,
+    usage_so_far,
+)
 from services.gateway.keys import KeyPolicy
 from services.gateway.quotas import Quotas, Ticket
 
@@ -106,7 +112,9 @@ class Forwarder:
         retry: RetryPolicy,
         default_deadline_s: float,
         estimator: Estimator | None = None,
+        charge_every_s: float = 5.0,
     ) -> None:
+        self._charge_every_s = charge_every_s
         self._authenticator = authenticator
         self._quotas = quotas
         self._retry = retry
@@ -358,6 +366,10 @@ class Forwarder:
         deadline = self._deadline(context)
         ticket = await self.admit(route, b"", context, deadline)
         usage: Usage | None = None
+        running = metered().get(route.path)
+        if running is not None and running.charged_as_it_goes is None:
+            running = None
+        last: bytes | None = None
         try:
             _, current = await self._attempt(route, "bidi", None, deadline, set(), 0)
             # The caller's messages are written here, not by gRPC's own request consumer:
@@ -365,9 +377,18 @@ class Forwarder:
             # failed write the call's status (INTERNAL) instead of the backend's answer.
             writer = asyncio.create_task(_pump(requests, current.call))
             code = grpc.StatusCode.CANCELLED
+            charged_at = time.monotonic()
             try:
                 async for message in current.call:
                     yield message
+                    if running is None:
+                        continue
+                    last = message
+                    if time.monotonic() - charged_at >= self._charge_every_s:
+                        so_far = usage_so_far(running, message)
+                        if so_far is not None:  # a video's chunks do not carry it
+                            charged_at = time.monotonic()
+                            await self._charge_so_far(ticket, so_far)
                 code = grpc.StatusCode.OK
             except (aio.AioRpcError, asyncio.CancelledError) as exc:
                 code = _code(exc)
@@ -386,7 +407,16 @@ class Forwarder:
             route.pool.record(current.replica, grpc.StatusCode.OK)
             usage = self._pass_usage_on(await current.call.trailing_metadata())
         finally:
+            if usage is None and running is not None and last is not None:
+                usage = usage_so_far(running, last)  # ended without its trailer
             await ticket.finish(self._count(usage or NO_USAGE))
+
+    async def _charge_so_far(self, ticket: Ticket, usage: Usage) -> None:
+        try:
+            await ticket.charge_so_far(usage)
+        except GenmediaError as exc:
+            metrics.refused.labels(exc.code.name).inc()
+            raise
 
 
 async def _pump(requests: AsyncIterator[bytes], call: Any) -> GenmediaError | None:

@@ -151,6 +151,9 @@ class RedisLimits:
         hold.settled = True
         await self.charge(hold.key_name, usage, (hold.lease_id,))
 
+    async def charge_part(self, hold: Hold, usage: Usage) -> Usage:
+        return await self.charge(hold.key_name, Usage() if hold.settled else usage)
+
     def _settle_script(
         self, key_name: str, usage: Usage, lease_ids: Sequence[str], day: dt.date
     ) -> tuple[list[str], list[Any]]:
@@ -176,11 +179,14 @@ class RedisLimits:
         usage: Usage,
         lease_ids: Sequence[str] = (),
         day: dt.date | None = None,
-    ) -> None:
-        """Ends the leases (and their holds) and adds ``usage`` to ``day``'s total (today's)."""
+    ) -> Usage:
+        """Ends the leases (and their holds) and adds ``usage`` to ``day``'s total (today's);
+        returns that total."""
         day = day or utc_day(self.wall())
         keys, args = self._settle_script(key_name, usage, lease_ids, day)
-        self._saw(key_name, day, await self.pipe.run(self._settle, keys, args))
+        totals = await self.pipe.run(self._settle, keys, args)
+        self._saw(key_name, day, totals)
+        return Usage(*(float(total) for total in totals))
 
     def charge_soon(
         self, key_name: str, usage: Usage, lease_ids: Sequence[str]

@@ -73,6 +73,9 @@ class _NoLimits:
     async def settle(self, hold: Hold, usage: Usage) -> None:
         hold.settled = True
 
+    async def charge_part(self, hold: Hold, usage: Usage) -> Usage:
+        return Usage()
+
     async def used_today(self, key_name: str) -> Usage:
         return Usage()
 
@@ -294,6 +297,15 @@ class ResilientLimits:
         hold.settled = True
         self._send_settle(hold.key_name, usage, hold.lease_id)
 
+    async def charge_part(self, hold: Hold, usage: Usage) -> Usage:
+        if not hold.settled and usage:
+            if hold.store is not self.redis:
+                await hold.store.charge_part(hold, usage)  # admitted by the fallback
+                self._owe(hold.key_name, usage)
+            else:
+                self._send_settle(hold.key_name, usage, "")  # in line ahead; no lease ends
+        return await self.used_today(hold.key_name)
+
     def _release_later(self, key_name: str, lease_id: str) -> None:
         self._send_settle(key_name, Usage(), lease_id)
 
@@ -304,7 +316,7 @@ class ResilientLimits:
             self._owe(key_name, usage, lease_id)
             return
         try:
-            settled = self.redis.charge_soon(key_name, usage, (lease_id,))
+            settled = self.redis.charge_soon(key_name, usage, (lease_id,) if lease_id else ())
         except STORE_ERRORS as exc:
             self._failed(exc)
             self._owe(key_name, usage, lease_id)
@@ -330,4 +342,12 @@ class ResilientLimits:
                 del self._settling[key_name]
 
     async def used_today(self, key_name: str) -> Usage:
-        return await self._call(self.redis.used_today(key_name))
+        """Redis's total; during an episode, or if Redis fails now, this replica's own."""
+        if not self.degraded:
+            try:
+                return await self._call(self.redis.used_today(key_name))
+            except STORE_ERRORS as exc:
+                self._failed(exc)
+        seen = self.redis.seen_used.get(key_name)
+        before = seen[1] if seen is not None and seen[0] == self._today() else Usage()
+        return before + await self._local.used_today(key_name)

@@ -284,6 +284,13 @@ class QuotaStoreSettings(SettingsGroup):
         description="Added to a call's deadline for its concurrency lease and budget hold in "
         "Redis: how long they outlive a gateway that dies holding them.",
     )
+    stream_charge_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often a bidirectional stream (TranslateFrames, TranslateVideo) is "
+        "charged what it has generated so far, as it goes; a stream whose key's daily budget "
+        "runs out ends then with RESOURCE_EXHAUSTED.",
+    )
 
     @model_validator(mode="after")
     def _known_store(self) -> QuotaStoreSettings:

@@ -114,6 +114,7 @@ class FrameStream:
                 f"{width}x{height} (the first frame's size)"
             )
         self.megapixels += size[0] * size[1] / 1e6
+        response.megapixels = self.megapixels  # the usage so far, for the caller and gateway
         return response
 
     async def _config(

@@ -102,7 +102,9 @@ class VideoCall:
                 async for frames in self._frames(config.model, container, info, target):
                     yield pb.TranslateVideoResponse(
                         progress=pb.VideoProgress(
-                            frames_done=frames, frames_total=max(frames, info.frames_declared)
+                            frames_done=frames,
+                            frames_total=max(frames, info.frames_declared),
+                            megapixels=self.megapixels,
                         )
                     )
             finally:

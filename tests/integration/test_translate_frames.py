@@ -4,6 +4,7 @@ frame refused by its index."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import subprocess
 import sys
@@ -21,6 +22,9 @@ from genmedia.v1 import image_translation_pb2 as pb
 from genmedia.v1 import image_translation_pb2_grpc as pb_grpc
 from services.common.registry import GATEWAY, IMAGE_TRANSLATION, ProcessSpec
 from services.common.usage import USAGE_HEADER, Usage
+from services.launcher.stack import Stack
+from tests.integration.conftest import metric_value, scrape
+from tests.integration.processes import open_channel, spawn, write_keys_file
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +77,10 @@ def test_sixty_frames_come_back_in_order_each_as_translate_image_makes_it(stub) 
         assert (answer.image.width, answer.image.height) == (32, 32)
         assert answer.image.format == common_pb2.IMAGE_FORMAT_PNG
         assert answer.image.provenance.synthetic
+    # The usage so far, as it goes: each frame's running total.
+    assert [answer.megapixels for answer in answers] == pytest.approx(
+        [(index + 1) * 32 * 32 / 1e6 for index in range(60)]
+    )
     trailer = dict(call.trailing_metadata())
     assert Usage.parse(trailer[USAGE_HEADER]).megapixels == pytest.approx(60 * 32 * 32 / 1e6)
 
@@ -170,3 +178,46 @@ def test_a_caller_that_waits_for_each_answer_is_answered_frame_by_frame(stub) ->
         indexes.append(answer.index)
         answered.set()
     assert indexes == [0, 1, 2]
+
+
+def test_a_long_stream_is_charged_as_it_goes_and_ended_when_its_budget_runs_out(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # 30 frames of 32x32 spend the budget; the gateway charges every 0.05 s.
+    budget = 30 * 32 * 32 / 1e6
+    keys = write_keys_file(tmp_path / "keys.json", {"frames": {"daily": {"megapixels": budget}}})
+    spawned = spawn(
+        stack,
+        GATEWAY,
+        tmp_path,
+        GENMEDIA_AUTH_MODE="api-keys",
+        GENMEDIA_API_KEYS_FILE=str(tmp_path / "keys.json"),
+        GENMEDIA_STREAM_CHARGE_INTERVAL_S="0.05",
+    )
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(spawned.stop)
+        spawned.wait_health()
+        channel = cleanup.enter_context(open_channel(spawned.address))
+        stub = pb_grpc.ImageTranslationServiceStub(channel)
+        frames = (pb.TranslateFramesRequest(image=png(frame_pixels(i % 60))) for i in range(3000))
+        answered = []
+        with pytest.raises(grpc.RpcError) as error:
+            for answer in stub.TranslateFrames(
+                stream(*frames), metadata=keys["frames"].metadata, timeout=120
+            ):
+                answered.append(answer)
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "daily megapixels budget of key 'frames' ran out during this stream" in (
+            error.value.details()
+        )
+        assert 30 <= len(answered) < 3000
+        # Every frame answered is charged; the next stream is refused at its start.
+        charged = metric_value(
+            scrape(spawned.metrics_url), "genmedia_gateway_units_total", key="frames",
+            unit="megapixels",
+        )  # fmt: skip
+        assert charged == pytest.approx(answered[-1].megapixels, rel=0.05)
+        with pytest.raises(grpc.RpcError) as error:
+            list(stub.TranslateFrames(stream(), metadata=keys["frames"].metadata, timeout=30))
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "budget of key 'frames' is spent" in error.value.details()

@@ -92,6 +92,9 @@ def test_a_video_comes_back_translated_with_its_frames_rate_duration_and_audio(
     assert summary.provenance.synthetic and summary.provenance.model == f"cyclegan_{MODEL}"
     assert progress[0].frames_done == 0 and progress[0].frames_total == FRAMES
     assert progress[-1].frames_done == FRAMES
+    # The usage as it goes: each progress message's running total of megapixels.
+    for step in progress:
+        assert step.megapixels == pytest.approx(step.frames_done * SIDE * SIDE / 1e6)
     trailer = dict(call.trailing_metadata())
     assert Usage.parse(trailer[USAGE_HEADER]).megapixels == pytest.approx(
         FRAMES * SIDE * SIDE / 1e6

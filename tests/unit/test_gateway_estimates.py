@@ -20,13 +20,17 @@ from services.gateway.estimates import (
     UNKNOWN_DEFAULT_MAX_NEW_TOKENS,
     Estimator,
     TextDefaults,
+    metered,
     streamed_usage,
+    usage_so_far,
 )
 from tests.fuzz.bad_inputs import png_declaring
 
 GENERATE_IMAGES = api.path(api.method_of(IMAGE_GENERATION, "GenerateImages"))
 TRANSLATE_IMAGE = api.path(api.method_of(IMAGE_TRANSLATION, "TranslateImage"))
 STREAM_TEXT = api.path(api.method_of(TEXT_GENERATION, "StreamText"))
+TRANSLATE_FRAMES = api.path(api.method_of(IMAGE_TRANSLATION, "TranslateFrames"))
+TRANSLATE_VIDEO = api.path(api.method_of(IMAGE_TRANSLATION, "TranslateVideo"))
 
 
 def jpeg(width: int, height: int) -> bytes:
@@ -127,3 +131,27 @@ def test_a_stream_cut_short_is_charged_its_last_cumulative_count(
 ) -> None:
     raw = None if last is None else last.SerializeToString()
     assert streamed_usage(STREAM_TEXT, raw, messages) == Usage(tokens=tokens)
+
+
+@pytest.mark.parametrize(
+    ("path", "message", "megapixels"),
+    [
+        (TRANSLATE_FRAMES, trans_pb.TranslateFramesResponse(index=4, megapixels=0.5), 0.5),
+        (
+            TRANSLATE_VIDEO,
+            trans_pb.TranslateVideoResponse(progress=trans_pb.VideoProgress(megapixels=2.25)),
+            2.25,
+        ),
+        (TRANSLATE_VIDEO, trans_pb.TranslateVideoResponse(chunk=b"mdat"), None),  # no total
+    ],
+)
+def test_a_bidirectional_stream_says_its_running_total_in_its_messages(
+    path: str, message: trans_pb.TranslateFramesResponse, megapixels: float | None
+) -> None:
+    found = usage_so_far(metered()[path], message.SerializeToString())
+    assert found == (None if megapixels is None else Usage(megapixels=megapixels))
+
+
+def test_a_running_total_that_does_not_decode_is_not_charged() -> None:
+    assert usage_so_far(metered()[TRANSLATE_FRAMES], b"\xff\xff\xff") is None
+    assert usage_so_far(metered()[STREAM_TEXT], b"") is None  # not charged as it goes

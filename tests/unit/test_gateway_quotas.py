@@ -78,8 +78,8 @@ async def store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterat
 
 
 @pytest.fixture
-def quotas(store: KeyLimits) -> Quotas:
-    return Quotas(max_in_flight=100, overload_retry_after_s=0.5, store=store)
+def quotas(store: KeyLimits, clock: FakeClock) -> Quotas:
+    return Quotas(max_in_flight=100, overload_retry_after_s=0.5, store=store, wall=clock)
 
 
 def gateway_on(server: RedisServer, wall: FakeClock) -> RedisLimits:
@@ -251,6 +251,38 @@ async def test_usage_settled_after_midnight_counts_towards_the_new_day(
     await ticket.finish(Usage(images=2))
     assert await quotas.used_today("alice") == Usage(images=2)
     await quotas.admit(alice, Usage(images=8))
+
+
+async def test_a_long_stream_is_charged_as_it_goes_and_the_rest_at_its_end(
+    quotas: Quotas,
+) -> None:
+    alice = policy(max_concurrent=1, daily=DailyBudget(megapixels=10))
+    stream = await quotas.admit(alice, Usage(), ("megapixels",))
+    await stream.charge_so_far(Usage(megapixels=2.5))
+    await stream.charge_so_far(Usage(megapixels=2.5))  # the same total again: nothing more
+    assert await quotas.used_today("alice") == Usage(megapixels=2.5)
+    await stream.charge_so_far(Usage(megapixels=4))
+    assert await quotas.used_today("alice") == Usage(megapixels=4)
+    with pytest.raises(ResourceExhausted, match="1 calls in flight"):
+        await quotas.admit(alice)  # the stream keeps its lease while it is charged
+    await stream.finish(Usage(megapixels=5))
+    assert await quotas.used_today("alice") == Usage(megapixels=5)  # not 9
+    assert quotas.in_flight == 0
+
+
+async def test_a_stream_that_spends_the_budget_is_told_to_end_with_all_of_it_charged(
+    quotas: Quotas,
+) -> None:
+    alice = policy(daily=DailyBudget(megapixels=10))
+    await spend(quotas, alice, Usage(megapixels=7))
+    stream = await quotas.admit(alice, Usage(), ("megapixels",))
+    await stream.charge_so_far(Usage(megapixels=2))
+    with pytest.raises(ResourceExhausted, match="ran out during this stream") as error:
+        await stream.charge_so_far(Usage(megapixels=3.5))
+    assert "10.5 of 10 used today, 3.5 by this stream" in error.value.message
+    assert error.value.retry_after_s == pytest.approx(3660.0)  # 22:59 UTC
+    await stream.finish()  # the call ended without its trailer: charged what it reported
+    assert await quotas.used_today("alice") == Usage(megapixels=10.5)
 
 
 async def test_unlimited_units_never_refuse(quotas: Quotas) -> None:

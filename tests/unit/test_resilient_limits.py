@@ -121,6 +121,28 @@ async def test_killed_redis_falls_back_then_comes_back_with_what_was_served_mean
         await ticket.finish()
 
 
+async def test_a_stream_charged_as_it_goes_while_redis_is_down_pays_redis_later(
+    server: RedisServer, store: ResilientLimits
+) -> None:
+    quotas = Quotas(100, 1.0, store)
+    alice = policy(daily=DailyBudget(megapixels=10))
+    in_redis = await quotas.admit(alice, Usage(), ("megapixels",))
+    await in_redis.charge_so_far(Usage(megapixels=1))
+    assert await quotas.used_today("alice") == Usage(megapixels=1)
+    server.kill()
+    await in_redis.charge_so_far(Usage(megapixels=3))  # 2 more, owed to Redis
+    local = await quotas.admit(alice, Usage(), ("megapixels",))
+    await local.charge_so_far(Usage(megapixels=2))
+    # While Redis is away: what it last said (1), and what this replica charged since (2).
+    assert await quotas.used_today("alice") == Usage(megapixels=3)
+    await local.finish(Usage(megapixels=2))
+    await in_redis.finish(Usage(megapixels=3))
+    server.start()  # an empty Redis, as after a crash without persistence
+    await until(lambda: not store.degraded, timeout_s=RETRY_S * 20)
+    # Written back: everything charged while it was away (the first 1 went with it).
+    assert await quotas.used_today("alice") == Usage(megapixels=4)
+
+
 async def test_a_hanging_redis_costs_a_call_no_more_than_the_timeout(
     server: RedisServer, store: ResilientLimits
 ) -> None:
