@@ -3,6 +3,7 @@ encoded by FFmpeg through PyAV, with a sine tone as the audio track if asked."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
@@ -117,3 +118,38 @@ def describe(path: Path) -> dict[str, object]:
                 if packet.size
             ]
     return facts
+
+
+def noisy_still_with_a_mover(
+    index: int, side: int = 128, seed: int = 7, noise_levels: int = 2
+) -> np.ndarray:
+    """A still picture with a camera's noise (``noise_levels`` either way, new every frame)
+    and a white square sliding across it: the case temporal flicker shows in."""
+    y, x = np.mgrid[0:side, 0:side]
+    still = np.stack([x * 200 // side + 20, y * 200 // side + 20, (x + y) * 100 // side + 60], -1)
+    noise = np.random.default_rng(seed + index).integers(
+        -noise_levels, noise_levels + 1, still.shape
+    )
+    frame = np.clip(still + noise, 0, 255).astype(np.uint8)
+    left = (4 * index) % (side - 16)
+    frame[side // 3 : side // 3 + 16, left : left + 16] = 255
+    return frame
+
+
+def frames_of(path: Path) -> list[np.ndarray]:
+    """Every frame of a file's video track as RGB pixels."""
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def mean_change(frames: list[np.ndarray]) -> float:
+    """Mean absolute difference of consecutive frames, in 0-255 levels: flicker, where the
+    picture itself stands still."""
+    return float(
+        np.mean(
+            [
+                np.abs(b.astype(np.int16) - a.astype(np.int16)).mean()
+                for a, b in itertools.pairwise(frames)
+            ]
+        )
+    )

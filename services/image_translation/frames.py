@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from genmedia.v1 import image_translation_pb2 as pb
+from services.common import images
 from services.common.errors import GenmediaError, InvalidArgument
 from services.image_translation.stream_metrics import StreamMeter
 from services.image_translation.translator import ImageTranslator
@@ -104,7 +105,8 @@ class FrameStream:
     def _counted(self, response: pb.TranslateFramesResponse) -> pb.TranslateFramesResponse:
         """Every frame has the first one's size (a frame that does not ends the stream);
         what is answered is counted for the key's budget."""
-        size = (response.image.width, response.image.height)
+        shown = response.raw if response.HasField("raw") else response.image
+        size = (shown.width, shown.height)
         if self._size is None:
             self._size = size
         elif size != self._size:
@@ -134,27 +136,60 @@ class FrameStream:
         self, index: int, request: pb.TranslateFramesRequest, config: pb.FrameStreamConfig
     ) -> pb.TranslateFramesResponse:
         kind = request.WhichOneof("item")
-        if kind == "image":
-            image = request.image
-        elif kind == "raw":
-            image = await asyncio.to_thread(_png_of_raw, index, request.raw)
-        else:
+        if kind not in ("image", "raw"):
             raise InvalidArgument(
                 f"frame {index}: each message after the first must carry image or raw, not "
                 f"{kind or 'nothing'}"
             )
+        started = time.perf_counter()
+        try:
+            if config.raw_output:
+                response = await self._raw_frame(index, request, config.model)
+            else:
+                response = await self._encoded_frame(index, request, config)
+        except InvalidArgument as error:
+            message = error.message
+            raise InvalidArgument(
+                message if message.startswith("frame ") else f"frame {index}: {message}"
+            ) from None
+        self._meter.frame_done(time.perf_counter() - started)
+        return response
+
+    async def _encoded_frame(
+        self, index: int, request: pb.TranslateFramesRequest, config: pb.FrameStreamConfig
+    ) -> pb.TranslateFramesResponse:
+        """The frame as TranslateImage answers it: encoded, signed, watermarked."""
+        if request.WhichOneof("item") == "raw":
+            image = await asyncio.to_thread(_png_of_raw, index, request.raw)
+        else:
+            image = request.image
         single = pb.TranslateImageRequest(
             image=image, model=config.model, format=config.format, quality=config.quality
         )
-        started = time.perf_counter()
-        try:
-            translated = await self._translator.translate(
-                single, self._request_id, self._time_remaining()
-            )
-        except InvalidArgument as error:
-            raise InvalidArgument(f"frame {index}: {error.message}") from None
-        self._meter.frame_done(time.perf_counter() - started)
+        translated = await self._translator.translate(
+            single, self._request_id, self._time_remaining()
+        )
         return pb.TranslateFramesResponse(index=index, image=translated.image)
+
+    async def _raw_frame(
+        self, index: int, request: pb.TranslateFramesRequest, direction: str
+    ) -> pb.TranslateFramesResponse:
+        """The same pixels as :meth:`_encoded_frame` decodes from its image, as raw RGB."""
+        if request.WhichOneof("item") == "raw":
+            pixels = _pixels_of_raw(index, request.raw, self._translator.limits)
+        else:
+            pixels = await asyncio.to_thread(
+                images.decode_image, request.image, self._translator.limits
+            )
+        translated = await self._translator.translate_pixels(
+            direction, pixels, self._request_id, self._time_remaining()
+        )
+        height, width = translated.shape[:2]
+        return pb.TranslateFramesResponse(
+            index=index,
+            raw=pb.RawFrame(rgb=translated.tobytes(), width=width, height=height),
+            provenance=await self._translator.provenance(direction, self._request_id),
+        )
 
 
 async def drain_requests(
@@ -170,15 +205,28 @@ async def drain_requests(
                 pass
 
 
-def _png_of_raw(index: int, raw: pb.RawFrame) -> bytes:
-    """A raw RGB frame as the lossless PNG TranslateImage takes (same pixels)."""
+def _pixels_of_raw(
+    index: int, raw: pb.RawFrame, limits: images.ImageLimits | None = None
+) -> np.ndarray:
+    """A raw RGB frame's pixels [H, W, 3], checked against its stated size (and the
+    service's pixel limit, which an encoded frame meets when it is decoded)."""
     expected = raw.width * raw.height * 3
     if not raw.width or not raw.height or len(raw.rgb) != expected:
         raise InvalidArgument(
             f"frame {index}: raw rgb is {len(raw.rgb)} bytes; width {raw.width} x height "
             f"{raw.height} x 3 needs {expected}"
         )
-    pixels = np.frombuffer(raw.rgb, dtype=np.uint8).reshape(raw.height, raw.width, 3)
+    if limits is not None and raw.width * raw.height > limits.max_pixels:
+        raise InvalidArgument(
+            f"frame {index}: raw frame is {raw.width}x{raw.height}; the limit is "
+            f"{limits.max_pixels} pixels"
+        )
+    return np.frombuffer(raw.rgb, dtype=np.uint8).reshape(raw.height, raw.width, 3)
+
+
+def _png_of_raw(index: int, raw: pb.RawFrame) -> bytes:
+    """A raw RGB frame as the lossless PNG TranslateImage takes (same pixels)."""
+    pixels = _pixels_of_raw(index, raw)
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, format="PNG", compress_level=1)
     return out.getvalue()

@@ -156,6 +156,11 @@ class ImageTranslator(ImageService):
         return make_provenance(model, await self._triton.model_version(model), 0, request_id)
 
     @property
+    def limits(self) -> images.ImageLimits:
+        """What an input image may be (bytes, pixels, smallest side)."""
+        return self._limits
+
+    @property
     def credentials(self) -> ContentCredentials | None:
         return self._credentials
 

@@ -36,6 +36,7 @@ from services.common.content_credentials import ContentCredentials, SourceImage
 from services.common.errors import GenmediaError, InvalidArgument, ResourceExhausted
 from services.image_translation.frames import DRAIN_S, drain_requests
 from services.image_translation.stream_metrics import StreamMeter
+from services.image_translation.temporal_hold import TemporalHold
 from services.image_translation.translator import ImageTranslator
 
 IN_FLIGHT = 4
@@ -99,7 +100,8 @@ class VideoCall:
                     progress=pb.VideoProgress(frames_total=info.frames_declared)
                 ))  # fmt: skip
                 frames = 0
-                async for frames in self._frames(config.model, container, info, target):
+                hold = TemporalHold(config.hold_still_below)
+                async for frames in self._frames(config.model, container, info, target, hold):
                     yield pb.TranslateVideoResponse(
                         progress=pb.VideoProgress(
                             frames_done=frames,
@@ -132,6 +134,11 @@ class VideoCall:
                 "chunks come after it"
             )
         await self.translator.check(first.config.model, common_pb2.IMAGE_FORMAT_PNG, 0)
+        if first.config.hold_still_below > 255:
+            raise InvalidArgument(
+                f"hold_still_below is {first.config.hold_still_below}; it counts pixel "
+                "levels, 0-255 (0: no hold)"
+            )
         return first.config
 
     async def _receive(self, requests: AsyncIterator[pb.TranslateVideoRequest], path: Path) -> None:
@@ -154,7 +161,12 @@ class VideoCall:
             raise InvalidArgument("no video was sent: stream the file's bytes as chunks")
 
     async def _frames(
-        self, direction: str, container: Any, info: video.VideoInfo, target: Path
+        self,
+        direction: str,
+        container: Any,
+        info: video.VideoInfo,
+        target: Path,
+        hold: TemporalHold,
     ) -> AsyncIterator[int]:
         """Translates every frame into ``target``; yields the frames done, now and then."""
         writer = await asyncio.to_thread(VideoWriter, target, info, container)
@@ -168,7 +180,7 @@ class VideoCall:
                 translated = await asyncio.gather(
                     *(self._frame(direction, pixels, meter) for _, pixels in batch)
                 )
-                await asyncio.to_thread(writer.write, [frame for frame, _ in batch], translated)
+                await asyncio.to_thread(writer.write, batch, translated, hold)
                 done += len(batch)
                 self.megapixels += len(batch) * info.width * info.height / 1e6
                 if time.monotonic() - told >= PROGRESS_EVERY_S:
@@ -271,9 +283,15 @@ class VideoWriter:
         packet.stream = self._audio
         self._out.mux(packet)
 
-    def write(self, frames: list[Any], pixels: list[np.ndarray]) -> None:
-        for source, translated in zip(frames, pixels, strict=True):
-            frame = av.VideoFrame.from_ndarray(translated, format="rgb24")
+    def write(
+        self,
+        sources: list[tuple[Any, np.ndarray]],
+        translated: list[np.ndarray],
+        hold: TemporalHold,
+    ) -> None:
+        """Encodes each source frame's translation, in order, through the temporal hold."""
+        for (source, pixels), output in zip(sources, translated, strict=True):
+            frame = av.VideoFrame.from_ndarray(hold(pixels, output), format="rgb24")
             # Encoders need rising timestamps; a file may have none, or repeat one.
             pts = source.pts if source.pts is not None else self._last_pts + 1
             self._last_pts = pts = max(pts, self._last_pts + 1)

@@ -95,6 +95,32 @@ def test_raw_frames_are_translated_as_the_same_pixels_encoded(stub) -> None:
     assert np.array_equal(decoded(from_raw.image.data), decoded(from_png.image.data))
 
 
+def test_raw_output_answers_the_same_pixels_bare_with_their_provenance_beside_them(stub) -> None:
+    frames = [frame_pixels(index, side=40) for index in range(6)]
+    encoded = list(stub.TranslateFrames(
+        stream(*(pb.TranslateFramesRequest(image=png(f)) for f in frames)), timeout=60
+    ))  # fmt: skip
+    bare = pb.FrameStreamConfig(model=MODEL, raw_output=True)
+    requests = [pb.TranslateFramesRequest(config=bare)]
+    for index, pixels in enumerate(frames):  # encoded and raw frames, mixed
+        requests.append(
+            pb.TranslateFramesRequest(image=png(pixels))
+            if index % 2
+            else pb.TranslateFramesRequest(
+                raw=pb.RawFrame(rgb=pixels.tobytes(), width=40, height=40)
+            )
+        )
+    answers = list(stub.TranslateFrames(iter(requests), timeout=60))
+    assert [answer.index for answer in answers] == list(range(6))
+    for answer, reference in zip(answers, encoded, strict=True):
+        assert not answer.HasField("image") and (answer.raw.width, answer.raw.height) == (40, 40)
+        pixels = np.frombuffer(answer.raw.rgb, np.uint8).reshape(40, 40, 3)
+        assert np.array_equal(pixels, decoded(reference.image.data))
+        assert answer.provenance.synthetic
+        assert answer.provenance.model == f"cyclegan_{MODEL}"
+    assert answers[-1].megapixels == pytest.approx(6 * 40 * 40 / 1e6)
+
+
 @pytest.mark.parametrize(
     ("frames", "expected"),
     [

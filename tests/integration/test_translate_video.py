@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
 from genmedia.v1 import image_translation_pb2 as pb
@@ -19,7 +20,15 @@ from services.common.registry import GATEWAY, IMAGE_TRANSLATION, ProcessSpec
 from services.common.usage import USAGE_HEADER, Usage
 from services.launcher.stack import Stack
 from tests.integration.conftest import metric_samples, scrape
-from tools.video_files import describe, moving_gradient, reencode, write_video
+from tools.video_files import (
+    describe,
+    frames_of,
+    mean_change,
+    moving_gradient,
+    noisy_still_with_a_mover,
+    reencode,
+    write_video,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -30,9 +39,9 @@ FRAMES, RATE = 30, 15
 
 
 def requests(
-    data: bytes, model: str = MODEL, chunk: int = 64 * 1024
+    data: bytes, model: str = MODEL, chunk: int = 64 * 1024, hold: int = 0
 ) -> Iterator[pb.TranslateVideoRequest]:
-    yield pb.TranslateVideoRequest(config=pb.VideoConfig(model=model))
+    yield pb.TranslateVideoRequest(config=pb.VideoConfig(model=model, hold_still_below=hold))
     for start in range(0, len(data), chunk):
         yield pb.TranslateVideoRequest(chunk=data[start : start + chunk])
 
@@ -99,6 +108,43 @@ def test_a_video_comes_back_translated_with_its_frames_rate_duration_and_audio(
     assert Usage.parse(trailer[USAGE_HEADER]).megapixels == pytest.approx(
         FRAMES * SIDE * SIDE / 1e6
     )
+
+
+def test_the_temporal_hold_stills_the_flicker_and_leaves_the_moving_part_translated(
+    stub, tmp_path: Path
+) -> None:
+    source = write_video(
+        tmp_path / "still.mp4", [noisy_still_with_a_mover(i, SIDE) for i in range(20)], RATE
+    )
+    outputs = {}
+    for hold in (0, 6):
+        data, _, summary = translated(
+            stub.TranslateVideo(requests(source.read_bytes(), hold=hold), timeout=120)
+        )
+        assert summary.frames == 20
+        (tmp_path / f"held-{hold}.mp4").write_bytes(data)
+        outputs[hold] = frames_of(tmp_path / f"held-{hold}.mp4")
+    # The still part: every row but the square's band (and the model's reach around it).
+    still = np.r_[0 : SIDE // 3 - 8, SIDE // 3 + 24 : SIDE]
+    flicker = {hold: mean_change([f[still] for f in frames]) for hold, frames in outputs.items()}
+    assert flicker[6] < 0.5 * flicker[0], flicker
+    # Held or not, the frames are the same translation to within a few levels (2.6 here)...
+    apart = [
+        np.abs(a.astype(np.int16) - b.astype(np.int16)).mean()
+        for a, b in zip(outputs[0], outputs[6], strict=True)
+    ]
+    assert np.mean(apart) < 4, apart
+    # ...and the square moves in the held output as in the fresh one (26 levels here).
+    square = np.s_[SIDE // 3 : SIDE // 3 + 16, 40:56]  # where it is in frame 10
+
+    def moved(frames: list[np.ndarray]) -> float:
+        return float(np.abs(frames[10][square].astype(np.int16) - frames[0][square]).mean())
+
+    assert moved(outputs[0]) > 10 and moved(outputs[6]) > 0.8 * moved(outputs[0])
+    with pytest.raises(grpc.RpcError) as error:
+        translated(stub.TranslateVideo(requests(source.read_bytes(), hold=300), timeout=60))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "hold_still_below is 300" in error.value.details()
 
 
 def verify(gateway: grpc.Channel, data: bytes) -> provenance_pb2.VerifyVideoResponse:

@@ -12,6 +12,7 @@ from genmedia_shared.media_types import sniff_video_mime
 from services.common import image_watermark, video
 from services.common.errors import InvalidArgument
 from services.gateway.video_check import FRAMES_CHECKED, FRAMES_DECODED, watermark_over_frames
+from services.image_translation.temporal_hold import TemporalHold
 from services.image_translation.video import VideoWriter
 from tools.video_files import describe, moving_gradient, reencode, write_video
 
@@ -75,7 +76,7 @@ def test_the_writer_gives_the_encoder_rising_timestamps_whatever_the_file_says(
         writer = VideoWriter(tmp_path / "out.mp4", info, container)
         pixels = [moving_gradient(index, 64, 48) for index in range(4)]
         stamps = [SimpleNamespace(pts=pts) for pts in (None, 0, 0, 5)]  # none, repeated
-        writer.write(stamps, pixels)
+        writer.write(list(zip(stamps, pixels, strict=True)), pixels, TemporalHold(0))
         writer.close()
     assert describe(tmp_path / "out.mp4")["frames"] == 4
 
