@@ -110,7 +110,7 @@ def video_frames(client: GenmediaClient, args: argparse.Namespace) -> None:
 
 def video_translate(client: GenmediaClient, args: argparse.Namespace) -> None:
     """A video file through TranslateVideo, with a progress bar; the result to --out."""
-    answers = client.translate_video(file_chunks(args.input), args.model)
+    answers = client.translate_video(file_chunks(args.input), args.model, args.hold_still_below)
     summary = None
     with tqdm(unit="frame", desc="frames") as bar, args.out.open("wb") as out:
         for answer in answers:
@@ -321,6 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
     translating.add_argument("input", type=Path, help="video file")
     translating.add_argument("--model", required=True, help="direction, e.g. horse2zebra")
     translating.add_argument("--out", type=Path, required=True, help="output file")
+    translating.add_argument(
+        "--hold-still-below",
+        type=int,
+        default=0,
+        metavar="LEVELS",
+        help="temporal hold against flicker: pixels whose input moved less than this keep "
+        "their output (6 suits H.264; default 0: off)",
+    )
     translating.set_defaults(run=video_translate)
 
     text = groups.add_parser("text", help="generate text (GPT-2)").add_subparsers(

@@ -61,6 +61,40 @@ class CleartextKeyError(ValueError):
     """An API key would cross the network without TLS."""
 
 
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # Pings while a call is open keep long streams alive through load
+    # balancers that cut quiet connections; none while idle, which
+    # servers with default settings would punish.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+)
+"""The options of every client channel, sync and async."""
+
+
+def call_metadata(
+    target: str,
+    metadata: Sequence[tuple[str, str]],
+    credentials: grpc.ChannelCredentials | None,
+    api_key: str | None,
+    insecure: bool,
+) -> tuple[tuple[str, str], ...]:
+    """The metadata every call sends: ``metadata``, then ``api_key`` as
+    ``authorization: Bearer <key>``. Raises CleartextKeyError if the key would go without
+    TLS to a target that is not loopback, unless ``insecure``."""
+    if api_key and credentials is None and not insecure and not is_loopback_target(target):
+        raise CleartextKeyError(
+            f"the API key would cross the network to {target} in cleartext: "
+            "pass credentials=tls_credentials(...), or insecure=True to send it anyway"
+        )
+    sent = tuple(metadata)
+    if api_key:
+        sent += (("authorization", f"Bearer {api_key}"),)
+    return sent
+
+
 class GenmediaError(Exception):
     """A call failed; ``code`` is the gRPC status, ``details`` the server's message."""
 
@@ -70,8 +104,9 @@ class GenmediaError(Exception):
         self.details = details
 
 
-def _raise_from(error: grpc.RpcError) -> GenmediaError:
-    if isinstance(error, grpc.Call):
+def genmedia_error(error: grpc.RpcError) -> GenmediaError:
+    """The GenmediaError for a failed call, sync (a grpc.Call) or async (an AioRpcError)."""
+    if isinstance(error, grpc.Call | grpc.aio.AioRpcError):
         return GenmediaError(error.code(), error.details() or "")
     return GenmediaError(grpc.StatusCode.UNKNOWN, str(error))
 
@@ -91,30 +126,13 @@ class GenmediaClient:
         """``api_key`` is sent as ``authorization: Bearer <key>``; ``credentials``
         (e.g. :func:`tls_credentials`) switch the channel to TLS. Without them a key goes
         only to a loopback target, unless ``insecure`` (raises CleartextKeyError)."""
-        if api_key and credentials is None and not insecure and not is_loopback_target(target):
-            raise CleartextKeyError(
-                f"the API key would cross the network to {target} in cleartext: "
-                "pass credentials=tls_credentials(...), or insecure=True to send it anyway"
-            )
-        options = [
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            # Pings while a call is open keep long streams alive through load
-            # balancers that cut quiet connections; none while idle, which
-            # servers with default settings would punish.
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
-            ("grpc.keepalive_permit_without_calls", 0),
-        ]
+        self._metadata = call_metadata(target, metadata, credentials, api_key, insecure)
         self._channel = (
-            grpc.secure_channel(target, credentials, options=options)
+            grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
             if credentials
-            else grpc.insecure_channel(target, options=options)
+            else grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         )
         self._timeout_s = timeout_s
-        self._metadata = tuple(metadata)
-        if api_key:
-            self._metadata += (("authorization", f"Bearer {api_key}"),)
         self.images = gen_grpc.ImageGenerationServiceStub(self._channel)
         self.translation = trans_grpc.ImageTranslationServiceStub(self._channel)
         self.text = text_grpc.TextGenerationServiceStub(self._channel)
@@ -173,13 +191,20 @@ class GenmediaClient:
         return self._unary(self.translation.TranslateImage, request)
 
     def translate_frames(
-        self, frames: Iterable[bytes], model: str, image_format: str = "png"
+        self,
+        frames: Iterable[bytes],
+        model: str,
+        image_format: str = "png",
+        raw_output: bool = False,
     ) -> Iterator[trans_pb.TranslateFramesResponse]:
         """Translates encoded frames as one stream; yields each translated frame, in order,
-        as it comes (frames are read from ``frames`` only as fast as the server takes them)."""
+        as it comes (frames are read from ``frames`` only as fast as the server takes them).
+        ``raw_output``: each answer carries bare RGB (``raw``) and its ``provenance``."""
 
         def requests() -> Iterator[trans_pb.TranslateFramesRequest]:
-            config = trans_pb.FrameStreamConfig(model=model, format=IMAGE_FORMATS[image_format])
+            config = trans_pb.FrameStreamConfig(
+                model=model, format=IMAGE_FORMATS[image_format], raw_output=raw_output
+            )
             yield trans_pb.TranslateFramesRequest(config=config)
             for frame in frames:
                 yield trans_pb.TranslateFramesRequest(image=frame)
@@ -187,13 +212,15 @@ class GenmediaClient:
         return self._bidi(self.translation.TranslateFrames, requests())
 
     def translate_video(
-        self, chunks: Iterable[bytes], model: str
+        self, chunks: Iterable[bytes], model: str, hold_still_below: int = 0
     ) -> Iterator[trans_pb.TranslateVideoResponse]:
         """Translates a video file sent as ``chunks`` (see :func:`file_chunks`); yields
-        progress messages, then the translated file's chunks, then its summary."""
+        progress messages, then the translated file's chunks, then its summary.
+        ``hold_still_below``: the temporal hold against flicker, in levels (0: off)."""
 
         def requests() -> Iterator[trans_pb.TranslateVideoRequest]:
-            yield trans_pb.TranslateVideoRequest(config=trans_pb.VideoConfig(model=model))
+            config = trans_pb.VideoConfig(model=model, hold_still_below=hold_still_below)
+            yield trans_pb.TranslateVideoRequest(config=config)
             for chunk in chunks:
                 yield trans_pb.TranslateVideoRequest(chunk=chunk)
 
@@ -260,7 +287,7 @@ class GenmediaClient:
         try:
             yield from call
         except grpc.RpcError as error:
-            raise _raise_from(error) from None
+            raise genmedia_error(error) from None
         finally:
             call.cancel()
 
@@ -272,7 +299,7 @@ class GenmediaClient:
         try:
             yield from call
         except grpc.RpcError as error:
-            raise _raise_from(error) from None
+            raise genmedia_error(error) from None
         finally:
             call.cancel()
 
@@ -280,7 +307,7 @@ class GenmediaClient:
         try:
             return method(request, timeout=self._timeout_s, metadata=self._metadata)
         except grpc.RpcError as error:
-            raise _raise_from(error) from None
+            raise genmedia_error(error) from None
 
 
 VIDEO_CHUNK_BYTES = 1024 * 1024

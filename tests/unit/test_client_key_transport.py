@@ -9,6 +9,7 @@ import pytest
 
 from genmedia.v1 import image_translation_pb2 as trans_pb
 from services.client import cli
+from services.client.async_sdk import AsyncGenmediaClient
 from services.client.sdk import CleartextKeyError, GenmediaClient, is_loopback_target
 
 
@@ -49,6 +50,21 @@ def test_the_sdk_allows_tls_an_explicit_insecure_or_no_key(options: dict[str, An
 
 def test_the_sdk_sends_a_key_in_cleartext_to_loopback() -> None:
     GenmediaClient("localhost:50051", api_key="gm_secret").close()
+
+
+async def test_the_async_sdk_checks_the_key_as_the_sync_one_does() -> None:
+    with pytest.raises(CleartextKeyError, match=r"gateway\.example\.com:443 in cleartext"):
+        AsyncGenmediaClient("gateway.example.com:443", api_key="gm_secret")
+    for target, options in [
+        ("gateway.example.com:443", {"api_key": "gm_secret", "insecure": True}),
+        ("gateway.example.com:443", {"credentials": grpc.ssl_channel_credentials()}),
+        ("localhost:50051", {"api_key": "gm_secret", "metadata": [("x-trace", "1")]}),
+    ]:
+        async with AsyncGenmediaClient(target, **options) as client:
+            sent = client._metadata
+        with GenmediaClient(target, **options) as sync_client:
+            assert sent == sync_client._metadata
+    assert sent == (("x-trace", "1"), ("authorization", "Bearer gm_secret"))
 
 
 def test_the_cli_refuses_a_key_from_the_environment_to_another_host_without_tls(
