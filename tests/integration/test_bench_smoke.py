@@ -240,10 +240,28 @@ def test_http_door_bench_puts_both_doors_side_by_side_and_judges_its_targets(
 def test_frames_bench_compares_streams_with_per_frame_calls_and_watches_memory(
     tmp_path: Path,
 ) -> None:
-    stdout = run_bench("bench.frames", "--out", str(tmp_path))
+    stdout = run_bench(
+        "bench.frames", "--out", str(tmp_path), "--full-size-weights", str(tmp_path / "full")
+    )
     results = json.loads((tmp_path / "frames.json").read_text())
     for figure in ("one_stream_fps", "per_frame_calls_fps", "four_streams_fps"):
         assert results[figure] > 0
+    for mode in ("encoded", "raw_output"):
+        figures = results[mode]
+        assert figures["four_vs_one"] == pytest.approx(
+            figures["four_streams_fps"] / figures["one_stream_fps"]
+        )
+        cpu = figures["cpu_ms_per_frame"]["one_stream"]
+        assert set(cpu) == {"bench client", "gateway", "image-translation", "triton"}
+        assert cpu["triton"] > 0 and 0 < figures["busy_cores"]["one_stream"] <= 2.5
+    video = results["video"]
+    assert video["fps"] > 0 and video["fps_with_hold"] > 0
+    flicker = video["still_part_flicker"]
+    assert flicker["hold_6"] < flicker["hold_0"]  # the hold stills the still part
+    assert video["held_vs_fresh_mean_levels"] >= 0 and video["fresh_frame_to_frame_levels"] > 0
+    full = results["full_size"]
+    assert full["side"] == 256 and full["one_stream_fps"] > 0 and full["four_streams_fps"] > 0
+    assert "full-size CycleGAN 256px" in stdout and "TranslateVideo 128px" in stdout
     assert results["frame_latency_p99_ms"] >= results["frame_latency_p50_ms"] > 0
     assert len(results["memory"]["samples_mib"]) >= 2
     floor = results["model_batching_floor"]
