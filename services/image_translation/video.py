@@ -10,7 +10,8 @@ the input as its parent; every frame carries the image watermark. The result str
 back in chunks after the progress messages.
 
 PyAV's objects are only ever touched by one thread at a time: each step is awaited
-before the next starts.
+before the next starts, to its end even when the call is cancelled meanwhile
+(:func:`_pyav`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import av
 import numpy as np
@@ -38,6 +39,8 @@ from services.image_translation.frames import DRAIN_S, drain_requests
 from services.image_translation.stream_metrics import StreamMeter
 from services.image_translation.temporal_hold import TemporalHold
 from services.image_translation.translator import ImageTranslator
+
+T = TypeVar("T")
 
 IN_FLIGHT = 4
 """Frames in the translator at once (as TranslateFrames)."""
@@ -93,9 +96,9 @@ class VideoCall:
             source = Path(scratch) / "input"
             target = Path(scratch) / "output"
             await self._receive(requests, source)
-            container = await asyncio.to_thread(video.open_video, source)
+            container = await _pyav(video.open_video, source)
             try:
-                info = await asyncio.to_thread(video.probe, container, self.limits)
+                info = await _pyav(video.probe, container, self.limits)
                 yield self._first(pb.TranslateVideoResponse(
                     progress=pb.VideoProgress(frames_total=info.frames_declared)
                 ))  # fmt: skip
@@ -110,7 +113,7 @@ class VideoCall:
                         )
                     )
             finally:
-                await asyncio.to_thread(container.close)
+                await _pyav(container.close)
             if frames == 0:
                 raise InvalidArgument("the video holds no frames that decode")
             provenance = await self.translator.provenance(config.model, self.request_id)
@@ -169,24 +172,24 @@ class VideoCall:
         hold: TemporalHold,
     ) -> AsyncIterator[int]:
         """Translates every frame into ``target``; yields the frames done, now and then."""
-        writer = await asyncio.to_thread(VideoWriter, target, info, container)
+        writer = await _pyav(VideoWriter, target, info, container)
         meter = StreamMeter("TranslateVideo", self.translator.triton_model(direction))
         try:
             decoded = video.decoded_frames(
                 container, info, self.limits, writer.copy_audio if info.has_audio else None
             )
             done, told = 0, time.monotonic()
-            while batch := await asyncio.to_thread(_take, decoded, IN_FLIGHT):
+            while batch := await _pyav(_take, decoded, IN_FLIGHT):
                 translated = await asyncio.gather(
                     *(self._frame(direction, pixels, meter) for _, pixels in batch)
                 )
-                await asyncio.to_thread(writer.write, batch, translated, hold)
+                await _pyav(writer.write, batch, translated, hold)
                 done += len(batch)
                 self.megapixels += len(batch) * info.width * info.height / 1e6
                 if time.monotonic() - told >= PROGRESS_EVERY_S:
                     told = time.monotonic()
                     yield done
-            await asyncio.to_thread(writer.close)
+            await _pyav(writer.close)
             yield done
         finally:
             meter.close()
@@ -242,6 +245,20 @@ class VideoCall:
             provenance=provenance,
             bytes=len(data),
         )
+
+
+async def _pyav(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` in a thread, awaited to its end even if the call is cancelled
+    meanwhile: the cancellation goes on once the thread has let go of PyAV's objects. (A
+    container closed by the cleanup while a thread still decodes from it, or an output
+    closed while a thread encodes into it, crashes the whole process.)"""
+    step = asyncio.ensure_future(asyncio.to_thread(function, *args))
+    try:
+        return await asyncio.shield(step)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await step
+        raise
 
 
 def _take(frames: Iterator[Any], count: int) -> list[tuple[Any, np.ndarray]]:
