@@ -47,7 +47,9 @@ import psutil
 from grpc import aio
 from PIL import Image
 from tqdm import tqdm
+from tritonclient.grpc import aio as triton_aio
 
+from bench.batching import batch_counts
 from bench.common import bench_stack, figure_bench_arguments, judged, percentile, publish
 from bench.full_size import DIRECTION as FULL_SIZE_DIRECTION
 from bench.full_size import FullSizeSet, write_full_size
@@ -58,6 +60,7 @@ from genmedia.v1 import image_translation_pb2 as pb
 from genmedia.v1 import image_translation_pb2_grpc as pb_grpc
 from genmedia_shared.paths import REPO_ROOT
 from services.common.registry import GATEWAY, IMAGE_TRANSLATION
+from services.image_translation.translator import TRITON_PREFIX
 from services.launcher.stack import Stack
 from tools.figures import pyplot, save_figure
 from tools.video_files import frames_of, mean_change, noisy_still_with_a_mover, write_video
@@ -195,8 +198,11 @@ class FrameCaller:
 
 
 class Bench:
-    def __init__(self, caller: FrameCaller, sizes: Sizes, pids: dict[str, int]) -> None:
+    def __init__(
+        self, caller: FrameCaller, sizes: Sizes, pids: dict[str, int], triton_url: str
+    ) -> None:
         self.caller = caller
+        self.triton_url = triton_url
         self.stub, self.metadata, self.model = caller.stub, caller.metadata, caller.model
         self.sizes = sizes
         self.pids = pids
@@ -219,13 +225,27 @@ class Bench:
         """1 stream, then 4 at once: total frames per second, and the CPU each process spent
         a frame and the cores kept busy in each (measured apart from the rates)."""
         figures = await self.caller.one_and_four(self.frames, raw)
-        cpu: dict[str, Any] = {"cpu_ms_per_frame": {}, "busy_cores": {}}
-        for streams in (1, 4):
-            name = "one_stream" if streams == 1 else "four_streams"
-            with CpuMeter(self.pids) as meter:
-                await asyncio.gather(*(self._stream(self.frames, raw=raw) for _ in range(streams)))
-            cpu["cpu_ms_per_frame"][name] = meter.per_frame_ms(streams * len(self.frames))
-            cpu["busy_cores"][name] = meter.busy_cores
+        cpu: dict[str, Any] = {"cpu_ms_per_frame": {}, "busy_cores": {}, "mean_batch": {}}
+        triton = triton_aio.InferenceServerClient(self.triton_url)
+        try:
+            model = TRITON_PREFIX + self.model
+            for streams in (1, 4):
+                name = "one_stream" if streams == 1 else "four_streams"
+                before = await batch_counts(triton, model)
+                with CpuMeter(self.pids) as meter:
+                    await asyncio.gather(
+                        *(self._stream(self.frames, raw=raw) for _ in range(streams))
+                    )
+                ran = await batch_counts(triton, model)
+                ran.subtract(before)
+                cpu["cpu_ms_per_frame"][name] = meter.per_frame_ms(streams * len(self.frames))
+                cpu["busy_cores"][name] = meter.busy_cores
+                # The batches Triton ran the model in: what sharing them really gave.
+                cpu["mean_batch"][name] = sum(b * n for b, n in ran.items()) / max(
+                    1, sum(ran.values())
+                )
+        finally:
+            await triton.close()
         return {**figures, **cpu}
 
     async def run(self, progress: bool) -> dict[str, Any]:
@@ -390,7 +410,9 @@ def _cpu_line(label: str, figures: dict[str, Any]) -> str:
         f"{label}: 1 stream {figures['one_stream_fps']:.1f} frames/s, 4 streams "
         f"{figures['four_streams_fps']:.1f} (x{figures['four_vs_one']:.2f}); CPU ms a frame at "
         f"1 stream: {parts}; busy cores {figures['busy_cores']['one_stream']:.2f} at 1 stream, "
-        f"{figures['busy_cores']['four_streams']:.2f} at 4"
+        f"{figures['busy_cores']['four_streams']:.2f} at 4; Triton's mean batch "
+        f"{figures['mean_batch']['one_stream']:.2f} at 1 stream, "
+        f"{figures['mean_batch']['four_streams']:.2f} at 4"
     )
 
 
@@ -477,7 +499,8 @@ def demo_run(weights: Path, sizes: Sizes) -> dict[str, Any]:
         async def run() -> dict[str, Any]:
             async with aio.insecure_channel(address) as channel:
                 caller = FrameCaller(channel, key, models[0])
-                return await Bench(caller, sizes, cpu_pids(stack)).run(progress=True)
+                bench = Bench(caller, sizes, cpu_pids(stack), stack.triton.grpc_url)
+                return await bench.run(progress=True)
 
         return asyncio.run(run())
 

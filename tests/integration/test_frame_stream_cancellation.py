@@ -4,9 +4,11 @@ inferences, the service's gauge of open streams and (TranslateVideo) its scratch
 through the gateway and straight to the service. The service must also outlive the calls
 that were stopped.
 
-The service here is one started for this module beside the session stack's (same Triton),
-with its own TMPDIR, where TranslateVideo spools each file: the tests watch it. It runs with
-PYTHONFAULTHANDLER, so a crash leaves its threads' stacks in its log."""
+The module runs its own stack (Triton included): tritonserver 2.51 was seen to crash under
+these cancels on a loaded machine, and a crash must not take the session's stack down with
+it. The image-translation service called is one more, started with its own TMPDIR (where
+TranslateVideo spools each file, watched by the tests) and PYTHONFAULTHANDLER (a crash
+leaves its threads' stacks in its log), with a gateway in front of it."""
 
 from __future__ import annotations
 
@@ -25,7 +27,13 @@ from genmedia.v1 import image_translation_pb2 as pb
 from genmedia.v1 import image_translation_pb2_grpc as pb_grpc
 from services.common.registry import GATEWAY, IMAGE_TRANSLATION
 from services.launcher.stack import Stack
-from tests.integration.conftest import metric_value, scrape
+from tests.integration.conftest import (
+    TEST_STACK_ENV,
+    metric_value,
+    running_stack,
+    scrape,
+    weights_dir,
+)
 from tests.integration.processes import Spawned, spawn
 from tools.video_files import moving_gradient, write_video
 
@@ -63,8 +71,10 @@ ROUTES = ("gateway", "direct")
 
 @dataclass
 class Translation:
-    """The module's own image-translation service, and a gateway in front of it."""
+    """The module's own image-translation service, a gateway in front of it, and the stack
+    whose Triton they call."""
 
+    stack: Stack
     service: Spawned
     gateway: Spawned
     scratch: Path
@@ -111,20 +121,30 @@ class Translation:
 
 
 @pytest.fixture(scope="module")
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(
+        weights_dir(), tmp_path_factory.mktemp("cancellation-stack"), extra_env=TEST_STACK_ENV
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def module_translation(
-    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+    own_stack: Stack, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Translation]:
     work = tmp_path_factory.mktemp("frame-stream-cancellation")
     scratch = work / "scratch"
     scratch.mkdir()
     serving = health_pb2.HealthCheckResponse.SERVING
-    service = spawn(stack, IMAGE_TRANSLATION, work, TMPDIR=str(scratch), PYTHONFAULTHANDLER="1")
+    service = spawn(own_stack, IMAGE_TRANSLATION, work, TMPDIR=str(scratch), PYTHONFAULTHANDLER="1")
     gateway: Spawned | None = None
     try:
         service.wait_health(serving)
-        gateway = spawn(stack, GATEWAY, work, **{IMAGE_TRANSLATION.addr_setting: service.address})
+        gateway = spawn(
+            own_stack, GATEWAY, work, **{IMAGE_TRANSLATION.addr_setting: service.address}
+        )
         gateway.wait_health(serving)
-        translation = Translation(service, gateway, scratch)
+        translation = Translation(own_stack, service, gateway, scratch)
         yield translation
         for channel in translation.channels.values():
             channel.close()
@@ -143,7 +163,13 @@ def translation(module_translation: Translation) -> Translation:
 
 def triton_inferences(stack: Stack) -> float:
     """Images the model has translated, by Triton's own count."""
-    return metric_value(scrape(stack.triton.metrics_url), "nv_inference_count", model=TRITON_MODEL)
+    try:
+        text = scrape(stack.triton.metrics_url)
+    except OSError as error:  # a crash is in its log
+        log = stack.log_path("triton").read_text(errors="replace")
+        crash = log[log.rfind("Signal (") :] if "Signal (" in log else log[-2000:]
+        raise AssertionError(f"Triton does not answer ({error}):\n{crash[:3000]}") from None
+    return metric_value(text, "nv_inference_count", model=TRITON_MODEL)
 
 
 def settled_inferences(
@@ -210,8 +236,9 @@ def assert_work_stopped(
 
 @pytest.mark.parametrize("route", ROUTES)
 def test_cancelling_translate_frames_stops_its_frames_in_triton(
-    stack: Stack, translation: Translation, route: str
+    translation: Translation, route: str
 ) -> None:
+    stack = translation.stack
     before, _ = settled_inferences(stack)
     call = translation.stub(route).TranslateFrames(endless_frames(), timeout=120)
     answers = [answer.index for _, answer in zip(range(ANSWERS_READ), call, strict=False)]
@@ -230,8 +257,9 @@ def test_cancelling_translate_frames_stops_its_frames_in_triton(
 
 @pytest.mark.parametrize("route", ROUTES)
 def test_a_translate_frames_deadline_ends_the_stream_and_its_frames_in_triton(
-    stack: Stack, translation: Translation, route: str
+    translation: Translation, route: str
 ) -> None:
+    stack = translation.stack
     before, _ = settled_inferences(stack)
     started = time.monotonic()
     call = translation.stub(route).TranslateFrames(endless_frames(), timeout=DEADLINE_S)
@@ -260,8 +288,9 @@ def progressed(call: Iterator[pb.TranslateVideoResponse]) -> pb.VideoProgress:
 
 @pytest.mark.parametrize("route", ROUTES)
 def test_cancelling_translate_video_stops_its_frames_in_triton_and_removes_its_spool(
-    stack: Stack, translation: Translation, long_video: bytes, route: str
+    translation: Translation, long_video: bytes, route: str
 ) -> None:
+    stack = translation.stack
     before, _ = settled_inferences(stack)
     call = translation.stub(route).TranslateVideo(video_requests(long_video), timeout=120)
     progress = progressed(call)
@@ -280,8 +309,9 @@ def test_cancelling_translate_video_stops_its_frames_in_triton_and_removes_its_s
 
 @pytest.mark.parametrize("route", ROUTES)
 def test_a_translate_video_deadline_ends_the_call_and_its_frames_in_triton(
-    stack: Stack, translation: Translation, long_video: bytes, route: str
+    translation: Translation, long_video: bytes, route: str
 ) -> None:
+    stack = translation.stack
     before, _ = settled_inferences(stack)
     done = 0
     started = time.monotonic()
@@ -303,11 +333,12 @@ def test_a_translate_video_deadline_ends_the_call_and_its_frames_in_triton(
 
 
 def test_translate_video_cancelled_at_any_moment_leaves_the_service_serving(
-    stack: Stack, translation: Translation, long_video: bytes
+    translation: Translation, long_video: bytes
 ) -> None:
     """PyAV's steps run in threads: a call cancelled while one runs must wait for it before
     closing the files under it. The service outlives every cancel, closes every stream,
     removes every spool, and the calls' frames stop in Triton."""
+    stack = translation.stack
     before, _ = settled_inferences(stack)
     for attempt in range(STAGGERED_CANCELS):
         stub = translation.stub(ROUTES[attempt % len(ROUTES)])
