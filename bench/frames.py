@@ -378,16 +378,29 @@ async def full_size_streams(address: str, key: str, count: int) -> dict[str, Any
             "frame_latency_p50_ms": percentile(one["latencies_ms"], 50)}  # fmt: skip
 
 
+FLOOR_BATCHES = (1, 2, 4, CYCLEGAN_BATCH)
+
+
 def model_batching_floor(weights: Path, seconds: float) -> dict[str, Any]:
-    """Frames/s of the translation model alone at batch 1 and at its largest batch."""
+    """Frames/s of the translation model alone at batch 1, 2, 4 and its largest batch."""
     models = InProcessModels(weights, "cpu")
     call = Workloads.for_weights(weights).translate
-    one = raw_rate(lambda: models.translate(call, count=1), 1, seconds)
-    batched = raw_rate(
-        lambda: models.translate(call, count=CYCLEGAN_BATCH), CYCLEGAN_BATCH, seconds
-    )
-    return {"side": call.side, "batch_1_fps": one, f"batch_{CYCLEGAN_BATCH}_fps": batched,
-            "batching_gain": batched / one}  # fmt: skip
+    rates = {
+        batch: raw_rate(lambda n=batch: models.translate(call, count=n), batch, seconds)
+        for batch in FLOOR_BATCHES
+    }
+    return {"side": call.side, "fps_by_batch": rates, "batch_1_fps": rates[1],
+            f"batch_{CYCLEGAN_BATCH}_fps": rates[CYCLEGAN_BATCH],
+            "batching_gain": rates[CYCLEGAN_BATCH] / rates[1]}  # fmt: skip
+
+
+def model_ceiling(fps_by_batch: dict[int, float], one_batch: float, four_batch: float) -> float:
+    """What the model alone gains going from one stream's mean batch to four streams' (its
+    rates between the measured batch sizes read off a straight line): the most sharing
+    batches could give those streams."""
+    sizes = sorted(fps_by_batch)
+    rates = [fps_by_batch[size] for size in sizes]
+    return float(np.interp(four_batch, sizes, rates) / np.interp(one_batch, sizes, rates))
 
 
 def temporal_stability(inputs: list[bytes], outputs: list[bytes]) -> dict[str, float]:
@@ -412,7 +425,8 @@ def _cpu_line(label: str, figures: dict[str, Any]) -> str:
         f"1 stream: {parts}; busy cores {figures['busy_cores']['one_stream']:.2f} at 1 stream, "
         f"{figures['busy_cores']['four_streams']:.2f} at 4; Triton's mean batch "
         f"{figures['mean_batch']['one_stream']:.2f} at 1 stream, "
-        f"{figures['mean_batch']['four_streams']:.2f} at 4"
+        f"{figures['mean_batch']['four_streams']:.2f} at 4, where the model alone gains "
+        f"x{figures['model_ceiling']:.2f}"
     )
 
 
@@ -519,7 +533,13 @@ def main() -> None:
     args = parser.parse_args()
     sizes = Sizes.quick() if args.quick else Sizes()
     results = demo_run(args.weights, sizes)
-    results["model_batching_floor"] = model_batching_floor(args.weights, 1.0 if args.quick else 5.0)
+    floor = model_batching_floor(args.weights, 1.0 if args.quick else 5.0)
+    results["model_batching_floor"] = floor
+    for mode in MODES:
+        batch = results[mode]["mean_batch"]
+        results[mode]["model_ceiling"] = model_ceiling(
+            floor["fps_by_batch"], batch["one_stream"], batch["four_streams"]
+        )
     if not args.skip_full_size:
         spec = QUICK_FULL_SIZE if args.quick else FullSizeSet()
         weights = write_full_size(args.full_size_weights, spec)

@@ -266,6 +266,11 @@ def test_frames_bench_compares_streams_with_per_frame_calls_and_watches_memory(
     assert len(results["memory"]["samples_mib"]) >= 2
     floor = results["model_batching_floor"]
     assert floor["batching_gain"] == pytest.approx(floor["batch_8_fps"] / floor["batch_1_fps"])
+    assert set(floor["fps_by_batch"]) == {"1", "2", "4", "8"}
+    for mode in ("encoded", "raw_output"):
+        batch = results[mode]["mean_batch"]
+        assert 1 <= batch["one_stream"] <= 8 and 1 <= batch["four_streams"] <= 8
+        assert results[mode]["model_ceiling"] > 0
     stability = results["temporal_stability"]
     assert stability["input_mean_change"] > 0 and stability["output_mean_change"] > 0
     assert stability["output_vs_input"] == pytest.approx(
