@@ -22,6 +22,7 @@ from PIL import Image
 
 from genmedia.v1 import image_translation_pb2 as pb
 from services.common import images
+from services.common.audit import deferred_sha256, image_watermark_label
 from services.common.errors import GenmediaError, InvalidArgument
 from services.image_translation.stream_metrics import StreamMeter
 from services.image_translation.translator import ImageTranslator
@@ -177,18 +178,34 @@ class FrameStream:
         """The same pixels as :meth:`_encoded_frame` decodes from its image, as raw RGB."""
         if request.WhichOneof("item") == "raw":
             pixels = _pixels_of_raw(index, request.raw, self._translator.limits)
+            source = request.raw.rgb
         else:
             pixels = await asyncio.to_thread(
                 images.decode_image, request.image, self._translator.limits
             )
+            source = request.image
         translated = await self._translator.translate_pixels(
             direction, pixels, self._request_id, self._time_remaining()
         )
         height, width = translated.shape[:2]
+        rgb = translated.tobytes()
+        provenance = await self._translator.provenance(direction, self._request_id)
+        # Audited as TranslateImage audits each image, without credentials (bare pixels).
+        self._translator.audit.record(
+            self._request_id,
+            provenance.model,
+            provenance.model_version,
+            parameters={"direction": direction, "frame": index,
+                        "input_sha256": deferred_sha256(source), "width": width,
+                        "height": height, "format": "RAW_RGB"},
+            outputs=[{"sha256": deferred_sha256(rgb), "bytes": len(rgb)}],
+            content_credentials=False,
+            watermark=image_watermark_label(width, height),
+        )  # fmt: skip
         return pb.TranslateFramesResponse(
             index=index,
-            raw=pb.RawFrame(rgb=translated.tobytes(), width=width, height=height),
-            provenance=await self._translator.provenance(direction, self._request_id),
+            raw=pb.RawFrame(rgb=rgb, width=width, height=height),
+            provenance=provenance,
         )
 
 
@@ -220,6 +237,11 @@ def _pixels_of_raw(
         raise InvalidArgument(
             f"frame {index}: raw frame is {raw.width}x{raw.height}; the limit is "
             f"{limits.max_pixels} pixels"
+        )
+    if limits is not None and min(raw.width, raw.height) < limits.min_side:
+        raise InvalidArgument(
+            f"frame {index}: raw frame is {raw.width}x{raw.height}; both sides must be at "
+            f"least {limits.min_side} pixels"
         )
     return np.frombuffer(raw.rgb, dtype=np.uint8).reshape(raw.height, raw.width, 3)
 

@@ -121,3 +121,38 @@ def test_prompts_reach_the_audit_log_only_when_allowed(stack: Stack, tmp_path: P
     (event,) = events(audit)
     assert event["parameters"]["prompt"] == PROMPT
     assert event["caller_sha256"] == "-"
+
+
+def test_raw_frames_are_audited_one_event_each_without_credentials(
+    stack: Stack, tmp_path: Path
+) -> None:
+    audit = tmp_path / "audit.jsonl"
+    service = spawn(stack, IMAGE_TRANSLATION, tmp_path, GENMEDIA_AUDIT_LOG=str(audit))
+    frames = [np.full((16, 16, 3), shade, np.uint8) for shade in (40, 200)]
+    config = trans_pb.FrameStreamConfig(model="horse2zebra", raw_output=True)
+    requests = [trans_pb.TranslateFramesRequest(config=config)] + [
+        trans_pb.TranslateFramesRequest(
+            raw=trans_pb.RawFrame(rgb=frame.tobytes(), width=16, height=16)
+        )
+        for frame in frames
+    ]
+    try:
+        service.wait_health()
+        with open_channel(service.address) as channel:
+            answers = list(
+                trans_grpc.ImageTranslationServiceStub(channel).TranslateFrames(
+                    iter(requests), metadata=AS_ALICE, timeout=60
+                )
+            )
+    finally:
+        service.stop()
+    recorded = events(audit)
+    assert [e["parameters"]["frame"] for e in recorded] == [0, 1]
+    for event, frame, answer in zip(recorded, frames, answers, strict=True):
+        assert event["model"] == "cyclegan_horse2zebra"
+        assert event["request_id"] == answer.provenance.request_id
+        assert event["parameters"]["input_sha256"] == sha256(frame.tobytes())
+        assert event["parameters"]["format"] == "RAW_RGB"
+        assert event["outputs"][0]["sha256"] == sha256(answer.raw.rgb)
+        assert event["content_credentials"] is False
+        assert event["caller_sha256"] == sha256(CALLER)[:16]

@@ -119,6 +119,18 @@ def test_raw_output_answers_the_same_pixels_bare_with_their_provenance_beside_th
         assert answer.provenance.synthetic
         assert answer.provenance.model == f"cyclegan_{MODEL}"
     assert answers[-1].megapixels == pytest.approx(6 * 40 * 40 / 1e6)
+    # Bare frames meet the limits an encoded frame meets when it is decoded.
+    tiny = pb.RawFrame(rgb=bytes(4 * 4 * 3), width=4, height=4)
+    with pytest.raises(grpc.RpcError) as error:
+        list(
+            stub.TranslateFrames(
+                iter([requests[0], pb.TranslateFramesRequest(raw=tiny)]), timeout=60
+            )
+        )
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (
+        "frame 0: raw frame is 4x4; both sides must be at least 8 pixels" in error.value.details()
+    )
 
 
 @pytest.mark.parametrize(
