@@ -209,11 +209,6 @@ class Bench:
         self.service = psutil.Process(pids["image-translation"])
         self.frames = frames_of_side(sizes.frames, sizes.side)
 
-    async def _stream(
-        self, frames: list[bytes], on_answer: Any = None, raw: bool = False
-    ) -> dict[str, Any]:
-        return await self.caller.stream(frames, on_answer, raw)
-
     async def _per_frame(self) -> float:
         started = time.perf_counter()
         for frame in self.frames:
@@ -234,7 +229,7 @@ class Bench:
                 before = await batch_counts(triton, model)
                 with CpuMeter(self.pids) as meter:
                     await asyncio.gather(
-                        *(self._stream(self.frames, raw=raw) for _ in range(streams))
+                        *(self.caller.stream(self.frames, raw=raw) for _ in range(streams))
                     )
                 ran = await batch_counts(triton, model)
                 ran.subtract(before)
@@ -249,11 +244,11 @@ class Bench:
         return {**figures, **cpu}
 
     async def run(self, progress: bool) -> dict[str, Any]:
-        await self._stream(self.frames[:4])  # warm
-        await self._stream(self.frames[:4], raw=True)
+        await self.caller.stream(self.frames[:4])  # warm
+        await self.caller.stream(self.frames[:4], raw=True)
         with tqdm(total=5, desc="frames bench", disable=not progress) as bar:
             outputs: list[bytes] = []
-            await self._stream(self.frames, lambda answer: outputs.append(answer.image.data))
+            await self.caller.stream(self.frames, lambda answer: outputs.append(answer.image.data))
             encoded = await self._one_and_four(raw=False)
             bar.update()
             per_frame_fps = await self._per_frame()
@@ -303,7 +298,7 @@ class Bench:
                 with lock:
                     samples.append((answer.index, self.service.memory_info().rss / 2**20))
 
-        await self._stream(frames, on_answer=sample)
+        await self.caller.stream(frames, on_answer=sample)
         tenth = max(1, len(samples) // 10)
         early = statistics.mean(rss for _, rss in samples[:tenth])
         late = statistics.mean(rss for _, rss in samples[-tenth:])

@@ -149,10 +149,7 @@ class FrameStream:
             else:
                 response = await self._encoded_frame(index, request, config)
         except InvalidArgument as error:
-            message = error.message
-            raise InvalidArgument(
-                message if message.startswith("frame ") else f"frame {index}: {message}"
-            ) from None
+            raise InvalidArgument(f"frame {index}: {error.message}") from None
         self._meter.frame_done(time.perf_counter() - started)
         return response
 
@@ -161,7 +158,7 @@ class FrameStream:
     ) -> pb.TranslateFramesResponse:
         """The frame as TranslateImage answers it: encoded, signed, watermarked."""
         if request.WhichOneof("item") == "raw":
-            image = await asyncio.to_thread(_png_of_raw, index, request.raw)
+            image = await asyncio.to_thread(_png_of_raw, request.raw)
         else:
             image = request.image
         single = pb.TranslateImageRequest(
@@ -177,7 +174,7 @@ class FrameStream:
     ) -> pb.TranslateFramesResponse:
         """The same pixels as :meth:`_encoded_frame` decodes from its image, as raw RGB."""
         if request.WhichOneof("item") == "raw":
-            pixels = _pixels_of_raw(index, request.raw, self._translator.limits)
+            pixels = _pixels_of_raw(request.raw, self._translator.limits)
             source = request.raw.rgb
         else:
             pixels = await asyncio.to_thread(
@@ -222,33 +219,30 @@ async def drain_requests(
                 pass
 
 
-def _pixels_of_raw(
-    index: int, raw: pb.RawFrame, limits: images.ImageLimits | None = None
-) -> np.ndarray:
+def _pixels_of_raw(raw: pb.RawFrame, limits: images.ImageLimits | None = None) -> np.ndarray:
     """A raw RGB frame's pixels [H, W, 3], checked against its stated size (and the
     service's pixel limit, which an encoded frame meets when it is decoded)."""
     expected = raw.width * raw.height * 3
     if not raw.width or not raw.height or len(raw.rgb) != expected:
         raise InvalidArgument(
-            f"frame {index}: raw rgb is {len(raw.rgb)} bytes; width {raw.width} x height "
+            f"raw rgb is {len(raw.rgb)} bytes; width {raw.width} x height "
             f"{raw.height} x 3 needs {expected}"
         )
     if limits is not None and raw.width * raw.height > limits.max_pixels:
         raise InvalidArgument(
-            f"frame {index}: raw frame is {raw.width}x{raw.height}; the limit is "
-            f"{limits.max_pixels} pixels"
+            f"raw frame is {raw.width}x{raw.height}; the limit is {limits.max_pixels} pixels"
         )
     if limits is not None and min(raw.width, raw.height) < limits.min_side:
         raise InvalidArgument(
-            f"frame {index}: raw frame is {raw.width}x{raw.height}; both sides must be at "
+            f"raw frame is {raw.width}x{raw.height}; both sides must be at "
             f"least {limits.min_side} pixels"
         )
     return np.frombuffer(raw.rgb, dtype=np.uint8).reshape(raw.height, raw.width, 3)
 
 
-def _png_of_raw(index: int, raw: pb.RawFrame) -> bytes:
+def _png_of_raw(raw: pb.RawFrame) -> bytes:
     """A raw RGB frame as the lossless PNG TranslateImage takes (same pixels)."""
-    pixels = _pixels_of_raw(index, raw)
+    pixels = _pixels_of_raw(raw)
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, format="PNG", compress_level=1)
     return out.getvalue()
